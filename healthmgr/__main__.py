@@ -1,0 +1,3 @@
+from healthmgr.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The ``healthmgr`` command line."""

@@ -1,0 +1,1 @@
+"""The database the manager shares with the API: models, migrations, store."""

@@ -1,0 +1,99 @@
+"""The in-memory heartbeat value both wire formats decode into.
+
+Ids are the 16 raw bytes of a UUID: cheap to hash and compare on the hot path;
+convert with :func:`id_str` / :func:`id_bytes` at the database edge.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass
+
+Id = bytes  # 16 bytes, uuid.UUID(...).bytes
+
+
+def id_str(raw: Id) -> str:
+    """Canonical text form (as stored in the database) of a 16-byte id."""
+    return str(uuid.UUID(bytes=raw))
+
+
+def id_bytes(text: str) -> Id:
+    """16-byte form of a textual UUID."""
+    return uuid.UUID(text).bytes
+
+
+class WireFormat(enum.IntEnum):
+    NATIVE = 1
+    OCTAVIA = 2
+
+
+class ListenerState(enum.IntEnum):
+    """HAProxy frontend status as the agent reports it."""
+
+    OTHER = 0  # anything the agent could not map: status left unchanged
+    OPEN = 1
+    FULL = 2
+    STOP = 3
+
+
+class PoolState(enum.IntEnum):
+    """HAProxy backend status."""
+
+    OTHER = 0
+    UP = 1
+    DOWN = 2
+
+
+class MemberState(enum.IntEnum):
+    """HAProxy server status, normalised by the agent.
+
+    Transitional states keep their direction: ``UP 1/3`` is UP, ``DOWN 1/2``
+    is DOWN. ``UP`` with weight 0 is DRAIN.
+    """
+
+    OTHER = 0
+    UP = 1
+    DOWN = 2
+    DRAIN = 3
+    MAINT = 4
+    NO_CHECK = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerReport:
+    id: Id
+    status: ListenerState
+    current_connections: int
+    # Absolute counters since the HAProxy process started (see counters_epoch).
+    bytes_in: int
+    bytes_out: int
+    total_connections: int
+    request_errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class MemberReport:
+    id: Id
+    status: MemberState
+
+
+@dataclass(frozen=True, slots=True)
+class PoolReport:
+    id: Id
+    listener_id: Id | None  # None when the sender did not say (Octavia v1/v2)
+    status: PoolState
+    members: tuple[MemberReport, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    amphora_id: Id
+    seq: int
+    sent_at_ms: int  # sender's wall clock, Unix epoch milliseconds
+    interval_ms: int  # sender's heartbeat interval
+    # Changes whenever HAProxy's counters restart from zero (restart, reload).
+    counters_epoch: int
+    listeners: tuple[ListenerReport, ...]
+    pools: tuple[PoolReport, ...]
+    format: WireFormat = WireFormat.NATIVE

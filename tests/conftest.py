@@ -1,0 +1,156 @@
+"""Shared fixtures: real services, each test with a fresh database.
+
+A test that needs PostgreSQL, MariaDB or HAProxy skips with the reason when
+the service is missing, unless HEALTHMGR_REQUIRE_SERVICES=1 (CI), where it
+fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get(
+    "HEALTHMGR_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/healthmgr_test"
+)
+MYSQL_ADMIN_URL = os.environ.get(
+    "HEALTHMGR_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/healthmgr_test"
+)
+DIALECTS = ("sqlite", "postgresql", "mysql")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run soak/fuzz tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: opt in with --run-slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def services_required() -> bool:
+    return os.environ.get("HEALTHMGR_REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def unavailable(what: str) -> None:
+    """Skip, or fail under HEALTHMGR_REQUIRE_SERVICES=1."""
+    if services_required():
+        pytest.fail(f"{what} (required: HEALTHMGR_REQUIRE_SERVICES=1)", pytrace=False)
+    pytest.skip(what)
+
+
+@pytest.fixture(scope="session")
+def haproxy_bin() -> str:
+    path = shutil.which("haproxy")
+    if path is None and Path("/usr/sbin/haproxy").exists():
+        path = "/usr/sbin/haproxy"
+    if path is None:
+        unavailable("haproxy is not installed (apt-get install haproxy)")
+    return str(path)
+
+
+def _split(url: str) -> tuple[str, str]:
+    base, _, name = url.rpartition("/")
+    return base, name
+
+
+def _create_pg(name: str) -> Callable[[], None]:
+    import psycopg
+
+    base, admin_db = _split(PG_ADMIN_URL)
+    conninfo = base.replace("postgresql+psycopg://", "postgresql://") + "/" + admin_db
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        unavailable(f"PostgreSQL is not reachable at {conninfo}: {exc}".splitlines()[0])
+    with conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop() -> None:
+        with psycopg.connect(conninfo, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    return drop
+
+
+def _create_mysql(name: str) -> Callable[[], None]:
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    url = make_url(MYSQL_ADMIN_URL)
+    kwargs = dict(
+        host=url.host or "127.0.0.1",
+        port=url.port or 3306,
+        user=url.username or "root",
+        password=url.password or "",
+        connect_timeout=5,
+    )
+    try:
+        conn = pymysql.connect(**kwargs)
+    except pymysql.err.OperationalError as exc:
+        unavailable(f"MariaDB is not reachable at {url.host}:{url.port or 3306}: {exc}")
+    with conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+
+    def drop() -> None:
+        with pymysql.connect(**kwargs) as c, c.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+    return drop
+
+
+def fresh_database_url(dialect: str, tmp_path: Path) -> tuple[str, Callable[[], None]]:
+    """A URL of a new, empty database of that dialect, and how to drop it."""
+    name = f"hm_{uuid.uuid4().hex[:16]}"
+    if dialect == "sqlite":
+        return f"sqlite:///{tmp_path / (name + '.db')}", lambda: None
+    if dialect == "postgresql":
+        return _split(PG_ADMIN_URL)[0] + "/" + name, _create_pg(name)
+    if dialect == "mysql":
+        return _split(MYSQL_ADMIN_URL)[0] + "/" + name, _create_mysql(name)
+    raise ValueError(dialect)
+
+
+def _db_fixture(dialect: str, tmp_path: Path) -> Iterator[str]:
+    url, drop = fresh_database_url(dialect, tmp_path)
+    try:
+        yield url
+    finally:
+        drop()
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite"),
+        pytest.param("postgresql", marks=pytest.mark.postgresql),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ]
+)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on each of SQLite, PostgreSQL and MariaDB."""
+    yield from _db_fixture(request.param, tmp_path)
+
+
+@pytest.fixture
+def pg_url(tmp_path: Path) -> Iterator[str]:
+    yield from _db_fixture("postgresql", tmp_path)
+
+
+@pytest.fixture
+def mysql_url(tmp_path: Path) -> Iterator[str]:
+    yield from _db_fixture("mysql", tmp_path)
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def server_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database on each of the two servers (row-lock features)."""
+    yield from _db_fixture(request.param, tmp_path)

@@ -1,0 +1,35 @@
+"""The project's own plumbing: entry points and the service fixtures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from sqlalchemy import create_engine, text
+
+
+def test_python_m_healthmgr_shows_help() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "healthmgr", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "usage: healthmgr" in out.stdout
+
+
+def test_unknown_command_is_an_error_naming_it() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "healthmgr", "frobnicate"], capture_output=True, text=True
+    )
+    assert out.returncode == 2
+    assert "frobnicate" in out.stderr
+
+
+def test_fresh_database_is_reachable_and_empty(db_url: str) -> None:
+    engine = create_engine(db_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+    engine.dispose()
+
+
+def test_haproxy_is_installed(haproxy_bin: str) -> None:
+    out = subprocess.run([haproxy_bin, "-v"], capture_output=True, text=True, check=True)
+    assert "HAProxy version" in out.stdout
