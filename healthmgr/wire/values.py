@@ -97,3 +97,6 @@ class Heartbeat:
     listeners: tuple[ListenerReport, ...]
     pools: tuple[PoolReport, ...]
     format: WireFormat = WireFormat.NATIVE
+    # Octavia's message version 3 sends per-message deltas instead of absolute
+    # counters; the native format and Octavia v1/v2 send absolute values.
+    counters_are_deltas: bool = False
