@@ -271,9 +271,7 @@ def evaluate_amphora(amphora: AmphoraTopology | None, hb: Heartbeat) -> StatusOu
 # --- folding an outcome back into the topology ------------------------------
 
 
-def _replace_status(
-    objs: Iterable[T], changes: dict[Id, str]
-) -> tuple[T, ...]:
+def _replace_status(objs: Iterable[T], changes: dict[Id, str]) -> tuple[T, ...]:
     return tuple(
         dataclasses.replace(obj, operating_status=changes[obj.id]) if obj.id in changes else obj
         for obj in objs
