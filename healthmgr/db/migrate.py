@@ -1,0 +1,199 @@
+"""Schema migrations: Alembic, shipped in the package, driven from code.
+
+No ``alembic.ini`` is needed: :func:`alembic_config` points Alembic at
+``healthmgr/db/migrations``. The version is kept in its own table,
+``healthmgr_alembic_version``, so it cannot collide with the ``alembic_version``
+of an API that shares the database.
+
+The daemon calls :func:`check_current` at start and refuses to run against a
+schema that is missing, behind, or unknown to this release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy.engine import URL
+
+from healthmgr.db.engine import DatabaseError, connect, make_engine
+from healthmgr.db.models import Base
+
+VERSION_TABLE = "healthmgr_alembic_version"
+SCRIPT_LOCATION = Path(__file__).with_name("migrations")
+UPGRADE_HINT = "run `healthmgr db upgrade`"
+# Serializes concurrent `healthmgr db upgrade` runs on the servers.
+_PG_LOCK_KEY = 0x6865616C74686D67  # "healthmg"
+_MYSQL_LOCK_NAME = "healthmgr_migrate"
+_LOCK_WAIT_S = 120
+
+
+class SchemaError(DatabaseError):
+    """The database schema does not match this release."""
+
+
+class SchemaMissing(SchemaError):
+    """The database has no healthmgr schema at all."""
+
+
+class SchemaBehind(SchemaError):
+    """The schema is at an older revision than this release expects."""
+
+    def __init__(self, current: str, expected: str) -> None:
+        super().__init__(f"database schema is at {current}, expected {expected}: {UPGRADE_HINT}")
+        self.current = current
+        self.expected = expected
+
+
+class SchemaUnversioned(SchemaError):
+    """healthmgr tables exist but no revision is recorded (e.g. created from schema/*.sql)."""
+
+
+class SchemaUnknown(SchemaError):
+    """The recorded revision is not one this release knows (a newer release migrated it)."""
+
+
+def alembic_config(url: str | URL | None = None) -> Config:
+    """An Alembic config for the packaged migrations (``url`` only for offline SQL)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    cfg.set_main_option("path_separator", "os")
+    if url is not None:
+        rendered = url if isinstance(url, str) else url.render_as_string(hide_password=False)
+        cfg.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return cfg
+
+
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head() -> str:
+    """The revision this release expects (the single head of the packaged migrations)."""
+    rev = _script().get_current_head()
+    assert rev is not None, "the packaged migrations have no revision"
+    return rev
+
+
+def revisions() -> list[str]:
+    """All packaged revisions, oldest first."""
+    return [s.revision for s in reversed(list(_script().walk_revisions()))]
+
+
+@contextmanager
+def _engine(engine_or_url: Engine | str | URL) -> Iterator[Engine]:
+    if isinstance(engine_or_url, Engine):
+        yield engine_or_url
+        return
+    engine = make_engine(engine_or_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _current(conn: Connection) -> str | None:
+    ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return ctx.get_current_revision()
+
+
+def current(engine: Engine | str | URL) -> str | None:
+    """The revision the database is at, or None when it has none recorded."""
+    with _engine(engine) as eng, connect(eng) as conn:
+        return _current(conn)
+
+
+def _our_tables(conn: Connection) -> set[str]:
+    return set(inspect(conn).get_table_names()) & set(Base.metadata.tables)
+
+
+def check_current(engine: Engine | str | URL) -> str:
+    """Return the revision if the schema is at head, else raise a :class:`SchemaError`."""
+    expected = head()
+    with _engine(engine) as eng, connect(eng) as conn:
+        rev = _current(conn)
+        tables = _our_tables(conn) if rev is None else set()
+    if rev == expected:
+        return rev
+    if rev is None and not tables:
+        raise SchemaMissing(
+            f"database has no healthmgr schema (expected {expected}): {UPGRADE_HINT}"
+        )
+    if rev is None:
+        raise SchemaUnversioned(
+            f"database has healthmgr tables but no schema revision in {VERSION_TABLE}: "
+            f"if they were created from schema/*.sql at {expected}, "
+            f"run `healthmgr db stamp {expected}`"
+        )
+    if rev in revisions():
+        raise SchemaBehind(rev, expected)
+    raise SchemaUnknown(
+        f"database schema is at {rev}, which this healthmgr does not know "
+        f"(expected {expected}): a newer healthmgr migrated it; upgrade healthmgr"
+    )
+
+
+@contextmanager
+def _migration_lock(conn: Connection) -> Iterator[None]:
+    """Hold a lock so two concurrent upgrades run one after the other."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+        yield
+    elif name in ("mysql", "mariadb"):
+        got = conn.exec_driver_sql(
+            f"SELECT GET_LOCK('{_MYSQL_LOCK_NAME}', {_LOCK_WAIT_S})"
+        ).scalar()
+        if got != 1:
+            raise SchemaError(f"another migration holds the lock {_MYSQL_LOCK_NAME!r}")
+        try:
+            yield
+        finally:
+            conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{_MYSQL_LOCK_NAME}')")
+    else:
+        yield  # SQLite: BEGIN IMMEDIATE already excludes other writers
+
+
+Target = Engine | str | URL
+Revisions = tuple[str | None, str | None]
+
+
+def _run(engine_or_url: Target, fn: Callable[[Config, str], object], revision: str) -> Revisions:
+    with _engine(engine_or_url) as eng:
+        conn = connect(eng).execution_options(sqlite_begin="IMMEDIATE")
+        with conn:
+            with conn.begin(), _migration_lock(conn):
+                before = _current(conn)
+                cfg = alembic_config()
+                cfg.attributes["connection"] = conn
+                try:
+                    fn(cfg, revision)
+                except CommandError as e:
+                    raise SchemaError(f"cannot migrate to {revision!r}: {e}") from e
+                after = _current(conn)
+            return before, after
+
+
+def upgrade(engine_or_url: Target, revision: str = "head") -> Revisions:
+    """Upgrade the schema to ``revision`` in one transaction; returns (before, after).
+
+    Running it again at head changes nothing.
+    """
+    return _run(engine_or_url, command.upgrade, revision)
+
+
+def downgrade(engine_or_url: Target, revision: str) -> Revisions:
+    """Downgrade the schema to ``revision`` (``"base"`` drops every healthmgr table)."""
+    return _run(engine_or_url, command.downgrade, revision)
+
+
+def stamp(engine_or_url: Target, revision: str) -> Revisions:
+    """Record ``revision`` without running migrations (a schema created from schema/*.sql)."""
+    return _run(engine_or_url, command.stamp, revision)

@@ -1,0 +1,201 @@
+"""Migrations on SQLite, PostgreSQL and MariaDB: upgrade, no drift, version checks."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import CheckConstraint, inspect, text
+
+from healthmgr.db import migrate
+from healthmgr.db.engine import make_engine
+from healthmgr.db.models import Base
+
+MODEL_TABLES = set(Base.metadata.tables)
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_head_is_the_single_packaged_revision() -> None:
+    assert migrate.head() == "0001"
+    assert migrate.revisions() == ["0001"]
+
+
+def test_upgrade_from_empty_reaches_head(db_url: str) -> None:
+    assert migrate.current(db_url) is None
+    before, after = migrate.upgrade(db_url)
+    assert (before, after) == (None, migrate.head())
+    assert migrate.current(db_url) == migrate.head()
+    assert migrate.check_current(db_url) == migrate.head()
+    assert _tables(db_url) == MODEL_TABLES | {migrate.VERSION_TABLE}
+
+
+def test_upgrade_twice_is_a_no_op(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    tables = _tables(db_url)
+    assert migrate.upgrade(db_url) == (migrate.head(), migrate.head())
+    assert _tables(db_url) == tables
+    assert migrate.current(db_url) == migrate.head()
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    """The drift test: autogenerate against a migrated database finds nothing to do."""
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "version_table": migrate.VERSION_TABLE}
+            )
+            diff = compare_metadata(ctx, Base.metadata)
+    finally:
+        engine.dispose()
+    assert diff == [], f"migrations and models differ: {diff}"
+
+
+def test_migrated_constraint_and_index_names_match_the_models(db_url: str) -> None:
+    """autogenerate does not compare CHECK constraints: compare their names here."""
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            insp = inspect(conn)
+            for table in Base.metadata.sorted_tables:
+                want_ck = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
+                got_ck = {c["name"] for c in insp.get_check_constraints(table.name)}
+                assert got_ck == want_ck, table.name
+                want_ix = {i.name for i in table.indexes}
+                got_ix = {i["name"] for i in insp.get_indexes(table.name)}
+                # MariaDB also lists the unique key and the indexes it made for FKs.
+                assert want_ix <= got_ix, table.name
+    finally:
+        engine.dispose()
+
+
+def test_check_current_on_an_empty_database(db_url: str) -> None:
+    with pytest.raises(migrate.SchemaMissing) as err:
+        migrate.check_current(db_url)
+    assert str(err.value) == (
+        f"database has no healthmgr schema (expected {migrate.head()}): run `healthmgr db upgrade`"
+    )
+
+
+def test_check_current_on_tables_without_a_revision(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    migrate.stamp(db_url, "base")
+    assert migrate.current(db_url) is None
+    with pytest.raises(migrate.SchemaUnversioned, match="healthmgr db stamp 0001"):
+        migrate.check_current(db_url)
+    migrate.stamp(db_url, "head")
+    assert migrate.check_current(db_url) == migrate.head()
+
+
+def test_check_current_on_an_unknown_revision(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999'"))
+    engine.dispose()
+    with pytest.raises(migrate.SchemaUnknown, match="at 9999, which this healthmgr does not know"):
+        migrate.check_current(db_url)
+
+
+REVISION_0002 = """
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    op.create_table("extra", sa.Column("id", sa.Integer(), primary_key=True))
+
+
+def downgrade():
+    op.drop_table("extra")
+"""
+
+
+@pytest.fixture
+def two_revisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The packaged migrations plus a fake 0002, as a newer release would ship them."""
+    location = tmp_path / "migrations"
+    shutil.copytree(migrate.SCRIPT_LOCATION, location, ignore=shutil.ignore_patterns("__pycache__"))
+    (location / "versions" / "0002_extra.py").write_text(REVISION_0002)
+    monkeypatch.setattr(migrate, "SCRIPT_LOCATION", location)
+    return location
+
+
+def test_check_current_on_an_older_revision(db_url: str, two_revisions: Path) -> None:
+    assert migrate.head() == "0002"
+    assert migrate.upgrade(db_url, "0001") == (None, "0001")
+    with pytest.raises(migrate.SchemaBehind) as err:
+        migrate.check_current(db_url)
+    assert str(err.value) == (
+        "database schema is at 0001, expected 0002: run `healthmgr db upgrade`"
+    )
+    assert (err.value.current, err.value.expected) == ("0001", "0002")
+    assert migrate.upgrade(db_url) == ("0001", "0002")
+    assert migrate.check_current(db_url) == "0002"
+
+
+def test_downgrade_to_base_drops_every_table(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    assert migrate.downgrade(db_url, "base") == (migrate.head(), None)
+    assert _tables(db_url) <= {migrate.VERSION_TABLE}
+    assert migrate.upgrade(db_url) == (None, migrate.head())
+
+
+def test_unknown_target_revision_is_a_clear_error(db_url: str) -> None:
+    with pytest.raises(migrate.SchemaError, match="cannot migrate to 'nope'"):
+        migrate.upgrade(db_url, "nope")
+
+
+def test_concurrent_upgrades_run_one_after_the_other(server_db_url: str) -> None:
+    results: list[object] = []
+
+    def run() -> None:
+        try:
+            results.append(migrate.upgrade(server_db_url))
+        except Exception as exc:  # reported by the assertion below
+            results.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    head = migrate.head()
+    assert sorted(results, key=repr) == sorted([(None, head), (head, head), (head, head)], key=repr)
+
+
+def test_the_drift_test_sees_a_difference(tmp_path: Path) -> None:
+    """Guard against a blind drift test: a changed model must show up."""
+    from sqlalchemy import Column, MetaData, String
+
+    url = f"sqlite:///{tmp_path / 'drift.db'}"
+    migrate.upgrade(url)
+    changed = MetaData(naming_convention=Base.metadata.naming_convention)
+    for table in Base.metadata.sorted_tables:
+        table.to_metadata(changed)
+    changed.tables["amphora"].append_column(Column("cert_expiration", String(36)))
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": migrate.VERSION_TABLE})
+        diff = compare_metadata(ctx, changed)
+    engine.dispose()
+    assert [d[0] for d in diff] == ["add_column"]
