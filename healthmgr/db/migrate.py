@@ -21,7 +21,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, inspect
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, Dialect
+from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
 from healthmgr.db.engine import DatabaseError, connect, make_engine
 from healthmgr.db.models import Base
@@ -197,3 +198,49 @@ def downgrade(engine_or_url: Target, revision: str) -> Revisions:
 def stamp(engine_or_url: Target, revision: str) -> Revisions:
     """Record ``revision`` without running migrations (a schema created from schema/*.sql)."""
     return _run(engine_or_url, command.stamp, revision)
+
+
+# -- the DDL contract in schema/ ---------------------------------------------
+
+DDL_DIALECTS: dict[str, str] = {
+    "sqlite": "SQLite",
+    "postgresql": "PostgreSQL",
+    "mysql": "MariaDB/MySQL",
+}
+
+
+def ddl(dialect: str) -> str:
+    """CREATE statements for every table and index of the models, as in schema/<dialect>.sql.
+
+    Tables in dependency order (ties by name), each followed by its indexes by
+    name; one statement per paragraph, each ending in ``;``.
+    """
+    if dialect not in DDL_DIALECTS:
+        raise ValueError(f"unknown dialect {dialect!r} (choose from {', '.join(DDL_DIALECTS)})")
+    sa_dialect = _sa_dialect(dialect)
+    rev = head()
+    lines = [
+        f"-- healthmgr database schema for {DDL_DIALECTS[dialect]}, revision {rev}.",
+        "-- Generated from healthmgr/db/models.py; do not edit. Regenerate with:",
+        f"--   healthmgr db ddl --dialect {dialect} > schema/{dialect}.sql",
+        "-- A database created from this file (not by `healthmgr db upgrade`) must",
+        f"-- then be stamped: healthmgr db stamp {rev}",
+    ]
+    statements: list[str] = []
+    for table in Base.metadata.sorted_tables:
+        statements.append(_compiled(CreateTable(table), sa_dialect))
+        for index in sorted(table.indexes, key=lambda i: str(i.name)):
+            statements.append(_compiled(CreateIndex(index), sa_dialect))
+    return "\n".join(lines) + "\n\n" + "\n\n".join(f"{s};" for s in statements) + "\n"
+
+
+def _sa_dialect(name: str) -> Dialect:
+    from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+    module = {"sqlite": sqlite, "postgresql": postgresql, "mysql": mysql}[name]
+    return module.dialect()
+
+
+def _compiled(element: ExecutableDDLElement, dialect: Dialect) -> str:
+    text = str(element.compile(dialect=dialect)).expandtabs(4)
+    return "\n".join(line.rstrip() for line in text.strip().splitlines())
