@@ -36,7 +36,8 @@ _member = Member.__table__
 T = TypeVar("T")
 
 
-def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+def chunks(items: Sequence[T], size: int | None = None) -> Iterator[Sequence[T]]:
+    size = size or IN_CHUNK
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
