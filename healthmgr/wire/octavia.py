@@ -40,6 +40,13 @@ from healthmgr.wire.haproxy_status import (
     member_state_from_haproxy,
     pool_state_from_haproxy,
 )
+from healthmgr.wire.limits import (
+    MAX_LISTENERS,
+    MAX_MEMBERS,
+    MAX_MEMBERS_PER_POOL,
+    MAX_POOLS,
+    MAX_UINT64,
+)
 from healthmgr.wire.values import (
     Heartbeat,
     Id,
@@ -54,16 +61,11 @@ from healthmgr.wire.values import (
 )
 
 # --- limits ---------------------------------------------------------------
-# Own constants: the native format's limits module did not exist when this
-# was written; the member/listener/pool figures are deliberately generous
-# (an Octavia load balancer is one amphora's whole config).
+# Counts are the native format's (healthmgr.wire.limits); the rest is specific
+# to Octavia's envelope.
 MAX_DATAGRAM = 65535  # largest UDP payload; Octavia's receiver reads 64 KiB
 MAX_JSON_BYTES = 256 * 1024  # decompressed size bound (zlib bomb defence)
-MAX_LISTENERS = 256
-MAX_POOLS = 512  # in the whole message
-MAX_MEMBERS = 4096  # in the whole message
 MAX_STATUS_LEN = 64  # HAProxy's longest status is ~20 characters
-MAX_COUNTER = 2**64 - 1
 # '{' and '[' in the decompressed text: a cheap bound on the number (hence
 # the depth) of containers json.loads will build. Three per listener
 # (listener, stats, v1 pools), two per pool (pool, members), some slack.
@@ -135,7 +137,7 @@ def parse_json(text: bytes) -> dict[str, Any]:
     except ValueError as exc:  # JSONDecodeError, int too long to convert
         raise Rejected(Reason.MALFORMED, f"not JSON: {exc}") from None
     if type(obj) is not dict:
-        raise Rejected(Reason.MALFORMED, f"message is a JSON {type(obj).__name__}, not an object")
+        raise Rejected(Reason.MALFORMED, f"message is {_kind(obj)}, not an object")
     return obj
 
 
@@ -155,8 +157,9 @@ def message_to_heartbeat(message: dict[str, Any], *, received_at_ms: int) -> Hea
     """Validate an already-parsed Octavia message dict (raises Rejected)."""
     amphora_id = _uuid(message.get("id"), "id")
     seq = message.get("seq")
-    if type(seq) is not int or not 0 <= seq <= MAX_COUNTER:
-        raise Rejected(Reason.MALFORMED, f"seq is {_kind(seq)}, not an unsigned 64-bit integer")
+    if type(seq) is not int or not 0 <= seq <= MAX_UINT64:
+        shown = f"{seq!r:.32} is" if type(seq) is int else f"is {_kind(seq)},"
+        raise Rejected(Reason.MALFORMED, f"seq {shown} not an unsigned 64-bit integer")
     version = _version(message)
     listeners_raw = _object(message.get("listeners"), "listeners")
     if len(listeners_raw) > MAX_LISTENERS:
@@ -226,7 +229,7 @@ def _listener(lid: Id, lid_text: str, body: dict[str, Any]) -> ListenerReport:
         get("ereq", 0),
     )
     for value in values:
-        if type(value) is not int or not 0 <= value <= MAX_COUNTER:
+        if type(value) is not int or not 0 <= value <= MAX_UINT64:
             raise Rejected(
                 Reason.MALFORMED,
                 f"listener {lid_text} stats: {value!r:.48} is not an unsigned 64-bit integer",
@@ -241,6 +244,8 @@ def _pools(raw: dict[str, Any], enclosing: Id | None, budget: _Budget) -> list[P
         pool_id, listener_id = _pool_key(key, enclosing)
         pool = _object(body, f"pool {key}")
         members_raw = _object(pool.get("members", {}), f"pool {key} members")
+        if len(members_raw) > MAX_MEMBERS_PER_POOL:
+            raise Rejected(Reason.OVER_LIMIT, f"pool {key} has over {MAX_MEMBERS_PER_POOL} members")
         budget.take(0, len(members_raw))
         members = [
             MemberReport(_uuid(mid, "member id"), member_state_from_haproxy(_status(text, mid)))
@@ -271,9 +276,11 @@ def _object(value: Any, what: str) -> dict[str, Any]:
 def _status(value: Any, owner: Any) -> str:
     # The owner's id rather than a ready message: formatting costs on the hot path.
     if type(value) is not str:
-        raise Rejected(Reason.MALFORMED, f"status of {owner!r:.48} is {_kind(value)}")
+        raise Rejected(Reason.MALFORMED, f"status of {owner!r:.48} is {_kind(value)}, not a string")
     if len(value) > MAX_STATUS_LEN:
-        raise Rejected(Reason.OVER_LIMIT, f"status of {owner!r:.48} is over {MAX_STATUS_LEN}")
+        raise Rejected(
+            Reason.OVER_LIMIT, f"status of {owner!r:.48} is over {MAX_STATUS_LEN} characters"
+        )
     return value
 
 
@@ -287,12 +294,25 @@ def _uuid(text: Any, what: str) -> Id:
         # Extra hyphens or whitespace (which fromhex skips) leave < 16 bytes.
         if len(raw) == 16:
             return raw
-    shown = f"{text!r:.48}" if isinstance(text, str) else _kind(text)
-    raise Rejected(Reason.MALFORMED, f"{what} {shown} is not a UUID")
+    if isinstance(text, str):
+        raise Rejected(Reason.MALFORMED, f"{what} {text!r:.48} is not a UUID")
+    raise Rejected(Reason.MALFORMED, f"{what} is {_kind(text)}, not a UUID string")
+
+
+_JSON_KINDS = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    int: "an integer",
+    float: "a number",
+    bool: "a boolean",
+}
 
 
 def _kind(value: Any) -> str:
-    return "missing" if value is None else f"a {type(value).__name__}"
+    if value is None:
+        return "missing or null"
+    return _JSON_KINDS.get(type(value), f"a {type(value).__name__}")
 
 
 # --- encoder (Octavia agent's side; tests, vectors, benchmarks) ------------
