@@ -173,4 +173,3 @@ def ping(engine: Engine) -> None:
     """Connect once and run ``SELECT 1``; :class:`DatabaseUnavailable` if unreachable."""
     with connect(engine) as conn:
         conn.exec_driver_sql("SELECT 1")
-

@@ -29,6 +29,19 @@ from healthmgr import constants as C
 
 # Microsecond precision on MariaDB too (its DATETIME defaults to whole seconds).
 UTCDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def vocabulary(length: int) -> String:
+    """A column of a CHECK-constrained vocabulary: case-sensitive on MariaDB too.
+
+    MariaDB's default collation is case-insensitive, so ``'online' IN ('ONLINE', ...)``
+    would pass its CHECK; a binary collation makes it compare like the other databases.
+    """
+    return String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
 # Counters are unsigned 64-bit on the wire; BIGINT holds them up to 2**63-1.
 Counter = BigInteger
 
@@ -65,10 +78,10 @@ class LoadBalancer(Base):
     project_id: Mapped[str | None] = mapped_column(String(36))
     name: Mapped[str | None] = mapped_column(String(255))
     description: Mapped[str | None] = mapped_column(String(255))
-    provisioning_status: Mapped[str] = mapped_column(String(16))
-    operating_status: Mapped[str] = mapped_column(String(16))
+    provisioning_status: Mapped[str] = mapped_column(vocabulary(16))
+    operating_status: Mapped[str] = mapped_column(vocabulary(16))
     enabled: Mapped[bool] = mapped_column(Boolean)
-    topology: Mapped[str | None] = mapped_column(String(36))
+    topology: Mapped[str | None] = mapped_column(vocabulary(36))
     provider: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -84,14 +97,14 @@ class Amphora(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     compute_id: Mapped[str | None] = mapped_column(String(36))
-    status: Mapped[str] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(vocabulary(36))
     load_balancer_id: Mapped[str | None] = mapped_column(
         String(36), ForeignKey("load_balancer.id")
     )
     lb_network_ip: Mapped[str | None] = mapped_column(String(64))
     vrrp_ip: Mapped[str | None] = mapped_column(String(64))
     ha_ip: Mapped[str | None] = mapped_column(String(64))
-    role: Mapped[str | None] = mapped_column(String(36))
+    role: Mapped[str | None] = mapped_column(vocabulary(36))
     created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -125,8 +138,8 @@ class Listener(Base):
     connection_limit: Mapped[int | None] = mapped_column(Integer)
     default_pool_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("pool.id"))
     enabled: Mapped[bool] = mapped_column(Boolean)
-    provisioning_status: Mapped[str] = mapped_column(String(16))
-    operating_status: Mapped[str] = mapped_column(String(16))
+    provisioning_status: Mapped[str] = mapped_column(vocabulary(16))
+    operating_status: Mapped[str] = mapped_column(vocabulary(16))
     created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -148,8 +161,8 @@ class Pool(Base):
     protocol: Mapped[str] = mapped_column(String(16))
     lb_algorithm: Mapped[str] = mapped_column(String(255))
     enabled: Mapped[bool] = mapped_column(Boolean)
-    provisioning_status: Mapped[str] = mapped_column(String(16))
-    operating_status: Mapped[str] = mapped_column(String(16))
+    provisioning_status: Mapped[str] = mapped_column(vocabulary(16))
+    operating_status: Mapped[str] = mapped_column(vocabulary(16))
     created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -172,8 +185,8 @@ class Member(Base):
     weight: Mapped[int | None] = mapped_column(Integer)
     backup: Mapped[bool] = mapped_column(Boolean, default=False)
     enabled: Mapped[bool] = mapped_column(Boolean)
-    provisioning_status: Mapped[str] = mapped_column(String(16))
-    operating_status: Mapped[str] = mapped_column(String(16))
+    provisioning_status: Mapped[str] = mapped_column(vocabulary(16))
+    operating_status: Mapped[str] = mapped_column(vocabulary(16))
     created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -198,8 +211,8 @@ class HealthMonitor(Base):
     url_path: Mapped[str | None] = mapped_column(String(2048))
     expected_codes: Mapped[str | None] = mapped_column(String(64))
     enabled: Mapped[bool] = mapped_column(Boolean)
-    provisioning_status: Mapped[str] = mapped_column(String(16))
-    operating_status: Mapped[str] = mapped_column(String(16))
+    provisioning_status: Mapped[str] = mapped_column(vocabulary(16))
+    operating_status: Mapped[str] = mapped_column(vocabulary(16))
     created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
@@ -247,7 +260,7 @@ class FailoverRequest(Base):
     reason: Mapped[str] = mapped_column(String(255))
     requested_by: Mapped[str] = mapped_column(String(255))
     requested_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(vocabulary(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)

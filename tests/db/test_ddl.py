@@ -45,7 +45,7 @@ def test_ddl_is_deterministic_and_complete(dialect: str) -> None:
     text = migrate.ddl(dialect)
     assert text == migrate.ddl(dialect)
     statements = _statements(text)
-    tables = [s.split()[2].strip("`\"") for s in statements if s.startswith("CREATE TABLE")]
+    tables = [s.split()[2].strip('`"') for s in statements if s.startswith("CREATE TABLE")]
     assert tables == [t.name for t in Base.metadata.sorted_tables]
     indexes = {s.split()[2] for s in statements if s.startswith("CREATE INDEX")}
     assert indexes == {str(i.name) for t in Base.metadata.tables.values() for i in t.indexes}

@@ -83,6 +83,23 @@ def test_migrated_constraint_and_index_names_match_the_models(db_url: str) -> No
         engine.dispose()
 
 
+def test_vocabulary_columns_compare_case_sensitively(db_url: str) -> None:
+    """autogenerate does not compare collations: check the vocabulary columns' here."""
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            insp = inspect(conn)
+            for table in Base.metadata.sorted_tables:
+                reflected = {c["name"]: c["type"] for c in insp.get_columns(table.name)}
+                for column in table.columns:
+                    want = column.type.dialect_impl(conn.dialect)
+                    got = getattr(reflected[column.name], "collation", None)
+                    assert got == getattr(want, "collation", None), f"{table.name}.{column.name}"
+    finally:
+        engine.dispose()
+
+
 def test_check_current_on_an_empty_database(db_url: str) -> None:
     with pytest.raises(migrate.SchemaMissing) as err:
         migrate.check_current(db_url)

@@ -36,6 +36,13 @@ def _time() -> sa.types.TypeEngine:
     return sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
+def _vocab(length: int) -> sa.types.TypeEngine:
+    # A binary collation on MariaDB: its default one would let 'online' pass the CHECK.
+    return sa.String(length).with_variant(
+        mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql", "mariadb"
+    )
+
+
 def _one_of(table: str, column: str, values: tuple[str, ...], nullable: bool = False):
     expr = f"{column} IN ({', '.join(repr(v) for v in values)})"
     if nullable:
@@ -82,7 +89,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.String(255), nullable=False),
         sa.Column("requested_by", sa.String(255), nullable=False),
         sa.Column("requested_at", _time(), nullable=False),
-        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("state", _vocab(16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
         sa.Column("updated_at", _time(), nullable=True),
@@ -122,10 +129,10 @@ def upgrade() -> None:
         sa.Column("project_id", sa.String(36), nullable=True),
         sa.Column("name", sa.String(255), nullable=True),
         sa.Column("description", sa.String(255), nullable=True),
-        sa.Column("provisioning_status", sa.String(16), nullable=False),
-        sa.Column("operating_status", sa.String(16), nullable=False),
+        sa.Column("provisioning_status", _vocab(16), nullable=False),
+        sa.Column("operating_status", _vocab(16), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("topology", sa.String(36), nullable=True),
+        sa.Column("topology", _vocab(36), nullable=True),
         sa.Column("provider", sa.String(64), nullable=True),
         *_stamps(),
         *_statuses("load_balancer"),
@@ -137,12 +144,12 @@ def upgrade() -> None:
         "amphora",
         _id(),
         sa.Column("compute_id", sa.String(36), nullable=True),
-        sa.Column("status", sa.String(36), nullable=False),
+        sa.Column("status", _vocab(36), nullable=False),
         sa.Column("load_balancer_id", sa.String(36), nullable=True),
         sa.Column("lb_network_ip", sa.String(64), nullable=True),
         sa.Column("vrrp_ip", sa.String(64), nullable=True),
         sa.Column("ha_ip", sa.String(64), nullable=True),
-        sa.Column("role", sa.String(36), nullable=True),
+        sa.Column("role", _vocab(36), nullable=True),
         *_stamps(),
         _one_of("amphora", "status", AMPHORA),
         _one_of("amphora", "role", ROLES, nullable=True),
@@ -165,8 +172,8 @@ def upgrade() -> None:
         sa.Column("protocol", sa.String(16), nullable=False),
         sa.Column("lb_algorithm", sa.String(255), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("provisioning_status", sa.String(16), nullable=False),
-        sa.Column("operating_status", sa.String(16), nullable=False),
+        sa.Column("provisioning_status", _vocab(16), nullable=False),
+        sa.Column("operating_status", _vocab(16), nullable=False),
         *_stamps(),
         *_statuses("pool"),
         sa.ForeignKeyConstraint(
@@ -193,8 +200,8 @@ def upgrade() -> None:
         sa.Column("url_path", sa.String(2048), nullable=True),
         sa.Column("expected_codes", sa.String(64), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("provisioning_status", sa.String(16), nullable=False),
-        sa.Column("operating_status", sa.String(16), nullable=False),
+        sa.Column("provisioning_status", _vocab(16), nullable=False),
+        sa.Column("operating_status", _vocab(16), nullable=False),
         *_stamps(),
         *_statuses("health_monitor"),
         sa.ForeignKeyConstraint(["pool_id"], ["pool.id"], name=op.f("fk_health_monitor_pool_id_pool")),
@@ -213,8 +220,8 @@ def upgrade() -> None:
         sa.Column("connection_limit", sa.Integer(), nullable=True),
         sa.Column("default_pool_id", sa.String(36), nullable=True),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("provisioning_status", sa.String(16), nullable=False),
-        sa.Column("operating_status", sa.String(16), nullable=False),
+        sa.Column("provisioning_status", _vocab(16), nullable=False),
+        sa.Column("operating_status", _vocab(16), nullable=False),
         *_stamps(),
         *_statuses("listener"),
         sa.ForeignKeyConstraint(
@@ -241,8 +248,8 @@ def upgrade() -> None:
         sa.Column("weight", sa.Integer(), nullable=True),
         sa.Column("backup", sa.Boolean(), nullable=False),
         sa.Column("enabled", sa.Boolean(), nullable=False),
-        sa.Column("provisioning_status", sa.String(16), nullable=False),
-        sa.Column("operating_status", sa.String(16), nullable=False),
+        sa.Column("provisioning_status", _vocab(16), nullable=False),
+        sa.Column("operating_status", _vocab(16), nullable=False),
         *_stamps(),
         *_statuses("member"),
         sa.ForeignKeyConstraint(["pool_id"], ["pool.id"], name=op.f("fk_member_pool_id_pool")),
