@@ -259,6 +259,8 @@ class Metrics:
 
 MAX_REQUEST_HEAD = 8192
 REQUEST_TIMEOUT = 10.0
+LINGER_SECONDS = 1.0
+MAX_LINGER_BYTES = 1 << 20
 
 
 async def serve_metrics(
@@ -280,10 +282,21 @@ async def serve_metrics(
         try:
             async with stream:
                 await _handle(stream, metrics)
+                await _linger(stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # the client went away; nothing to do
 
     await trio.serve_listeners(handler, listeners)
+
+
+async def _linger(stream: trio.SocketStream) -> None:
+    """Half-close, then read what the client still sends, so closing does not reset the
+    connection and destroy the response before the client has read it."""
+    await stream.send_eof()
+    with trio.move_on_after(LINGER_SECONDS):
+        received = 0
+        while received < MAX_LINGER_BYTES and (chunk := await stream.receive_some(65536)):
+            received += len(chunk)
 
 
 async def _handle(stream: trio.SocketStream, metrics: Metrics) -> None:
