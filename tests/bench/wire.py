@@ -1,0 +1,117 @@
+"""Wire codec benchmark: microseconds per verify+decode, native vs Octavia format.
+
+    .venv/bin/python tests/bench/wire.py [--seconds 0.5] [--repeat 5]
+
+Prints one JSON object. Each figure is the best of --repeat runs of a timed
+loop (the minimum is the least disturbed by other load on the machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import timeit
+import uuid
+from collections.abc import Callable
+
+from healthmgr.wire import octavia
+from healthmgr.wire.keys import Keyring, MasterKey
+from healthmgr.wire.native import decode_native, encode_native
+from healthmgr.wire.values import (
+    Heartbeat,
+    ListenerReport,
+    ListenerState,
+    MemberReport,
+    MemberState,
+    PoolReport,
+    PoolState,
+)
+
+SENT_AT_MS = 1_767_225_600_000  # 2026-01-01
+
+
+def _id() -> bytes:
+    return uuid.uuid4().bytes
+
+
+def make_heartbeat(listeners: int, members_per_pool: int) -> Heartbeat:
+    """One pool per listener; realistic counter magnitudes (they set msgpack widths)."""
+    lis = tuple(
+        ListenerReport(_id(), ListenerState.OPEN, 120, 9_876_543_210, 123_456_789_012, 4_000_000, 17)
+        for _ in range(listeners)
+    )
+    pools = tuple(
+        PoolReport(
+            _id(),
+            listener.id,
+            PoolState.UP,
+            tuple(
+                MemberReport(_id(), MemberState.UP if i % 5 else MemberState.DOWN)
+                for i in range(members_per_pool)
+            ),
+        )
+        for listener in lis
+    )
+    return Heartbeat(_id(), SENT_AT_MS, SENT_AT_MS, 10_000, (1_767_000_000 << 22) | 4242, lis, pools)
+
+
+def per_call_us(func: Callable[[], object], seconds: float, repeat: int) -> float:
+    timer = timeit.Timer(func)
+    number, _ = timer.autorange()
+    number = max(number, int(number * seconds / 0.2))
+    return min(timer.repeat(repeat=repeat, number=number)) / number * 1e6
+
+
+def measure(hb: Heartbeat, seconds: float, repeat: int) -> dict[str, object]:
+    keyring = Keyring([MasterKey(1, b"bench master secret 0123456789ab")], 1)
+    key_id, key = keyring.provision(hb.amphora_id)
+    native = encode_native(hb, key_id, key)
+    octavia_key = b"insecure-shared-heartbeat-key"
+    octa = octavia.encode(octavia.heartbeat_to_message(hb, 3), octavia_key)
+    assert decode_native(native, keyring) == hb
+    octavia.decode(octa, octavia_key, received_at_ms=SENT_AT_MS)
+    keyring.key_for(key_id, hb.amphora_id)  # warm cache, as in steady state
+    native_us = per_call_us(lambda: decode_native(native, keyring), seconds, repeat)
+    octavia_us = per_call_us(
+        lambda: octavia.decode(octa, octavia_key, received_at_ms=SENT_AT_MS), seconds, repeat
+    )
+    return {
+        "listeners": len(hb.listeners),
+        "pools": len(hb.pools),
+        "members": sum(len(p.members) for p in hb.pools),
+        "native_bytes": len(native),
+        "octavia_bytes": len(octa),
+        "native_us": round(native_us, 2),
+        "octavia_us": round(octavia_us, 2),
+        "native_over_octavia": round(native_us / octavia_us, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=0.5, help="time per timed run")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs; the best is kept")
+    args = parser.parse_args()
+    keyring = Keyring([MasterKey(1, b"bench master secret 0123456789ab")], 1)
+    ids = [_id() for _ in range(2000)]
+    derive_us = per_call_us(
+        lambda: Keyring.key_for(keyring, 1, ids[0]) and keyring._caches[1].clear(),
+        args.seconds,
+        args.repeat,
+    )
+    result = {
+        "python": sys.version.split()[0],
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "seed": measure(make_heartbeat(1, 2), args.seconds, args.repeat),
+        "large": measure(make_heartbeat(10, 10), args.seconds, args.repeat),
+        "key_derivation_miss_us": round(derive_us, 2),
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
