@@ -190,7 +190,12 @@ def _listeners(
         if type(lid) is not bytes or len(lid) != ID_BYTES:
             raise _malformed(f"listener {_index(items, item)}: id is not a 16-byte binary")
         if not (
-            type(code) is type(cur) is type(b_in) is type(b_out) is type(total) is type(errors)
+            type(code)
+            is type(cur)
+            is type(b_in)
+            is type(b_out)
+            is type(total)
+            is type(errors)
             is int
             and (cur | b_in | b_out | total | errors) >= 0
             and 0 <= code <= MAX_STATUS_CODE

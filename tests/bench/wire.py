@@ -40,7 +40,9 @@ def _id() -> bytes:
 def make_heartbeat(listeners: int, members_per_pool: int) -> Heartbeat:
     """One pool per listener; realistic counter magnitudes (they set msgpack widths)."""
     lis = tuple(
-        ListenerReport(_id(), ListenerState.OPEN, 120, 9_876_543_210, 123_456_789_012, 4_000_000, 17)
+        ListenerReport(
+            _id(), ListenerState.OPEN, 120, 9_876_543_210, 123_456_789_012, 4_000_000, 17
+        )
         for _ in range(listeners)
     )
     pools = tuple(
@@ -55,7 +57,9 @@ def make_heartbeat(listeners: int, members_per_pool: int) -> Heartbeat:
         )
         for listener in lis
     )
-    return Heartbeat(_id(), SENT_AT_MS, SENT_AT_MS, 10_000, (1_767_000_000 << 22) | 4242, lis, pools)
+    return Heartbeat(
+        _id(), SENT_AT_MS, SENT_AT_MS, 10_000, (1_767_000_000 << 22) | 4242, lis, pools
+    )
 
 
 def per_call_us(func: Callable[[], object], seconds: float, repeat: int) -> float:
