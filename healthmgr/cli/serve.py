@@ -1,9 +1,47 @@
-"""`healthmgr serve` (placeholder until its owner fills it in)."""
+"""``healthmgr serve``: run the health manager daemon."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+import trio
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    sub.add_parser("serve", help="(not implemented yet)").set_defaults(func=lambda args: 1)
+    p = sub.add_parser("serve", help="run the health manager daemon")
+    p.add_argument("--config", metavar="PATH", help="TOML config file (default: "
+                   "$HEALTHMGR_CONFIG or /etc/healthmgr/healthmgr.toml)")
+    p.set_defaults(func=run)
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"healthmgr: error: {message}", file=sys.stderr)
+    return status
+
+
+def run(args: argparse.Namespace) -> int:
+    from healthmgr.config import ConfigError, load_settings
+    from healthmgr.db.engine import DatabaseError
+    from healthmgr.db.migrate import check_current
+    from healthmgr.logging import configure_logging
+    from healthmgr.manager.service import Daemon
+
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return _fail(f"{exc} (run `healthmgr config check` for details)", 2)
+    configure_logging(settings.logging.level, settings.logging.format)
+    try:
+        daemon = Daemon(settings, config_path=args.config)
+        check_current(daemon.engine)
+        daemon.bind()
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    except DatabaseError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        hm = settings.health_manager
+        return _fail(f"cannot bind {hm.bind_ip}:{hm.bind_port}: {exc.strerror or exc}")
+    trio.run(daemon.run)
+    return 0

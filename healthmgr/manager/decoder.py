@@ -1,0 +1,101 @@
+"""Datagram -> verified, fresh, not-replayed heartbeat (or ``Rejected``).
+
+Composes the wire pieces with the manager's keys and clock. The native
+format is always on; Octavia's when ``octavia_compat`` is set.
+"""
+
+from __future__ import annotations
+
+from healthmgr.config import Settings
+from healthmgr.wire import octavia
+from healthmgr.wire.errors import Reason, Rejected
+from healthmgr.wire.keys import Keyring
+from healthmgr.wire.limits import REPLAY_WINDOW
+from healthmgr.wire.native import decode_native, is_native
+from healthmgr.wire.replay import ReplayGuard, check_freshness
+from healthmgr.wire.values import Heartbeat
+
+
+class Decoder:
+    def __init__(
+        self,
+        keyring: Keyring,
+        *,
+        octavia_key: bytes | None,
+        max_age_ms: int,
+        max_future_ms: int,
+        restart_every_ms: int = 60_000,
+    ) -> None:
+        self.keyring = keyring
+        self.octavia_key = octavia_key
+        self.max_age_ms = max_age_ms
+        self.max_future_ms = max_future_ms
+        self.replay = ReplayGuard()
+        # Octavia agents restart their sequence at 0: a separate guard that
+        # only drops exact duplicates within its window (docs/octavia-compat.md).
+        self.octavia_replay = ReplayGuard()
+        self._octavia_restarts: dict[bytes, int] = {}
+        self.restart_every_ms = restart_every_ms
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Decoder:
+        hm = settings.health_manager
+        return cls(
+            Keyring(settings.keys.master_keys, settings.keys.active_key_id),
+            octavia_key=_octavia_key(settings),
+            # A heartbeat older than one interval plus the skew proves nothing new.
+            max_age_ms=int((hm.heartbeat_interval + hm.max_clock_skew) * 1000),
+            max_future_ms=int(hm.max_clock_skew * 1000),
+            restart_every_ms=int(hm.heartbeat_timeout * 1000),
+        )
+
+    def update(self, settings: Settings) -> None:
+        """SIGHUP: new master keys and Octavia key; replay state is kept."""
+        fresh = Decoder.from_settings(settings)
+        self.keyring = fresh.keyring
+        self.octavia_key = fresh.octavia_key
+        self.max_age_ms = fresh.max_age_ms
+        self.max_future_ms = fresh.max_future_ms
+
+    def decode(self, datagram: bytes, now_ms: int) -> Heartbeat:
+        if is_native(datagram):
+            hb = decode_native(datagram, self.keyring)
+            check_freshness(
+                hb.sent_at_ms, now_ms, max_age_ms=self.max_age_ms, max_future_ms=self.max_future_ms
+            )
+            self.replay.check_and_update(hb.amphora_id, hb.seq)
+            return hb
+        if self.octavia_key is None:
+            raise Rejected(Reason.BAD_MAGIC, "not a native heartbeat (octavia_compat is off)")
+        hb = octavia.decode(datagram, self.octavia_key, received_at_ms=now_ms)
+        self._octavia_replay(hb, now_ms)
+        return hb
+
+    def _octavia_replay(self, hb: Heartbeat, now_ms: int) -> None:
+        """Duplicates are dropped; a sequence far below the highest is an agent
+        restart (Octavia keeps its counter in memory), accepted at most once per
+        ``restart_every_ms`` per amphora so replays cannot rewind it at will."""
+        guard, amp = self.octavia_replay, hb.amphora_id
+        try:
+            guard.check_and_update(amp, hb.seq)
+            return
+        except Rejected:
+            highest = guard.highest(amp)
+            last = self._octavia_restarts.get(amp, -self.restart_every_ms)
+            if highest is None or hb.seq + REPLAY_WINDOW > highest:
+                raise
+            if now_ms - last < self.restart_every_ms:
+                raise
+        self._octavia_restarts[amp] = now_ms
+        guard.forget(amp)
+        guard.check_and_update(amp, hb.seq)
+
+
+def _octavia_key(settings: Settings) -> bytes | None:
+    hm = settings.health_manager
+    if not hm.octavia_compat:
+        return None
+    key = hm.heartbeat_key
+    if not key:
+        raise ValueError("octavia_compat needs health_manager.heartbeat_key")
+    return key.encode()

@@ -1,0 +1,59 @@
+"""Per-datagram path: verify, decode, replay check, apply to the view.
+
+Pure apart from the clock values passed in; the receiver calls ``datagram``
+for every packet it drains. Counts are kept locally and published to
+Prometheus once per burst, not per packet.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+
+from healthmgr.manager.view import Applied, Arrival, View
+from healthmgr.metrics import Metrics
+from healthmgr.wire.errors import Rejected
+from healthmgr.wire.values import Heartbeat
+
+Decode = Callable[[bytes, int], Heartbeat]  # (datagram, now_ms) -> heartbeat or Rejected
+OnReject = Callable[[object, Rejected], None]
+
+
+class Ingest:
+    def __init__(self, decode: Decode, view: View, metrics: Metrics, on_reject: OnReject):
+        self.decode = decode
+        self.view = view
+        self.metrics = metrics
+        self.on_reject = on_reject
+        self.counts: Counter[str] = Counter()
+        self.lags: list[float] = []
+
+    def datagram(self, data: bytes, addr: object, mono: float, wall_ms: int) -> None:
+        try:
+            hb = self.decode(data, wall_ms)
+        except Rejected as exc:
+            self.counts[exc.reason.value] += 1
+            self.on_reject(addr, exc)
+            return
+        result = self.view.apply(Arrival(hb, mono, wall_ms), mono)
+        self.counts[result.value] += 1
+
+    def release(self, arrivals: list[Arrival], now: float) -> None:
+        """Apply heartbeats that waited for their topology."""
+        for arrival in arrivals:
+            result = self.view.apply(arrival, now)
+            self.counts[result.value] += 1
+            if result is not Applied.QUEUED:
+                self.lags.append(now - arrival.mono)
+
+    def publish(self) -> None:
+        """Move the local counts into the Prometheus metrics."""
+        if self.counts:
+            for result, n in self.counts.items():
+                if result != Applied.QUEUED.value:
+                    self.metrics.count_heartbeat(result, n)
+            self.counts.clear()
+        for lag in self.lags:
+            self.metrics.observe_processing_lag(lag)
+        self.lags.clear()
+        self.metrics.set_tracked(self.view.tracked())

@@ -1,0 +1,66 @@
+"""What the view has decided but the writer has not committed yet.
+
+Heartbeats between two flushes collapse here: one ``last_update`` per
+amphora, the latest status per object, coalesced statistics. A flush takes
+everything at once; a failed flush merges its batch back under anything newer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from healthmgr.batch import FlushBatch, HealthBump, StatusWrite
+from healthmgr.stats import StatsAccumulator
+from healthmgr.wire.values import Heartbeat, Id
+
+
+def utc_from_ms(ms: int) -> dt.datetime:
+    """Naive UTC datetime, the form the database columns hold."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).replace(tzinfo=None)
+
+
+class Pending:
+    __slots__ = ("_health", "_stats", "_statuses", "arrivals")
+
+    def __init__(self) -> None:
+        self._health: dict[Id, int] = {}
+        self._statuses: dict[tuple[str, Id], str] = {}
+        self._stats = StatsAccumulator()
+        # Arrival times (monotonic) of what this flush reflects: commit lag.
+        self.arrivals: list[float] = []
+
+    def bump(self, amphora_id: Id, at_ms: int) -> None:
+        if at_ms > self._health.get(amphora_id, -1):
+            self._health[amphora_id] = at_ms
+
+    def status(self, write: StatusWrite) -> None:
+        self._statuses[(write.table, write.id)] = write.operating_status
+
+    def stats(self, hb: Heartbeat) -> None:
+        self._stats.add(hb)
+
+    def __len__(self) -> int:
+        return len(self._health) + len(self._statuses) + len(self._stats)
+
+    def take(self) -> tuple[FlushBatch, list[float]]:
+        """Everything pending as one batch; the buffer starts empty again."""
+        batch = FlushBatch(
+            health=tuple(HealthBump(a, utc_from_ms(ms)) for a, ms in self._health.items()),
+            statuses=tuple(StatusWrite(t, i, s) for (t, i), s in self._statuses.items()),
+            stats=self._stats.drain(),
+        )
+        arrivals = self.arrivals
+        self._health = {}
+        self._statuses = {}
+        self.arrivals = []
+        return batch, arrivals
+
+    def merge_back(self, batch: FlushBatch, arrivals: list[float]) -> None:
+        """Re-queue a batch whose flush failed; newer pending values win."""
+        for bump in batch.health:
+            ms = int(bump.last_update.replace(tzinfo=dt.UTC).timestamp() * 1000)
+            self.bump(bump.amphora_id, ms)
+        for write in batch.statuses:
+            self._statuses.setdefault((write.table, write.id), write.operating_status)
+        self._stats.merge_back(batch.stats)
+        self.arrivals = arrivals + self.arrivals

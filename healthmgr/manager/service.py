@@ -1,0 +1,212 @@
+"""``healthmgr serve``: wires the parts together and owns their lifetimes.
+
+Task tree (every task owned by a nursery):
+
+    root
+     ├─ failover runner (its own nursery of in-flight failovers)
+     └─ main: receiver, writer, refresher, checker, metrics, watchdog, signals
+
+SIGTERM/SIGINT cancel ``main`` (no more receiving, no new claims), give
+in-flight failovers ``SHUTDOWN_GRACE`` seconds, abandon the rest, then flush
+what is pending and return. SIGHUP reloads keys and the live options.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+
+import structlog
+import trio
+
+from healthmgr.config import Settings, load_settings
+from healthmgr.db.engine import make_engine
+from healthmgr.db.store import Store
+from healthmgr.logging import RateLimitedLogger, set_level
+from healthmgr.manager.checker import Checker, CheckerSettings, FailoverRunner
+from healthmgr.manager.decoder import Decoder
+from healthmgr.manager.failover import load_driver
+from healthmgr.manager.ingest import Ingest
+from healthmgr.manager.receiver import Receiver, bind_udp
+from healthmgr.manager.refresher import Refresher
+from healthmgr.manager.view import View
+from healthmgr.manager.writer import Writer
+from healthmgr.metrics import Metrics, serve_metrics
+from healthmgr.wire.errors import Rejected
+
+log = structlog.get_logger("healthmgr.service")
+
+SHUTDOWN_GRACE = 10.0
+FINAL_FLUSH_ATTEMPTS = 3
+REFRESH_MIN_INTERVAL = 5.0
+
+
+def manager_id(settings: Settings) -> str:
+    return settings.health_manager.effective_manager_id
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    config_path: str | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+    def __post_init__(self) -> None:
+        hm = self.settings.health_manager
+        self.engine = make_engine(self.settings.database.connection)
+        self.store = Store(self.engine)
+        self.decoder = Decoder.from_settings(self.settings)
+        self.view = View(
+            ttl=hm.topology_ttl,
+            refresh_min_interval=REFRESH_MIN_INTERVAL,
+            late_after=hm.heartbeat_interval,
+        )
+        self.rejected_log = RateLimitedLogger(self.settings.logging.rejected_log_interval)
+        self.ingest = Ingest(self.decoder.decode, self.view, self.metrics, self._on_reject)
+        self.refresher = Refresher(self.store, self.ingest, self.metrics)
+        self.writer = Writer(self.view, self.store.flush, self.metrics, interval=hm.flush_interval)
+        self.checker_cfg = self._checker_settings()
+        self.runner = FailoverRunner(
+            self.store,
+            load_driver(self.settings.failover.driver, self.settings),
+            self.metrics,
+            self.checker_cfg,
+        )
+        self.checker = Checker(
+            self.store, self.runner, self.metrics, self.checker_cfg, self.writer.state
+        )
+        self.sock: socket.socket | None = None
+
+    def _checker_settings(self) -> CheckerSettings:
+        hm, fo = self.settings.health_manager, self.settings.failover
+        return CheckerSettings(
+            heartbeat_timeout=hm.heartbeat_timeout,
+            health_check_interval=hm.health_check_interval,
+            failover_threshold=hm.failover_threshold,
+            failover_threads=hm.failover_threads,
+            max_attempts=fo.max_attempts,
+            retry_backoff=fo.retry_backoff,
+            manager_id=manager_id(self.settings),
+        )
+
+    def _on_reject(self, addr: object, exc: Rejected) -> None:
+        self.rejected_log.rejected(exc.reason.value, addr, exc.detail)
+
+    def _after_burst(self, datagrams: int) -> None:
+        self.metrics.count_datagrams(datagrams)
+        self.ingest.publish()
+        self.refresher.poke()
+
+    def bind(self) -> socket.socket:
+        hm = self.settings.health_manager
+        self.sock = bind_udp(
+            hm.bind_ip, hm.bind_port, rcvbuf=hm.sock_rlimit or None, reuse_port=hm.reuse_port
+        )
+        return self.sock
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        sock = self.sock or self.bind()
+        receiver = Receiver(sock, self.ingest.datagram, self._after_burst)
+        notifier = _Notifier()
+        try:
+            async with trio.open_nursery() as root:
+                await root.start(self.runner.run)
+                async with trio.open_nursery() as main:
+                    await main.start(self.writer.run)
+                    await main.start(self.refresher.run)
+                    await main.start(self.checker.run)
+                    if self.settings.metrics.bind:
+                        await main.start(serve_metrics, self.settings.metrics.bind, self.metrics)
+                    await main.start(receiver.run)
+                    main.start_soon(notifier.watchdog)
+                    notifier.ready()
+                    log.info(
+                        "healthmgr serving",
+                        bind=f"{self.settings.health_manager.bind_ip}:{sock.getsockname()[1]}",
+                        manager_id=self.checker_cfg.manager_id,
+                        octavia_compat=self.settings.health_manager.octavia_compat,
+                    )
+                    task_status.started(sock.getsockname()[1])
+                    await self._signals(main.cancel_scope)
+                notifier.stopping()
+                await self._drain_failovers()
+                root.cancel_scope.cancel()
+            await self._final_flush()
+        finally:
+            sock.close()
+            self.engine.dispose()
+        log.info("healthmgr stopped")
+
+    async def _signals(self, main_scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                if signum == signal.SIGHUP:
+                    self.reload()
+                    continue
+                log.info("shutting down", signal=signal.Signals(signum).name)
+                main_scope.cancel()
+                return
+
+    async def _drain_failovers(self) -> None:
+        if self.runner.in_flight:
+            log.info("waiting for in-flight failovers", count=self.runner.in_flight)
+        with trio.move_on_after(SHUTDOWN_GRACE):
+            await self.runner.wait_idle()
+
+    async def _final_flush(self) -> None:
+        for _ in range(FINAL_FLUSH_ATTEMPTS):
+            if await self.writer.flush_once():
+                return
+            await trio.sleep(0.5)
+        log.error("pending writes lost at shutdown: database unreachable",
+                  pending=len(self.view.pending))
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; apply keys and the options that can change live."""
+        try:
+            new = load_settings(self.config_path)
+        except Exception as exc:
+            log.error("reload failed; keeping the running configuration", error=str(exc))
+            return
+        self.decoder.update(new)
+        hm = new.health_manager
+        self.checker_cfg.failover_threshold = hm.failover_threshold
+        self.checker_cfg.heartbeat_timeout = hm.heartbeat_timeout
+        self.checker_cfg.health_check_interval = hm.health_check_interval
+        self.view.late_after = hm.heartbeat_interval
+        self.rejected_log.interval = new.logging.rejected_log_interval
+        set_level(new.logging.level)
+        self.settings = new
+        log.info("configuration reloaded", master_keys=len(new.keys.master_keys))
+
+
+class _Notifier:
+    """sd_notify READY/WATCHDOG/STOPPING when run under systemd; silent otherwise."""
+
+    def __init__(self) -> None:
+        self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.watchdog_interval = int(usec) / 2e6 if usec and usec.isdigit() else None
+        if self.enabled:
+            import sdnotify
+
+            self._n = sdnotify.SystemdNotifier()
+
+    def _send(self, message: str) -> None:
+        if self.enabled:
+            self._n.notify(message)
+
+    def ready(self) -> None:
+        self._send("READY=1")
+
+    def stopping(self) -> None:
+        self._send("STOPPING=1")
+
+    async def watchdog(self) -> None:
+        if not self.enabled or self.watchdog_interval is None:
+            return
+        while True:
+            self._send("WATCHDOG=1")
+            await trio.sleep(self.watchdog_interval)

@@ -1,0 +1,55 @@
+"""Fixtures for tests that run the real daemon against a real database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from healthmgr.db.engine import make_engine
+from healthmgr.db.migrate import upgrade
+from tests.db.factories import SeedIds, make_seed_lb
+from tests.manager.harness import Agent
+
+
+@dataclass
+class SeededDb:
+    url: str
+    engine: sa.Engine
+    seed: SeedIds
+
+    def agent(self, index: int = 0) -> Agent:
+        s = self.seed
+        return Agent(s.amphorae[index], s.listener, s.pool, s.members_by_pool[s.pool])
+
+    def scalar(self, sql: str, **params: object) -> object:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).scalar()
+
+    def rows(self, sql: str, **params: object) -> list[sa.Row]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.text(sql), params))
+
+
+def migrated_engine(url: str) -> sa.Engine:
+    upgrade(url)
+    return make_engine(url)
+
+
+@pytest.fixture
+def seeded(db_url: str) -> Iterator[SeededDb]:
+    """A migrated database (each dialect) holding the seed load balancer."""
+    engine = migrated_engine(db_url)
+    seed = make_seed_lb(engine, operating_status="OFFLINE", with_health=False)
+    yield SeededDb(db_url, engine, seed)
+    engine.dispose()
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "etc"
+    d.mkdir()
+    return d

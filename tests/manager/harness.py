@@ -1,0 +1,259 @@
+"""Run the real ``healthmgr serve`` as a subprocess and talk to it over UDP.
+
+Used by the daemon integration tests and the throughput benchmark. The
+daemon logs JSON lines on stderr (not a terminal); the harness collects them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from healthmgr.wire.keys import MasterKey, derive_amphora_key
+from healthmgr.wire.native import encode_native
+from healthmgr.wire.values import (
+    Heartbeat,
+    Id,
+    ListenerReport,
+    ListenerState,
+    MemberReport,
+    MemberState,
+    PoolReport,
+    PoolState,
+)
+
+MASTER = MasterKey(1, b"test master key, long enough")
+MASTER_2 = MasterKey(2, b"rotated master key, long enough")
+
+
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def write_config(
+    path: Path,
+    db_url: str,
+    *,
+    masters: Iterable[MasterKey] = (MASTER,),
+    active_key_id: int = 1,
+    sections: dict[str, dict[str, Any]] | None = None,
+) -> Path:
+    """A config for a test daemon: fast intervals, a free port, metrics on."""
+    base: dict[str, dict[str, Any]] = {
+        "health_manager": {
+            "bind_ip": "127.0.0.1",
+            "bind_port": free_port(),
+            "heartbeat_interval": 1.0,
+            "heartbeat_timeout": 3.0,
+            "health_check_interval": 0.3,
+            "flush_interval": 0.05,
+        },
+        "database": {"connection": db_url},
+        "metrics": {"bind": f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"},
+        "logging": {"level": "INFO", "format": "json", "rejected_log_interval": 0.5},
+        "failover": {"driver": "record"},
+    }
+    for name, values in (sections or {}).items():
+        base.setdefault(name, {}).update(values)
+    lines: list[str] = []
+    for name, values in base.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
+        lines.append("")
+    lines.append("[keys]")
+    lines.append(f"active_key_id = {active_key_id}")
+    for m in masters:
+        lines += ["[[keys.master]]", f"id = {m.id}", f"secret = {toml_value(m.secret.decode())}"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    return tomllib.loads(path.read_text())
+
+
+@dataclass
+class RunningDaemon:
+    proc: subprocess.Popen[str]
+    config: dict[str, Any]
+    lines: list[str] = field(default_factory=list)
+    _sock: socket.socket = field(default_factory=lambda: socket.socket(type=socket.SOCK_DGRAM))
+
+    @property
+    def address(self) -> tuple[str, int]:
+        hm = self.config["health_manager"]
+        return hm["bind_ip"], hm["bind_port"]
+
+    def send(self, *datagrams: bytes) -> None:
+        for d in datagrams:
+            self._sock.sendto(d, self.address)
+
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for line in list(self.lines):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def wait_for_log(self, event: str, timeout: float = 15.0, **match: Any) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for e in self.events():
+                if e.get("event") == event and all(e.get(k) == v for k, v in match.items()):
+                    return e
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        tail = "\n".join(self.lines[-30:])
+        raise AssertionError(f"no log event {event!r} {match}; log:\n{tail}")
+
+    def metrics(self) -> str:
+        url = f"http://{self.config['metrics']['bind']}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample from /metrics (0.0 when absent)."""
+        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+                       if labels else "")
+        for line in self.metrics().splitlines():
+            if line.startswith("#"):
+                continue
+            key, _, value = line.rpartition(" ")
+            if _normalise(key) == want:
+                return float(value)
+        return 0.0
+
+    def kill(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._sock.close()
+
+
+def _normalise(key: str) -> str:
+    if "{" not in key:
+        return key
+    name, _, rest = key.partition("{")
+    labels = sorted(p for p in rest.rstrip("}").split(",") if p)
+    return name + "{" + ",".join(labels) + "}"
+
+
+def start_daemon(
+    config_path: Path, *, env: dict[str, str] | None = None, wait: bool = True
+) -> RunningDaemon:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "healthmgr", "serve", "--config", str(config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    daemon = RunningDaemon(proc, read_config(config_path))
+    threading.Thread(target=_collect, args=(proc, daemon.lines), daemon=True).start()
+    if wait:
+        daemon.wait_for_log("healthmgr serving")
+    return daemon
+
+
+def _collect(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line.rstrip("\n"))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Agent:
+    """A fake amphora sending native heartbeats for a seeded load balancer."""
+
+    amphora: Id
+    listener: Id
+    pool: Id
+    members: tuple[Id, ...]
+    master: MasterKey = MASTER
+    seq: int = 0
+    epoch: int = 1
+    counters: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+
+    @property
+    def key(self) -> bytes:
+        return derive_amphora_key(self.master, self.amphora)
+
+    def heartbeat(
+        self,
+        *,
+        members: dict[Id, MemberState] | None = None,
+        pool: PoolState = PoolState.UP,
+        listener: ListenerState = ListenerState.OPEN,
+        listeners: bool = True,
+        seq: int | None = None,
+        sent_at_ms: int | None = None,
+        add: tuple[int, int, int, int] = (0, 0, 0, 0),
+    ) -> Heartbeat:
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        self.counters = [c + a for c, a in zip(self.counters, add, strict=True)]
+        states = members or {}
+        member_reports = tuple(MemberReport(m, states.get(m, MemberState.UP)) for m in self.members)
+        bytes_in, bytes_out, total, errors = self.counters
+        return Heartbeat(
+            amphora_id=self.amphora,
+            seq=seq,
+            sent_at_ms=sent_at_ms if sent_at_ms is not None else int(time.time() * 1000),
+            interval_ms=1000,
+            counters_epoch=self.epoch,
+            listeners=(
+                (ListenerReport(self.listener, listener, 3, bytes_in, bytes_out, total, errors),)
+                if listeners else ()
+            ),
+            pools=(
+                (PoolReport(self.pool, self.listener, pool, member_reports),) if listeners else ()
+            ),
+        )
+
+    def datagram(self, **kw: Any) -> bytes:
+        return encode_native(self.heartbeat(**kw), self.master.id, self.key)

@@ -1,0 +1,72 @@
+"""The real daemon keeps statuses and amphora_health current from real datagrams."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from healthmgr.wire.values import MemberState
+from tests.manager.conftest import SeededDb
+from tests.manager.harness import start_daemon, wait_until, write_config
+
+
+def _status(db: SeededDb, table: str, obj_id: bytes) -> str:
+    from healthmgr.wire.values import id_str
+
+    return str(db.scalar(f"SELECT operating_status FROM {table} WHERE id = :i", i=id_str(obj_id)))
+
+
+def test_heartbeat_sets_everything_online_then_member_down_degrades(
+    seeded: SeededDb, config_dir: Path
+) -> None:
+    daemon = start_daemon(write_config(config_dir / "hm.toml", seeded.url))
+    agent, s = seeded.agent(), seeded.seed
+    try:
+        daemon.send(agent.datagram())
+        wait_until(lambda: _status(seeded, "member", s.members[1]) == "ONLINE", what="ONLINE")
+        assert _status(seeded, "load_balancer", s.load_balancer) == "ONLINE"
+        assert _status(seeded, "listener", s.listener) == "ONLINE"
+        assert _status(seeded, "pool", s.pool) == "ONLINE"
+        assert seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1
+
+        daemon.send(agent.datagram(members={s.members[1]: MemberState.DOWN}))
+        wait_until(lambda: _status(seeded, "member", s.members[1]) == "ERROR", what="ERROR")
+        wait_until(lambda: _status(seeded, "pool", s.pool) == "DEGRADED", what="pool DEGRADED")
+        assert _status(seeded, "load_balancer", s.load_balancer) == "DEGRADED"
+        assert _status(seeded, "member", s.members[0]) == "ONLINE"
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_bad_packets_are_counted_and_honest_traffic_still_served(
+    seeded: SeededDb, config_dir: Path
+) -> None:
+    daemon = start_daemon(write_config(config_dir / "hm.toml", seeded.url))
+    agent = seeded.agent()
+    try:
+        good = agent.datagram()
+        forged = bytearray(agent.datagram())
+        forged[-1] ^= 1
+        daemon.send(b"garbage", bytes(forged), good, good)  # the second `good` is a replay
+        wait_until(lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 1,
+                   what="one accepted")
+        wait_until(lambda: daemon.metric("healthmgr_heartbeats_total", result="replayed") == 1,
+                   what="one replayed")
+        assert daemon.metric("healthmgr_heartbeats_total", result="bad_magic") == 1
+        assert daemon.metric("healthmgr_heartbeats_total", result="bad_signature") == 1
+        daemon.wait_for_log("heartbeat rejected", reason="bad_signature")
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_sigterm_flushes_pending_and_exits_zero(seeded: SeededDb, config_dir: Path) -> None:
+    cfg = write_config(config_dir / "hm.toml", seeded.url,
+                       sections={"health_manager": {"flush_interval": 30.0}})
+    daemon = start_daemon(cfg)
+    daemon.send(seeded.agent().datagram())
+    wait_until(lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 1,
+               what="accepted")
+    assert seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 0  # not flushed yet
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1
+    daemon.wait_for_log("healthmgr stopped")
