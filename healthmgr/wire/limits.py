@@ -33,7 +33,7 @@ MAX_UINT64 = 2**64 - 1
 MAX_STATUS_CODE = 255  # codes are uint8; unknown codes inside it decode to OTHER
 MIN_INTERVAL_MS = 1
 MAX_INTERVAL_MS = 3_600_000
-MAX_KEY_ID = 2**32 - 1
+MAX_KEY_ID = 2**16 - 1  # uint16 in the header; the config allows 0..65535
 
 # Replay and freshness defaults (the manager may configure its own bounds).
 REPLAY_WINDOW = 64
