@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import structlog
 import trio
 
-from healthmgr.config import Settings, load_settings
+from healthmgr.config import Settings, diff_reloadable, load_settings
 from healthmgr.db.engine import make_engine
 from healthmgr.db.store import Store
 from healthmgr.logging import RateLimitedLogger, set_level
@@ -121,6 +121,7 @@ class Daemon:
                         await main.start(serve_metrics, self.settings.metrics.bind, self.metrics)
                     await main.start(receiver.run)
                     main.start_soon(notifier.watchdog)
+                    main.start_soon(self._housekeeping)
                     notifier.ready()
                     log.info(
                         "healthmgr serving",
@@ -170,16 +171,43 @@ class Daemon:
         except Exception as exc:
             log.error("reload failed; keeping the running configuration", error=str(exc))
             return
+        live, restart = diff_reloadable(self.settings, new)
+        if restart:
+            log.warning("options changed that need a restart; not applied",
+                        options=sorted(restart))
         self.decoder.update(new)
         hm = new.health_manager
         self.checker_cfg.failover_threshold = hm.failover_threshold
         self.checker_cfg.heartbeat_timeout = hm.heartbeat_timeout
         self.checker_cfg.health_check_interval = hm.health_check_interval
+        self.checker_cfg.max_attempts = new.failover.max_attempts
+        self.checker_cfg.retry_backoff = new.failover.retry_backoff
+        self.runner.driver = load_driver(self.settings.failover.driver, new)
         self.view.late_after = hm.heartbeat_interval
         self.rejected_log.interval = new.logging.rejected_log_interval
         set_level(new.logging.level)
-        self.settings = new
-        log.info("configuration reloaded", master_keys=len(new.keys.master_keys))
+        self.settings = _keep_restart_only(self.settings, new, restart)
+        log.info("configuration reloaded", changed=sorted(live),
+                 master_keys=len(new.keys.master_keys))
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await trio.sleep(1.0)
+            self.rejected_log.flush()
+
+
+def _keep_restart_only(old: Settings, new: Settings, restart: frozenset[str]) -> Settings:
+    """``new``, except options that need a restart keep their running values."""
+    if not restart:
+        return new
+    sections = {}
+    for dotted in restart:
+        section, _, option = dotted.partition(".")
+        sections.setdefault(section, {})[option] = getattr(getattr(old, section), option)
+    updates = {
+        name: getattr(new, name).model_copy(update=values) for name, values in sections.items()
+    }
+    return new.model_copy(update=updates)
 
 
 class _Notifier:
