@@ -1,0 +1,252 @@
+"""The agent's own small configuration: a TOML file, overridden by command-line flags.
+
+Option names follow Octavia's amphora agent where it has them
+(``[amphora_agent] amphora_id``, ``[health_manager] controller_ip_port_list``,
+``heartbeat_interval``). The agent does not import the manager's config.
+
+    [amphora_agent]
+    amphora_id = "6f1c0d2e-..."
+    haproxy_socket = "/run/haproxy/stats.sock"   # or "127.0.0.1:9000"
+    state_dir = "/var/lib/amphora-agent"          # sequence reservation lives here
+
+    [health_manager]
+    controller_ip_port_list = ["192.0.2.10:5555", "[2001:db8::1]:5555"]
+    heartbeat_interval = 10                        # seconds
+    heartbeat_key_id = 1                           # id of the master key it derives from
+    heartbeat_key_file = "/etc/amphora-agent/heartbeat.key"
+    send_to = "round_robin"                        # or "all"
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import tomllib
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from agent.haproxy import parse_address
+from healthmgr.wire.limits import MAX_KEY_ID
+
+DEFAULT_PORT = 5555
+KEY_BYTES = 32
+
+
+class ConfigError(Exception):
+    """A bad configuration: the message names the option and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_destination(text: str) -> Destination:
+    """``ip:port``, ``[ipv6]:port`` or a bare address (port 5555), as Octavia splits them."""
+    text = text.strip()
+    if not text:
+        raise ValueError("empty controller address")
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r}: expected [ipv6]:port")
+        port_text = rest[1:] if rest else str(DEFAULT_PORT)
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:  # a bare IPv4/hostname, or a bare IPv6 address
+        host, port_text = text, str(DEFAULT_PORT)
+    if not host:
+        raise ValueError(f"{text!r}: no host")
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r}: port must be 1-65535")
+    return Destination(host, int(port_text))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AmphoraAgentSection(_Section):
+    amphora_id: str | None = None
+    haproxy_socket: str = "/run/haproxy/stats.sock"
+    state_dir: Path = Path("/var/lib/amphora-agent")
+    haproxy_timeout: float = Field(default=5.0, gt=0)
+
+    @field_validator("amphora_id")
+    @classmethod
+    def _uuid(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                return str(uuid.UUID(value))
+            except ValueError:
+                raise ValueError(f"not a UUID: {value!r}") from None
+        return value
+
+    @field_validator("haproxy_socket")
+    @classmethod
+    def _socket(cls, value: str) -> str:
+        parse_address(value)
+        return value
+
+
+class HealthManagerSection(_Section):
+    controller_ip_port_list: list[str] = Field(default_factory=list)
+    heartbeat_interval: float = Field(default=10.0, gt=0, le=3600)
+    heartbeat_key_id: int | None = Field(default=None, ge=0, le=MAX_KEY_ID)
+    heartbeat_key_file: Path | None = None
+    # Octavia's agent sends each heartbeat to ONE controller, rotating through
+    # the list ("round_robin"); "all" sends every heartbeat to every controller.
+    send_to: Literal["round_robin", "all"] = "round_robin"
+
+    @field_validator("controller_ip_port_list")
+    @classmethod
+    def _destinations(cls, value: list[str]) -> list[str]:
+        for item in value:
+            parse_destination(item)
+        return value
+
+
+class FileConfig(_Section):
+    amphora_agent: AmphoraAgentSection = Field(default_factory=AmphoraAgentSection)
+    health_manager: HealthManagerSection = Field(default_factory=HealthManagerSection)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Everything the agent needs, validated."""
+
+    amphora_id: bytes
+    key_id: int
+    key: bytes
+    destinations: tuple[Destination, ...]
+    haproxy_socket: str
+    interval: float
+    state_dir: Path
+    send_to: str = "round_robin"
+    haproxy_timeout: float = 5.0
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}"
+
+
+def load_file(path: Path) -> FileConfig:
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    try:
+        return FileConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path}: {_pydantic_message(exc)}") from None
+
+
+_HEX = re.compile(r"^[0-9a-fA-F]+$")
+
+
+def parse_key_text(text: str) -> tuple[int | None, bytes]:
+    """The provisioned key: hex or base64 of 32 bytes, or JSON ``{"key_id": .., "key": ..}``.
+
+    Returns ``(key_id or None, key)``; a JSON file may carry its key id.
+    """
+    text = text.strip()
+    key_id: int | None = None
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+            key_id = int(doc["key_id"]) if "key_id" in doc else None
+            text = str(doc["key"]).strip()
+        except (ValueError, KeyError, TypeError):
+            raise ValueError('JSON key file needs {"key_id": N, "key": "<hex>"}') from None
+    if _HEX.match(text) and len(text) == 2 * KEY_BYTES:
+        key = bytes.fromhex(text)
+    else:
+        try:
+            key = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("key is neither hex nor base64") from None
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"key must be {KEY_BYTES} bytes, got {len(key)}")
+    return key_id, key
+
+
+def _read_key(path: Path) -> tuple[int | None, bytes]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"key file {path}: {exc.strerror or exc}") from None
+    try:
+        return parse_key_text(text)
+    except ValueError as exc:
+        raise ConfigError(f"key file {path}: {exc}") from None
+
+
+def resolve(file: FileConfig, overrides: Mapping[str, Any]) -> AgentConfig:
+    """Merge flags over the file and check that everything needed is there.
+
+    ``overrides`` keys: amphora_id, key_id, key_file, controllers, haproxy_socket,
+    interval, state_dir (None or missing = not given).
+    """
+
+    def pick(name: str, default: Any) -> Any:
+        value = overrides.get(name)
+        return default if value is None else value
+
+    agent, hm = file.amphora_agent, file.health_manager
+    try:
+        section = AmphoraAgentSection(
+            amphora_id=pick("amphora_id", agent.amphora_id),
+            haproxy_socket=pick("haproxy_socket", agent.haproxy_socket),
+            state_dir=pick("state_dir", agent.state_dir),
+            haproxy_timeout=agent.haproxy_timeout,
+        )
+        health = HealthManagerSection(
+            controller_ip_port_list=pick("controllers", hm.controller_ip_port_list),
+            heartbeat_interval=pick("interval", hm.heartbeat_interval),
+            heartbeat_key_id=pick("key_id", hm.heartbeat_key_id),
+            heartbeat_key_file=pick("key_file", hm.heartbeat_key_file),
+            send_to=hm.send_to,
+        )
+    except ValidationError as exc:
+        raise ConfigError(_pydantic_message(exc)) from None
+    if section.amphora_id is None:
+        raise ConfigError("amphora_agent.amphora_id is not set (or pass --amphora-id)")
+    if not health.controller_ip_port_list:
+        raise ConfigError(
+            "health_manager.controller_ip_port_list is empty (or pass --controller ip:port)"
+        )
+    if health.heartbeat_key_file is None:
+        raise ConfigError("health_manager.heartbeat_key_file is not set (or pass --key-file)")
+    file_key_id, key = _read_key(health.heartbeat_key_file)
+    key_id = health.heartbeat_key_id if health.heartbeat_key_id is not None else file_key_id
+    if key_id is None:
+        raise ConfigError("health_manager.heartbeat_key_id is not set (or pass --key-id)")
+    return AgentConfig(
+        amphora_id=uuid.UUID(section.amphora_id).bytes,
+        key_id=key_id,
+        key=key,
+        destinations=tuple(parse_destination(d) for d in health.controller_ip_port_list),
+        haproxy_socket=section.haproxy_socket,
+        interval=health.heartbeat_interval,
+        state_dir=section.state_dir,
+        send_to=health.send_to,
+        haproxy_timeout=section.haproxy_timeout,
+    )
