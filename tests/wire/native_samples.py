@@ -16,7 +16,7 @@ from healthmgr.wire.values import (
 )
 
 MASTER = MasterKey(1, b"test master secret, 32 bytes ok")
-MASTER_2 = MasterKey(2, bytes(range(32)))
+MASTER_2 = MasterKey(2, b"second master key, for rotation")
 AMPHORA = uuid.UUID("6f0a1b2c-3d4e-4f50-8a61-72839405a6b7").bytes
 LISTENER = uuid.UUID("11111111-1111-4111-8111-111111111111").bytes
 POOL = uuid.UUID("22222222-2222-4222-8222-222222222222").bytes
