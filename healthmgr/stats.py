@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from itertools import chain
 
 from healthmgr.batch import StatsUpdate
-from healthmgr.wire.values import Heartbeat, Id
+from healthmgr.wire.values import Heartbeat, Id, ListenerReport
 
 
 def _sort_key(update: StatsUpdate) -> tuple[Id, Id, int]:
@@ -45,6 +45,21 @@ def _sum(a: StatsUpdate, b: StatsUpdate) -> StatsUpdate:
     )
 
 
+def _update(hb: Heartbeat, report: ListenerReport) -> StatsUpdate:
+    return StatsUpdate(
+        report.id,
+        hb.amphora_id,
+        hb.seq,
+        hb.counters_epoch,
+        report.current_connections,
+        report.bytes_in,
+        report.bytes_out,
+        report.total_connections,
+        report.request_errors,
+        hb.counters_are_deltas,
+    )
+
+
 class StatsAccumulator:
     """Coalesces listener counters until the next flush. Pure, no I/O."""
 
@@ -60,21 +75,18 @@ class StatsAccumulator:
 
     def add(self, hb: Heartbeat) -> None:
         """Record the counters of every listener of one heartbeat."""
+        if hb.counters_are_deltas:
+            for report in hb.listeners:
+                self._put(_update(hb, report))
+            return
+        # The hot path (native heartbeats): build the StatsUpdate only when it
+        # replaces what is held, not for every heartbeat.
+        absolute, amp, seq, epoch = self._absolute, hb.amphora_id, hb.seq, hb.counters_epoch
         for report in hb.listeners:
-            self._put(
-                StatsUpdate(
-                    listener_id=report.id,
-                    amphora_id=hb.amphora_id,
-                    seq=hb.seq,
-                    epoch=hb.counters_epoch,
-                    active_connections=report.current_connections,
-                    bytes_in=report.bytes_in,
-                    bytes_out=report.bytes_out,
-                    total_connections=report.total_connections,
-                    request_errors=report.request_errors,
-                    is_delta=hb.counters_are_deltas,
-                )
-            )
+            key3 = (report.id, amp, epoch)
+            old = absolute.get(key3)
+            if old is None or seq > old.seq:
+                absolute[key3] = _update(hb, report)
 
     def drain(self) -> tuple[StatsUpdate, ...]:
         """All pending updates ordered by (listener, amphora, seq); empties the accumulator."""

@@ -32,6 +32,16 @@ class _Amphora:
     lb_id: Id | None
     known: bool
     fetched_at: float  # monotonic seconds
+    # The last evaluation: skipped when neither the reported statuses nor the
+    # cached load balancer changed since (the steady state of a healthy fleet).
+    last_lb: LoadBalancerTopology | None = None
+    last_report: int = 0
+    last_healthy: bool = False
+
+
+def _report_hash(hb: Heartbeat) -> int:
+    """Hash of what the status rules read from a heartbeat (not its counters)."""
+    return hash((tuple([(r.id, r.status) for r in hb.listeners]), hb.pools))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,10 +124,8 @@ class View:
         if not entry.known:
             return Applied.UNKNOWN_AMPHORA
         self.pending.stats(hb)
-        if entry.lb_id is None:
-            healthy = not hb.listeners  # R27: a spare amphora serves nothing
-        else:
-            healthy = self._apply_status(entry.lb_id, hb, now)
+        # R27: a spare amphora (no load balancer) is healthy when it serves nothing.
+        healthy = not hb.listeners if entry.lb_id is None else self._apply_status(entry, hb, now)
         if not healthy:
             return Applied.UNHEALTHY
         if now - arrival.mono > self.late_after:
@@ -127,16 +135,23 @@ class View:
         self.pending.arrivals.append(arrival.mono)
         return Applied.ACCEPTED
 
-    def _apply_status(self, lb_id: Id, hb: Heartbeat, now: float) -> bool:
+    def _apply_status(self, entry: _Amphora, hb: Heartbeat, now: float) -> bool:
+        lb_id = entry.lb_id
+        assert lb_id is not None
         lb = self._lbs[lb_id]
+        report = _report_hash(hb)
+        if lb is entry.last_lb and report == entry.last_report:
+            return entry.last_healthy  # same report, same topology: same (empty) outcome
         outcome = status.evaluate(lb, hb)
         writes = outcome.writes()
         if writes:
-            self._lbs[lb_id] = status.apply(lb, outcome)
+            lb = self._lbs[lb_id] = status.apply(lb, outcome)
             for write in writes:
                 self.pending.status(write)
         if outcome.names_unknown_objects:
             self._want_refresh(hb.amphora_id, lb_id, now)
+            lb = None  # evaluate again once refreshed
+        entry.last_lb, entry.last_report, entry.last_healthy = lb, report, outcome.healthy
         return outcome.healthy
 
     def _want_refresh(self, amphora_id: Id, lb_id: Id, now: float) -> None:
