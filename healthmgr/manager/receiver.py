@@ -17,6 +17,7 @@ MAX_DATAGRAM = 65535
 BURST = 2048  # datagrams between checkpoints, so the writer gets its turn
 
 Handler = Callable[[bytes, object, float, int], None]
+AfterBurst = Callable[[int, float], None]  # (datagrams, monotonic start of the burst)
 
 
 def bind_udp(ip: str, port: int, *, rcvbuf: int | None = None, reuse_port: bool = False):
@@ -39,7 +40,7 @@ def bind_udp(ip: str, port: int, *, rcvbuf: int | None = None, reuse_port: bool 
 
 
 class Receiver:
-    def __init__(self, sock: socket.socket, handle: Handler, after_burst: Callable[[int], None]):
+    def __init__(self, sock: socket.socket, handle: Handler, after_burst: AfterBurst):
         self.sock = sock
         self.handle = handle
         self.after_burst = after_burst
@@ -49,9 +50,10 @@ class Receiver:
         task_status.started()
         while True:
             await trio.lowlevel.wait_readable(self.sock)
-            before = self.received
+            before, started = self.received, time.monotonic()
             drained = self.drain()
-            self.after_burst(self.received - before)
+            # The first datagram of a burst waited longest: its lag bounds the burst's.
+            self.after_burst(self.received - before, started)
             if not drained:
                 await trio.lowlevel.checkpoint()
 

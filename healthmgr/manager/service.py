@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -94,8 +95,9 @@ class Daemon:
     def _on_reject(self, addr: object, exc: Rejected) -> None:
         self.rejected_log.rejected(exc.reason.value, addr, exc.detail)
 
-    def _after_burst(self, datagrams: int) -> None:
+    def _after_burst(self, datagrams: int, started: float) -> None:
         self.metrics.count_datagrams(datagrams)
+        self.metrics.observe_processing_lag(time.monotonic() - started)
         self.ingest.publish()
         self.refresher.poke()
 
