@@ -162,20 +162,15 @@ def load_file(path: Path) -> FileConfig:
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 
 
-def parse_key_text(text: str) -> tuple[int | None, bytes]:
-    """The provisioned key: hex or base64 of 32 bytes, or JSON ``{"key_id": .., "key": ..}``.
+@dataclass(frozen=True, slots=True)
+class ProvisionedKey:
+    key: bytes
+    key_id: int | None = None  # when the file says
+    amphora_id: str | None = None  # when the file says
 
-    Returns ``(key_id or None, key)``; a JSON file may carry its key id.
-    """
+
+def _key_bytes(text: str) -> bytes:
     text = text.strip()
-    key_id: int | None = None
-    if text.startswith("{"):
-        try:
-            doc = json.loads(text)
-            key_id = int(doc["key_id"]) if "key_id" in doc else None
-            text = str(doc["key"]).strip()
-        except (ValueError, KeyError, TypeError):
-            raise ValueError('JSON key file needs {"key_id": N, "key": "<hex>"}') from None
     if _HEX.match(text) and len(text) == 2 * KEY_BYTES:
         key = bytes.fromhex(text)
     else:
@@ -185,10 +180,55 @@ def parse_key_text(text: str) -> tuple[int | None, bytes]:
             raise ValueError("key is neither hex nor base64") from None
     if len(key) != KEY_BYTES:
         raise ValueError(f"key must be {KEY_BYTES} bytes, got {len(key)}")
-    return key_id, key
+    return key
 
 
-def _read_key(path: Path) -> tuple[int | None, bytes]:
+def _key_id(value: object) -> int:
+    try:
+        key_id = int(str(value))
+    except ValueError:
+        raise ValueError(f"key id {value!r} is not an integer") from None
+    if not 0 <= key_id <= MAX_KEY_ID:
+        raise ValueError(f"key id {key_id} is outside 0..{MAX_KEY_ID}")
+    return key_id
+
+
+def parse_key_text(text: str) -> ProvisionedKey:
+    """The provisioned key file; any output format of ``healthmgr keys derive`` works:
+
+    * text: ``amphora_id: ..`` / ``key_id: N`` / ``key: <hex>`` lines;
+    * json: ``{"amphora_id": .., "key_id": N, "key": "<hex>"}``;
+    * value: ``N <hex>``;
+    * or just the key, hex or base64 (then the key id comes from the config).
+    """
+    text = text.strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+            key_text, key_id, amphora = doc["key"], doc.get("key_id"), doc.get("amphora_id")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ValueError('JSON key file needs {"key_id": N, "key": "<hex>"}') from None
+    elif ":" in text:
+        fields = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            fields[name.strip()] = value.strip()
+        if "key" not in fields:
+            raise ValueError("no 'key: <hex>' line")
+        key_text, key_id, amphora = fields["key"], fields.get("key_id"), fields.get("amphora_id")
+    elif len(parts := text.split()) == 2:
+        key_id, key_text = parts
+        amphora = None
+    else:
+        key_text, key_id, amphora = text, None, None
+    return ProvisionedKey(
+        key=_key_bytes(str(key_text)),
+        key_id=None if key_id is None else _key_id(key_id),
+        amphora_id=None if amphora is None else str(amphora),
+    )
+
+
+def _read_key(path: Path) -> ProvisionedKey:
     try:
         text = path.read_text()
     except OSError as exc:
@@ -197,6 +237,14 @@ def _read_key(path: Path) -> tuple[int | None, bytes]:
         return parse_key_text(text)
     except ValueError as exc:
         raise ConfigError(f"key file {path}: {exc}") from None
+
+
+def _other_amphora(file_id: str, configured: str) -> bool:
+    """True when a key file names another amphora (or something that is no UUID)."""
+    try:
+        return uuid.UUID(file_id) != uuid.UUID(configured)
+    except ValueError:
+        return True
 
 
 def resolve(file: FileConfig, overrides: Mapping[str, Any]) -> AgentConfig:
@@ -235,14 +283,28 @@ def resolve(file: FileConfig, overrides: Mapping[str, Any]) -> AgentConfig:
         )
     if health.heartbeat_key_file is None:
         raise ConfigError("health_manager.heartbeat_key_file is not set (or pass --key-file)")
-    file_key_id, key = _read_key(health.heartbeat_key_file)
-    key_id = health.heartbeat_key_id if health.heartbeat_key_id is not None else file_key_id
+    provisioned = _read_key(health.heartbeat_key_file)
+    if provisioned.amphora_id is not None and _other_amphora(
+        provisioned.amphora_id, section.amphora_id
+    ):
+        raise ConfigError(
+            f"key file {health.heartbeat_key_file} is for amphora {provisioned.amphora_id}, "
+            f"not {section.amphora_id}"
+        )
+    key_id = health.heartbeat_key_id
+    if key_id is None:
+        key_id = provisioned.key_id
+    elif provisioned.key_id is not None and provisioned.key_id != key_id:
+        raise ConfigError(
+            f"heartbeat_key_id is {key_id} but key file {health.heartbeat_key_file} "
+            f"holds a key for key id {provisioned.key_id}"
+        )
     if key_id is None:
         raise ConfigError("health_manager.heartbeat_key_id is not set (or pass --key-id)")
     return AgentConfig(
         amphora_id=uuid.UUID(section.amphora_id).bytes,
         key_id=key_id,
-        key=key,
+        key=provisioned.key,
         destinations=tuple(parse_destination(d) for d in health.controller_ip_port_list),
         haproxy_socket=section.haproxy_socket,
         interval=health.heartbeat_interval,

@@ -34,8 +34,21 @@ def agent_cmd(*args: str) -> list[str]:
 
 
 def provision(tmp_path: Path, amphora_id: str) -> Path:
+    """The amphora's key file, as `healthmgr keys derive` prints it."""
+    master_file = tmp_path / "master.key"
+    master_file.write_text(MASTER.secret.decode() + "\n")
+    cmd = [sys.executable, "-m", "healthmgr", "keys", "derive", amphora_id]
+    cmd += ["--master-key-file", str(master_file), "--key-id", str(MASTER.id)]
+    derived = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
     key_file = tmp_path / "heartbeat.key"
-    key_file.write_text(derive_amphora_key(MASTER, uuid.UUID(amphora_id).bytes).hex() + "\n")
+    key_file.write_text(derived.stdout)
+    assert derive_amphora_key(MASTER, uuid.UUID(amphora_id).bytes).hex() in derived.stdout
     return key_file
 
 
@@ -131,8 +144,6 @@ def test_sigint_and_unreachable_haproxy(tmp_path: Path) -> None:
             agent_cmd(
                 "--amphora-id",
                 amphora_id,
-                "--key-id",
-                "7",
                 "--key-file",
                 str(key_file),
                 "--controller",

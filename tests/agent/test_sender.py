@@ -159,22 +159,37 @@ def test_sequence_store_failure_hands_out_nothing(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- config
 
 
+HEX = "ab" * 32
+AMP = "6f1c0d2e-0000-4000-8000-000000000001"
+
+
 @pytest.mark.parametrize(
-    ("text", "key_id"),
+    ("text", "key_id", "amphora"),
     [
-        ("ab" * 32 + "\n", None),
-        ("q" * 43 + "=", None),  # base64 of 32 bytes
-        ('{"key_id": 4, "key": "' + "ab" * 32 + '"}', 4),
+        (HEX + "\n", None, None),
+        ("q" * 43 + "=", None, None),  # base64 of 32 bytes
+        # The three output formats of `healthmgr keys derive`:
+        (f"amphora_id: {AMP}\nkey_id: 4\nkey: {HEX}\n", 4, AMP),
+        ('{"amphora_id": "' + AMP + '", "key_id": 4, "key": "' + HEX + '"}', 4, AMP),
+        (f"4 {HEX}\n", 4, None),
     ],
 )
-def test_parse_key_text(text: str, key_id: int | None) -> None:
-    kid, key = parse_key_text(text)
-    assert kid == key_id and len(key) == 32
+def test_parse_key_text(text: str, key_id: int | None, amphora: str | None) -> None:
+    provisioned = parse_key_text(text)
+    assert (provisioned.key_id, provisioned.amphora_id) == (key_id, amphora)
+    assert len(provisioned.key) == 32
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("abcd", "32 bytes"), ("not a key!", "neither hex nor base64"), ('{"x": 1}', "JSON key")],
+    [
+        ("abcd", "32 bytes"),
+        ("not a key!", "neither hex nor base64"),
+        ('{"x": 1}', "JSON key"),
+        ("key_id: 1\n", "no 'key: <hex>' line"),
+        (f"70000 {HEX}", "outside 0..65535"),
+        (f"one {HEX}", "not an integer"),
+    ],
 )
 def test_parse_key_text_rejects(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -220,3 +235,22 @@ def test_key_id_from_json_key_file(tmp_path: Path) -> None:
         },
     )
     assert config.key_id == 3
+
+
+def _resolve_with_key(tmp_path: Path, key_text: str, **over: object):
+    key = tmp_path / "k"
+    key.write_text(key_text)
+    base = {"amphora_id": AMP, "controllers": ["10.0.0.1"], "key_file": key}
+    return resolve(FileConfig(), {**base, **over})
+
+
+def test_key_file_for_another_amphora(tmp_path: Path) -> None:
+    other = "6f1c0d2e-0000-4000-8000-000000000002"
+    with pytest.raises(ConfigError, match=f"is for amphora {other}, not {AMP}"):
+        _resolve_with_key(tmp_path, f"amphora_id: {other}\nkey_id: 1\nkey: {HEX}\n")
+
+
+def test_key_id_conflict(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="holds a key for key id 1"):
+        _resolve_with_key(tmp_path, f"1 {HEX}", key_id=2)
+    assert _resolve_with_key(tmp_path, f"1 {HEX}", key_id=1).key_id == 1
