@@ -25,8 +25,7 @@ import trio
 from agent import haproxy
 from agent.config import AgentConfig, ConfigError, FileConfig, load_file, resolve
 from agent.report import ReportError, build_heartbeat, counters_epoch
-from agent.sender import SequenceFile, UdpSender, prepare_state_dir
-from healthmgr.wire.native import encode_native
+from agent.sender import SequenceFile, UdpSender, encode_fitting, prepare_state_dir
 from healthmgr.wire.values import Heartbeat
 
 log = logging.getLogger("amphora-agent")
@@ -159,7 +158,16 @@ class Agent:
             self.send_errors.error(f"cannot store the sequence reservation: {exc}")
             return
         hb = self.heartbeat(snapshot, seq)
-        datagram = encode_native(hb, self.config.key_id, self.config.key)
+        try:
+            datagram, left_out = encode_fitting(hb, self.config.key_id, self.config.key)
+        except ValueError as exc:
+            self.send_errors.error(f"heartbeat not sent, it cannot be encoded: {exc}")
+            return
+        if left_out:
+            self.send_errors.error(
+                f"heartbeat too large for the wire format: {left_out} of {len(hb.pools)} "
+                "pools left out"
+            )
         results = await self.sender.send(datagram)
         failed = [f"{dest}: {err}" for dest, err in results if err is not None]
         if failed:
