@@ -25,7 +25,8 @@ import trio
 from agent import haproxy
 from agent.config import AgentConfig, ConfigError, FileConfig, load_file, resolve
 from agent.report import ReportError, build_heartbeat, counters_epoch
-from agent.sender import SequenceFile, UdpSender, encode_fitting, prepare_state_dir
+from agent.sender import SequenceFile, UdpSender, prepare_state_dir
+from healthmgr.wire.native import encode_native
 from healthmgr.wire.values import Heartbeat
 
 log = logging.getLogger("amphora-agent")
@@ -159,15 +160,14 @@ class Agent:
             return
         hb = self.heartbeat(snapshot, seq)
         try:
-            datagram, left_out = encode_fitting(hb, self.config.key_id, self.config.key)
+            datagram = encode_native(hb, self.config.key_id, self.config.key)
         except ValueError as exc:
-            self.send_errors.error(f"heartbeat not sent, it cannot be encoded: {exc}")
+            # schema/heartbeat.md 9.1: a heartbeat beyond the format's limits
+            # (over 65 000 bytes, about 3 000 members) is not sent, not split
+            # or trimmed (parts left out would look missing: ERROR/OFFLINE);
+            # logged every interval; the amphora ends up failed over.
+            log.error("heartbeat seq=%d not sent: %s", seq, exc)
             return
-        if left_out:
-            self.send_errors.error(
-                f"heartbeat too large for the wire format: {left_out} of {len(hb.pools)} "
-                "pools left out"
-            )
         results = await self.sender.send(datagram)
         failed = [f"{dest}: {err}" for dest, err in results if err is not None]
         if failed:

@@ -19,16 +19,14 @@ import errno
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
 
 from agent.config import ConfigError, Destination
 from healthmgr.wire.limits import DEFAULT_SEQ_BLOCK
-from healthmgr.wire.native import encode_native
 from healthmgr.wire.sequence import load_reservation, resume, store_reservation, take
-from healthmgr.wire.values import Heartbeat
 
 log = logging.getLogger("amphora-agent")
 
@@ -47,37 +45,6 @@ def pick_destinations(
     if mode == "round_robin":
         return (destinations[counter % len(destinations)],)
     raise ValueError(f"send_to must be 'round_robin' or 'all', not {mode!r}")
-
-
-def encode_fitting(hb: Heartbeat, key_id: int, key: bytes) -> tuple[bytes, int]:
-    """The signed datagram, and how many pools had to be left out to fit the limits.
-
-    A load balancer beyond the format's bounds (datagram size, member counts)
-    is reported with as many whole pools as fit, in HAProxy's order; the pools
-    left out are "not reported" for the manager (OFFLINE, their members keep
-    their statuses), while every listener and its counters still go out, so
-    the amphora is not failed over for being large. If even the listeners
-    alone do not fit, ValueError (the caller logs it; no heartbeat is sent).
-    """
-    try:
-        return encode_native(hb, key_id, key), 0
-    except ValueError:
-        pass
-    lo, hi = 0, len(hb.pools) - 1  # the largest pool count that fits is in [lo, hi]
-    best: bytes | None = None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        try:
-            datagram = encode_native(replace(hb, pools=hb.pools[:mid]), key_id, key)
-        except ValueError:
-            hi = mid - 1
-        else:
-            best, lo = datagram, mid + 1
-    if best is None:
-        # Re-raise the reason for the listeners alone.
-        encode_native(replace(hb, pools=()), key_id, key)
-        raise ValueError("heartbeat does not fit the wire format's limits")
-    return best, len(hb.pools) - hi
 
 
 # ---------------------------------------------------------------- UDP

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import select
 import signal
 import socket
@@ -14,7 +15,11 @@ import pytest
 from agent_testlib import stop, wait_for
 from conftest import LoadBalancer
 
+from agent import haproxy
+from agent.config import AgentConfig, Destination
+from agent.main import Agent
 from agent.main import main as agent_main
+from agent.sender import SequenceFile, UdpSender
 from healthmgr.wire.keys import Keyring, MasterKey, derive_amphora_key
 from healthmgr.wire.native import decode_native
 from healthmgr.wire.values import Heartbeat, ListenerState, MemberState, PoolState, id_bytes
@@ -259,3 +264,66 @@ def test_unusable_state_dir(tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == "amphora-agent: error: state_dir good.key/state: Not a directory"
     )
+
+
+def _agent(tmp_path: Path, rx: socket.socket) -> Agent:
+    config = AgentConfig(
+        amphora_id=uuid.uuid4().bytes,
+        key_id=MASTER.id,
+        key=bytes(32),
+        destinations=(Destination("127.0.0.1", rx.getsockname()[1]),),
+        haproxy_socket=str(tmp_path / "unused.sock"),
+        interval=1.0,
+        state_dir=tmp_path,
+    )
+    return Agent(config, SequenceFile(tmp_path, now_ms=1), UdpSender(config.destinations))
+
+
+def _snapshot(members: int) -> haproxy.Snapshot:
+    lid, pid = str(uuid.uuid4()), str(uuid.uuid4())
+    text = "Pid: 5\nStart_time_sec: 100\n\n# pxname,svname,status,weight,type\n"
+    text += f"{lid},FRONTEND,OPEN,,0\n{pid}:{lid},BACKEND,UP,1,1\n"
+    text += "".join(f"{pid}:{lid},{uuid.uuid4()},UP,1,2\n" for _ in range(members))
+    return haproxy.parse_snapshot(text)
+
+
+@pytest.mark.parametrize("members", [2, 1024])
+async def test_beat_sends_one_datagram(tmp_path: Path, members: int) -> None:
+    with udp_socket() as rx:
+        agent = _agent(tmp_path, rx)
+        agent.poll = lambda: _async(_snapshot(members))  # type: ignore[method-assign]
+        await agent.beat()
+        agent.sender.close()
+        rx.settimeout(1)
+        datagram = rx.recv(65536)
+    hb = decode_native(datagram, StaticKeys())
+    assert len(hb.pools[0].members) == members
+    assert hb.counters_epoch == (100 << 22) | 5
+
+
+async def test_oversized_heartbeat_is_not_sent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # schema/heartbeat.md 9.1: beyond the limits nothing is sent (no split, no
+    # trimming), an error is logged every interval.
+    with udp_socket() as rx:
+        agent = _agent(tmp_path, rx)
+        agent.poll = lambda: _async(_snapshot(4000))  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR, logger="amphora-agent"):
+            await agent.beat()
+            await agent.beat()
+        agent.sender.close()
+        rx.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            rx.recv(65536)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 2 and all("not sent" in e for e in errors)
+
+
+async def _async(value: object) -> object:
+    return value
+
+
+class StaticKeys:
+    def key_for(self, key_id: int, amphora_id: bytes) -> bytes:
+        return bytes(32)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,24 +17,7 @@ from agent.config import (
     parse_key_text,
     resolve,
 )
-from agent.sender import (
-    SequenceFile,
-    UdpSender,
-    encode_fitting,
-    pick_destinations,
-    state_file,
-)
-from healthmgr.wire.limits import MAX_DATAGRAM_BYTES, MAX_LISTENERS
-from healthmgr.wire.native import decode_native, encode_native
-from healthmgr.wire.values import (
-    Heartbeat,
-    ListenerReport,
-    ListenerState,
-    MemberReport,
-    MemberState,
-    PoolReport,
-    PoolState,
-)
+from agent.sender import SequenceFile, UdpSender, pick_destinations, state_file
 
 A, B, C = Destination("10.0.0.1", 5555), Destination("10.0.0.2", 5555), Destination("::1", 5556)
 
@@ -272,60 +254,3 @@ def test_key_id_conflict(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="holds a key for key id 1"):
         _resolve_with_key(tmp_path, f"1 {HEX}", key_id=2)
     assert _resolve_with_key(tmp_path, f"1 {HEX}", key_id=1).key_id == 1
-
-
-# ---------------------------------------------------------------- oversized heartbeats
-
-
-def _big_heartbeat(pools: int, members: int, listeners: int = 1) -> Heartbeat:
-    def new() -> bytes:
-        return uuid.uuid4().bytes
-
-    lids = [new() for _ in range(listeners)]
-    return Heartbeat(
-        amphora_id=new(),
-        seq=1,
-        sent_at_ms=1,
-        interval_ms=10_000,
-        counters_epoch=1,
-        listeners=tuple(ListenerReport(lid, ListenerState.OPEN, 0, 0, 0, 0, 0) for lid in lids),
-        pools=tuple(
-            PoolReport(
-                new(),
-                lids[0],
-                PoolState.UP,
-                tuple(MemberReport(new(), MemberState.UP) for _ in range(members)),
-            )
-            for _ in range(pools)
-        ),
-    )
-
-
-KEY = bytes(range(32))
-
-
-def test_encode_fitting_small_is_untouched() -> None:
-    hb = _big_heartbeat(2, 2)
-    datagram, left_out = encode_fitting(hb, 1, KEY)
-    assert left_out == 0 and datagram == encode_native(hb, 1, KEY)
-
-
-def test_encode_fitting_leaves_out_whole_pools() -> None:
-    # 5 x 1000 members: over the member count and the datagram size limits.
-    hb = _big_heartbeat(5, 1000)
-    datagram, left_out = encode_fitting(hb, 1, KEY)
-    decoded = decode_native(datagram, StaticKey())
-    assert len(datagram) <= MAX_DATAGRAM_BYTES
-    assert left_out == 5 - len(decoded.pools) > 0
-    assert decoded.pools == hb.pools[: len(decoded.pools)]  # HAProxy order, whole pools
-    assert decoded.listeners == hb.listeners
-
-
-def test_encode_fitting_gives_up_on_listeners() -> None:
-    with pytest.raises(ValueError):
-        encode_fitting(_big_heartbeat(1, 1, listeners=MAX_LISTENERS + 1), 1, KEY)
-
-
-class StaticKey:
-    def key_for(self, key_id: int, amphora_id: bytes) -> bytes:
-        return KEY
