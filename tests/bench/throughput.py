@@ -1,0 +1,311 @@
+"""Throughput of one real ``healthmgr serve`` process, as JSON.
+
+For each database and heartbeat shape: a fresh database holding N simulated
+amphorae (the fleet simulator's topology), a real daemon, and a separate
+sender process (``python -m agent.fleet``) blasting pre-signed heartbeats at
+rising rates. A rate passes when every datagram sent was accepted (the
+daemon's ``healthmgr_heartbeats_total{result="accepted"}``), the kernel
+dropped none (``/proc/net/snmp`` Udp RcvbufErrors), and the database reflects
+the last heartbeat of every amphora (``listener_statistics.last_seq``).
+Also reported: p99 arrival-to-commit time (the daemon's commit-lag
+histogram) and resident memory per tracked amphora.
+
+    .venv/bin/python tests/bench/throughput.py [--databases sqlite,postgresql]
+        [--amphorae 20000] [--rates 5000,10000,20000,30000,40000,50000]
+        [--large-amphorae 1000] [--large-rates 1000,2000,3000,5000]
+        [--duration 4] [--memory-amphorae 100000]
+
+Needs the services of the test suite (tests/conftest.py makes the databases).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import suppress
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT)]
+
+from agent.fleet import Topology  # noqa: E402
+from healthmgr.db import models  # noqa: E402
+from healthmgr.db.engine import make_engine  # noqa: E402
+from healthmgr.db.migrate import upgrade  # noqa: E402
+from healthmgr.wire.values import id_str  # noqa: E402
+from tests.conftest import fresh_database_url  # noqa: E402
+from tests.manager.harness import MASTER, RunningDaemon, start_daemon, write_config  # noqa: E402
+
+RCVBUF = 32 << 20
+
+
+def insert_topology(engine: sa.Engine, topology: Topology) -> None:
+    """The fleet simulator's load balancers as rows (ACTIVE, ONLINE)."""
+    rows: dict[Any, list[dict[str, Any]]] = {
+        t: [] for t in (models.LoadBalancer, models.Amphora, models.Pool, models.Listener,
+                        models.Member)
+    }
+    common = {"provisioning_status": "ACTIVE", "operating_status": "ONLINE", "enabled": True}
+    for amp in topology.amphorae:
+        lb = id_str(amp.load_balancer_id)
+        rows[models.LoadBalancer].append({"id": lb, "topology": "SINGLE", **common})
+        rows[models.Amphora].append(
+            {"id": id_str(amp.id), "status": "ALLOCATED", "load_balancer_id": lb,
+             "role": "STANDALONE"}
+        )
+        for listener in amp.listeners:
+            pool_id = id_str(listener.pools[0].id) if listener.pools else None
+            for pool in listener.pools:
+                rows[models.Pool].append(
+                    {"id": id_str(pool.id), "load_balancer_id": lb, "protocol": "HTTP",
+                     "lb_algorithm": "ROUND_ROBIN", **common}
+                )
+                rows[models.Member].extend(
+                    {"id": id_str(m), "pool_id": id_str(pool.id), "ip_address": "10.0.0.1",
+                     "protocol_port": 80, "weight": 1, "backup": False, **common}
+                    for m in pool.members
+                )
+            rows[models.Listener].append(
+                {"id": id_str(listener.id), "load_balancer_id": lb, "protocol": "HTTP",
+                 "protocol_port": 80, "default_pool_id": pool_id, **common}
+            )
+    with engine.begin() as conn:
+        for model, values in rows.items():
+            for i in range(0, len(values), 5000):
+                conn.execute(sa.insert(model.__table__), values[i : i + 5000])
+
+
+def udp_rcvbuf_errors() -> int:
+    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
+             if ln.startswith("Udp:")]
+    header, values = lines[0], lines[1]
+    return int(values[header.index("RcvbufErrors")])
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def raise_rmem_max() -> int:
+    path = Path("/proc/sys/net/core/rmem_max")
+    with suppress(OSError):
+        if int(path.read_text()) < RCVBUF:
+            path.write_text(str(RCVBUF))
+    return int(path.read_text())
+
+
+class Histogram:
+    """A Prometheus histogram read from the daemon's /metrics text."""
+
+    def __init__(self, daemon: RunningDaemon, name: str) -> None:
+        self.buckets: list[tuple[float, float]] = []
+        for line in daemon.metrics().splitlines():
+            if line.startswith(f"{name}_bucket"):
+                le = line.split('le="')[1].split('"')[0]
+                self.buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+
+    def quantile_since(self, before: Histogram, q: float) -> float | None:
+        """Upper bound of the bucket holding the q-quantile of what came since ``before``."""
+        old = dict(before.buckets)
+        deltas = [(le, n - old.get(le, 0.0)) for le, n in self.buckets]
+        total = deltas[-1][1] if deltas else 0
+        if total <= 0:
+            return None
+        for le, n in deltas:
+            if n >= q * total:
+                return le
+        return None
+
+
+class Bench:
+    def __init__(self, dialect: str, topology: Topology, workdir: Path, duration: float):
+        self.dialect = dialect
+        self.topology = topology
+        self.workdir = workdir
+        self.duration = duration
+        self.listeners = sum(len(a.listeners) for a in topology.amphorae)
+        self.next_seq = 1
+
+    def __enter__(self) -> Bench:
+        self.url, self._drop = fresh_database_url(self.dialect, self.workdir)
+        upgrade(self.url)
+        self.engine = make_engine(self.url)
+        insert_topology(self.engine, self.topology)
+        self.ids_file = self.workdir / f"ids-{self.dialect}.json"
+        self.ids_file.write_text(json.dumps(self.topology.to_json()))
+        self.key_file = self.workdir / "master.key"
+        self.key_file.write_text(MASTER.secret.decode())
+        cfg = write_config(
+            self.workdir / f"hm-{self.dialect}.toml",
+            self.url,
+            sections={
+                "health_manager": {
+                    "heartbeat_interval": 10.0,
+                    "heartbeat_timeout": 3600.0,
+                    "health_check_interval": 10.0,
+                    "flush_interval": 0.25,
+                    "max_clock_skew": 60.0,
+                    "sock_rlimit": RCVBUF,
+                },
+                "logging": {"level": "WARNING"},
+            },
+        )
+        self.daemon = start_daemon(cfg, wait=False)
+        self._ready()
+        self.rss_idle = rss_bytes(self.daemon.proc.pid)
+        return self
+
+    def _ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with suppress(OSError):
+                self.daemon.metrics()
+                return
+            time.sleep(0.2)
+        raise RuntimeError("daemon did not start:\n" + "\n".join(self.daemon.lines[-20:]))
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.stop()
+        self.engine.dispose()
+        self._drop()
+
+    def send(self, rate: float, duration: float) -> dict[str, Any]:
+        out = subprocess.run(
+            [sys.executable, "-m", "agent.fleet", "--rate", str(rate), "--duration",
+             str(duration), "--manager", "{}:{}".format(*self.daemon.address),
+             "--master-key-file", str(self.key_file), "--key-id", str(MASTER.id),
+             "--ids-file", str(self.ids_file), "--start-seq", str(self.next_seq)],
+            capture_output=True, text=True, cwd=ROOT, check=True,
+        )
+        summary = json.loads(out.stdout)
+        self.next_seq = summary["last_seq"] + 1
+        return summary
+
+    def accepted(self) -> float:
+        return self.daemon.metric("healthmgr_heartbeats_total", result="accepted")
+
+    def reflected(self, last_seq: int) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(
+                sa.text("SELECT COUNT(*) FROM listener_statistics WHERE last_seq >= :s"),
+                {"s": last_seq},
+            ).scalar() or 0)
+
+    def settle(self, expected: float, last_seq: int, timeout: float = 20.0) -> tuple[float, int]:
+        deadline = time.monotonic() + timeout
+        while True:
+            accepted, rows = self.accepted(), self.reflected(last_seq)
+            if (accepted >= expected and rows >= self.listeners) or time.monotonic() > deadline:
+                return accepted, rows
+            time.sleep(0.25)
+
+    def warm(self) -> None:
+        """One round at a gentle rate: the daemon loads every topology."""
+        n = len(self.topology.amphorae)
+        before = self.accepted()
+        summary = self.send(rate=min(20000, n), duration=1.0)
+        self.settle(before + summary["sent"], summary["last_seq"], timeout=60)
+
+    def step(self, rate: float) -> dict[str, Any]:
+        before_accepted, before_drops = self.accepted(), udp_rcvbuf_errors()
+        before_lag = Histogram(self.daemon, "healthmgr_commit_lag_seconds")
+        summary = self.send(rate, self.duration)
+        accepted, rows = self.settle(before_accepted + summary["sent"], summary["last_seq"])
+        drops = udp_rcvbuf_errors() - before_drops
+        lag = Histogram(self.daemon, "healthmgr_commit_lag_seconds")
+        ok = accepted - before_accepted == summary["sent"] and drops == 0 and rows >= self.listeners
+        return {
+            "rate_target": rate,
+            "rate_sent": summary["rate_achieved"],
+            "sent": summary["sent"],
+            "accepted": int(accepted - before_accepted),
+            "kernel_drops": drops,
+            "db_rows_current": rows,
+            "db_rows_expected": self.listeners,
+            "p99_arrival_to_commit_s": lag.quantile_since(before_lag, 0.99),
+            "passed": ok,
+        }
+
+
+def run_shape(dialect: str, amphorae: int, large: bool, rates: list[float],
+              duration: float) -> dict[str, Any]:
+    topology = Topology.generate(amphorae, large=large, seed=7)
+    with tempfile.TemporaryDirectory() as tmp, Bench(dialect, topology, Path(tmp),
+                                                      duration) as bench:
+        bench.warm()
+        rss = rss_bytes(bench.daemon.proc.pid)
+        steps, best = [], None
+        for rate in rates:
+            result = bench.step(rate)
+            steps.append(result)
+            print(json.dumps({"dialect": dialect, "large": large, **result}), file=sys.stderr)
+            if not result["passed"]:
+                break
+            best = rate
+        return {
+            "database": dialect,
+            "shape": "large: 10 listeners x 10 members" if large else "seed: 1 listener, 2 members",
+            "amphorae": amphorae,
+            "highest_clean_rate_per_s": best,
+            "rss_per_amphora_bytes": round((rss - bench.rss_idle) / amphorae),
+            "steps": steps,
+        }
+
+
+def memory_only(amphorae: int) -> dict[str, Any]:
+    topology = Topology.generate(amphorae, seed=11)
+    with tempfile.TemporaryDirectory() as tmp, Bench("sqlite", topology, Path(tmp), 1) as bench:
+        bench.warm()
+        rss = rss_bytes(bench.daemon.proc.pid)
+        return {
+            "amphorae": amphorae,
+            "rss_idle_mb": round(bench.rss_idle / 2**20, 1),
+            "rss_tracking_mb": round(rss / 2**20, 1),
+            "bytes_per_amphora": round((rss - bench.rss_idle) / amphorae),
+        }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--databases", default="sqlite,postgresql")
+    p.add_argument("--amphorae", type=int, default=20000)
+    p.add_argument("--rates", default="5000,10000,20000,30000,40000,50000,60000")
+    p.add_argument("--large-amphorae", type=int, default=1000)
+    p.add_argument("--large-rates", default="500,1000,2000,3000,4000,5000")
+    p.add_argument("--duration", type=float, default=4.0)
+    p.add_argument("--memory-amphorae", type=int, default=100000)
+    args = p.parse_args()
+    rmem = raise_rmem_max()
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "rmem_max": rmem},
+        "runs": [],
+    }
+    for dialect in args.databases.split(","):
+        results["runs"].append(run_shape(dialect, args.amphorae, False,
+                                         [float(r) for r in args.rates.split(",")],
+                                         args.duration))
+        if args.large_amphorae:
+            results["runs"].append(run_shape(dialect, args.large_amphorae, True,
+                                             [float(r) for r in args.large_rates.split(",")],
+                                             args.duration))
+    if args.memory_amphorae:
+        results["memory"] = memory_only(args.memory_amphorae)
+    print(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
