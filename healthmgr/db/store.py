@@ -57,7 +57,7 @@ class FlushStats:
 
     health_rows: int  # amphora_health rows upserted (one per amphora)
     status_rows: int  # status writes issued (after coalescing per object)
-    stats_rows: int  # listener_statistics upserts (one per heartbeat and listener)
+    stats_rows: int  # statistics updates applied or ignored as old (one per heartbeat/listener)
     statements: int  # SQL statements executed (an executemany counts once)
     recovered: tuple[Id, ...] = ()  # FAILOVER_STOPPED -> ALLOCATED
     rejected: tuple[str, ...] = ()  # items the database cannot take, and why (dropped)
@@ -73,6 +73,11 @@ class _Counter:
     def run(self, conn: sa.Connection, stmt: Any, params: Any = None) -> sa.CursorResult:
         self.n += 1
         return conn.execute(stmt, params) if params is not None else conn.execute(stmt)
+
+    def driver(self, conn: sa.Connection, sql: str, params: Any) -> sa.CursorResult:
+        """SQL text straight to the driver: a list of rows is one executemany."""
+        self.n += 1
+        return conn.exec_driver_sql(sql, params)
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -98,10 +103,10 @@ class Store:
         if self.dialect not in ("sqlite", "postgresql", "mysql"):
             raise ValueError(f"unsupported database dialect {self.dialect!r}")
         self.retries = retries
+        self._health_sql = _w.health_statement(self.dialect)
+        self._stats_sql = _w.stats_statement(self.dialect, delta=False)
+        self._delta_sql = _w.stats_statement(self.dialect, delta=True)
         # Built once: SQLAlchemy caches their compiled form.
-        self._health_upsert = _w.health_upsert(self.dialect)
-        self._stats_upsert = _w.stats_upsert(self.dialect, delta=False)
-        self._delta_upsert = _w.stats_upsert(self.dialect, delta=True)
         self._status_update = {
             t: _w.status_update(Base.metadata.tables[t]) for t in _w.STATUS_TABLE_ORDER
         }
@@ -175,31 +180,37 @@ class Store:
         value must not wedge the writer, which retries failed flushes.
         """
         started = time.perf_counter()
+        dialect = self.dialect
         statuses, stats, rejected = _w.valid_parts(batch.statuses, batch.stats)
-        health = _w.health_rows(batch.health)
+        health_ids, health = _w.health_params(dialect, batch.health)
         status_groups = _w.status_groups(statuses)
         now = _utcnow()
-        absolute = _w.stats_rows([s for s in stats if not s.is_delta], now)
-        deltas = _w.stats_rows([s for s in stats if s.is_delta], now)
+        # (statement, driver parameters) per round of statistics, in seq order.
+        absolute = [s for s in stats if not s.is_delta]
+        deltas = [s for s in stats if s.is_delta]
+        stats_work = [
+            (statement, _w.stats_params(dialect, part, now))
+            for statement, updates in ((self._stats_sql, absolute), (self._delta_sql, deltas))
+            if updates
+            for part in _w.stats_rounds(updates)
+        ]
 
         def work(conn: sa.Connection) -> _Counter:
             counter = _Counter()
-            if health:
-                counter.run(conn, self._health_upsert, health)
-                counter.recovered = self._recover(conn, counter, [r["amphora_id"] for r in health])
+            if health_ids:
+                counter.driver(conn, self._health_sql.sql, health)
+                counter.recovered = self._recover(conn, counter, health_ids)
             for table, rows in status_groups:
                 counter.run(conn, self._status_update[table], rows)
-            if absolute:
-                counter.run(conn, self._stats_upsert, absolute)
-            if deltas:
-                counter.run(conn, self._delta_upsert, deltas)
+            for statement, params in stats_work:
+                counter.driver(conn, statement.sql, params)
             return counter
 
         counter, attempts = self._transaction(work, write=True)
         return FlushStats(
-            health_rows=len(health),
+            health_rows=len(health_ids),
             status_rows=sum(len(rows) for _, rows in status_groups),
-            stats_rows=len(absolute) + len(deltas),
+            stats_rows=len(stats),
             statements=counter.n,
             recovered=tuple(counter.recovered),
             rejected=tuple(rejected),
@@ -207,17 +218,19 @@ class Store:
             seconds=time.perf_counter() - started,
         )
 
-    def _recover(self, conn: sa.Connection, counter: _Counter, amphora_ids: list[str]) -> list[Id]:
+    def _recover(self, conn: sa.Connection, counter: _Counter, ids: list[str]) -> list[Id]:
         """Bumped amphorae in FAILOVER_STOPPED go back to ALLOCATED."""
         stopped: list[str] = []
-        for part in _topo.chunks(amphora_ids, RECOVER_CHUNK):
-            result = counter.run(
-                conn,
-                sa.select(_amp.c.id)
-                .where(_amp.c.id.in_(part))
-                .where(_amp.c.status == C.FAILOVER_STOPPED),
-            )
-            stopped += result.scalars()
+        where = f"status = '{C.FAILOVER_STOPPED}' AND id"
+        if self.dialect == "postgresql":
+            sql = f"SELECT id FROM amphora WHERE {where} = ANY(%(ids)s::varchar[])"
+            stopped = [row[0] for row in counter.driver(conn, sql, {"ids": ids})]
+        else:
+            mark = "?" if self.dialect == "sqlite" else "%s"
+            for part in _topo.chunks(ids, RECOVER_CHUNK):
+                marks = ", ".join(mark for _ in part)
+                sql = f"SELECT id FROM amphora WHERE {where} IN ({marks})"
+                stopped += [row[0] for row in counter.driver(conn, sql, tuple(part))]
         if stopped:
             counter.run(
                 conn,

@@ -1,44 +1,62 @@
-"""The statements of one flush: plain Core, one executemany per kind.
+"""The statements of one flush: one statement per kind, whatever the batch size.
 
-Each builder returns a statement and the parameter rows for it, already
-coalesced and sorted by key: sorting gives every manager the same lock order
-on the same rows, so two managers flushing at once wait for each other
-instead of deadlocking.
+The two big kinds (``amphora_health`` bumps and ``listener_statistics``
+updates, one row per amphora and per listener) are SQL text per dialect run
+with ``exec_driver_sql``: for 10,000 rows SQLAlchemy's per-row parameter
+processing cost more than the database itself. PostgreSQL gets all rows in
+one statement as arrays (``INSERT ... SELECT FROM unnest(...)``); SQLite
+and MariaDB get one executemany (PyMySQL turns it into multi-row INSERTs).
+Status writes (few, only changes) are Core UPDATEs.
 
-Dialects differ only in the upsert syntax; the semantics are the same:
+Rows are coalesced and sorted by key: the same lock order in every manager,
+so two managers flushing at once wait for each other instead of deadlocking.
 
-- health: ``last_update`` only moves forward (GREATEST / MAX), ``busy`` is
-  never touched by an update (False on insert);
-- stats: one upsert per heartbeat, applied in ``seq`` order, adding
-  ``value - last_value`` under the same epoch (or ``value`` after an epoch
-  change or a counter that went backwards), and only when ``seq`` is newer
-  than the row's ``last_seq``. The comparison happens in the database, so
-  several managers sharing one amphora's heartbeats count every byte once.
+Semantics, the same on every dialect:
+
+- health: ``last_update`` only moves forward (GREATEST / MAX); ``busy`` is
+  False on insert and never touched by an update;
+- stats (absolute counters): applied only when ``seq`` is newer than the
+  row's ``last_seq``, adding ``value - last_value`` under the same epoch, or
+  ``value`` after an epoch change or when a counter went backwards; the
+  comparison happens in the database, so several managers sharing one
+  amphora's heartbeats count every byte once. A new row counts the full
+  value (HAProxy's counters since it started). Updates of one row within a
+  batch are applied in ``seq`` order;
+- stats (deltas, Octavia v3): added whatever their order; ``last_seq`` and
+  ``active_connections`` follow the newest.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
 
 from healthmgr import constants as C
 from healthmgr.batch import STATUS_TABLES, HealthBump, StatsUpdate, StatusWrite
-from healthmgr.db.models import AmphoraHealth, ListenerStatistics
-from healthmgr.wire.values import id_str
 
 COUNTERS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
 MAX_COUNTER = 2**63 - 1  # BIGINT
 # Lock order for status writes (children first), the same in every manager.
 STATUS_TABLE_ORDER = ("member", "pool", "listener", "load_balancer")
+DIALECTS = ("sqlite", "postgresql", "mysql")
 
-_health = AmphoraHealth.__table__
-_stats = ListenerStatistics.__table__
 _Row = dict[str, Any]
+
+
+def text_id(raw: bytes) -> str:
+    """``id_str`` without uuid.UUID: five times faster, same text."""
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def sqlite_time(value: dt.datetime) -> str:
+    # SQLAlchemy's storage format for SQLite DATETIME: fixed width, so text
+    # order is time order (MAX() compares text).
+    return value.isoformat(" ", "microseconds")
 
 
 # --- validation -------------------------------------------------------------
@@ -51,19 +69,33 @@ def status_problem(w: StatusWrite) -> str | None:
     if w.operating_status not in C.OPERATING_STATUSES:
         return (
             f"StatusWrite.operating_status {w.operating_status!r} for {w.table} "
-            f"{id_str(w.id)} is not one of {C.OPERATING_STATUSES}"
+            f"{text_id(w.id)} is not one of {C.OPERATING_STATUSES}"
         )
     return None
 
 
+_CHECKED = (*COUNTERS, "active_connections", "seq", "epoch")
+
+
 def stats_problem(s: StatsUpdate) -> str | None:
     """Why the database cannot take this update (BIGINT columns), or None."""
-    for name in (*COUNTERS, "active_connections", "seq", "epoch"):
+    values = (
+        s.bytes_in,
+        s.bytes_out,
+        s.total_connections,
+        s.request_errors,
+        s.active_connections,
+        s.seq,
+        s.epoch,
+    )
+    if min(values) >= 0 and max(values) <= MAX_COUNTER:
+        return None  # the common case, checked fast
+    for name in _CHECKED:
         value = getattr(s, name)
         if not 0 <= value <= MAX_COUNTER:
             return (
-                f"StatsUpdate.{name}={value} for listener {id_str(s.listener_id)} "
-                f"on amphora {id_str(s.amphora_id)} is outside 0..2**63-1"
+                f"StatsUpdate.{name}={value} for listener {text_id(s.listener_id)} "
+                f"on amphora {text_id(s.amphora_id)} is outside 0..2**63-1"
             )
     return None
 
@@ -90,44 +122,235 @@ def valid_parts(
     return ok_statuses, ok_stats, problems
 
 
-# --- health bumps -----------------------------------------------------------
+# --- statements -------------------------------------------------------------
 
 
-def health_rows(bumps: Iterable[HealthBump]) -> list[_Row]:
-    """One row per amphora (the newest bump), sorted by id."""
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """SQL text and whether it takes a list of rows (executemany) or arrays."""
+
+    sql: str
+    arrays: bool  # PostgreSQL: one execute with one array per column
+
+
+Col = Callable[[str], str]  # column name -> SQL naming the old or the new value
+
+
+def _accumulate(col: str, old: Col, new: Col) -> str:
+    """``old.col + delta`` where the delta comes from absolute counters."""
+    value, last = new(f"last_{col}"), old(f"last_{col}")
+    return (
+        f"{old(col)} + CASE WHEN {old('counters_epoch')} = {new('counters_epoch')} "
+        f"AND {value} >= {last} THEN {value} - {last} ELSE {value} END"
+    )
+
+
+def _absolute_sets(old: Col, new: Col) -> list[tuple[str, str]]:
+    """Assignments of an absolute update (without last_seq), in the order MariaDB needs.
+
+    MariaDB/MySQL evaluate SET left to right with already-updated values, so
+    the accumulators come before the ``last_*`` and ``counters_epoch`` they
+    read. PostgreSQL and SQLite read the old row throughout.
+    """
+    sets = [(c, _accumulate(c, old, new)) for c in COUNTERS]
+    sets += [(f"last_{c}", new(f"last_{c}")) for c in COUNTERS]
+    sets += [(c, new(c)) for c in ("counters_epoch", "active_connections", "updated_at")]
+    return sets
+
+
+def _delta_sets(old: Col, new: Col) -> list[tuple[str, str]]:
+    """Assignments of a delta update (without last_seq)."""
+    sets = [(c, f"{old(c)} + {new(c)}") for c in COUNTERS]
+    newer = f"{old('last_seq')} < {new('last_seq')}"
+    sets.append(
+        (
+            "active_connections",
+            f"CASE WHEN {newer} THEN {new('active_connections')} "
+            f"ELSE {old('active_connections')} END",
+        )
+    )
+    sets.append(("updated_at", new("updated_at")))
+    return sets
+
+
+STATS_COLUMNS = (
+    "listener_id",
+    "amphora_id",
+    *COUNTERS,
+    "active_connections",
+    "counters_epoch",
+    "last_seq",
+    *(f"last_{c}" for c in COUNTERS),
+    "updated_at",
+)
+_KEY = "(listener_id, amphora_id)"
+
+
+def health_statement(dialect: str) -> Statement:
+    if dialect == "sqlite":
+        return Statement(
+            "INSERT INTO amphora_health (amphora_id, last_update, busy) VALUES (?, ?, 0) "
+            "ON CONFLICT (amphora_id) DO UPDATE SET "
+            "last_update = max(amphora_health.last_update, excluded.last_update)",
+            arrays=False,
+        )
+    if dialect == "mysql":
+        # Placeholders only in VALUES: PyMySQL then sends multi-row INSERTs.
+        return Statement(
+            "INSERT INTO amphora_health (amphora_id, last_update, busy) VALUES (%s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE last_update = GREATEST(last_update, VALUES(last_update))",
+            arrays=False,
+        )
+    if dialect == "postgresql":
+        return Statement(
+            "INSERT INTO amphora_health (amphora_id, last_update, busy) "
+            "SELECT u.id, u.ts, false "
+            "FROM unnest(%(ids)s::varchar[], %(ts)s::timestamp[]) AS u(id, ts) "
+            "ON CONFLICT (amphora_id) DO UPDATE SET "
+            "last_update = GREATEST(amphora_health.last_update, EXCLUDED.last_update)",
+            arrays=True,
+        )
+    raise ValueError(f"unsupported database dialect {dialect!r}")
+
+
+def stats_statement(dialect: str, *, delta: bool) -> Statement:
+    columns = ", ".join(STATS_COLUMNS)
+    if dialect in ("sqlite", "postgresql"):
+        prefix = "excluded." if dialect == "sqlite" else "EXCLUDED."
+
+        def old(c: str) -> str:
+            return f"listener_statistics.{c}"
+
+        def new(c: str) -> str:
+            return prefix + c
+
+        greatest = "max" if dialect == "sqlite" else "GREATEST"
+        if delta:
+            sets = _delta_sets(old, new)
+            sets.append(("last_seq", f"{greatest}({old('last_seq')}, {new('last_seq')})"))
+            where = ""
+        else:
+            sets = _absolute_sets(old, new)
+            sets.append(("last_seq", new("last_seq")))
+            where = f" WHERE {old('last_seq')} < {new('last_seq')}"
+        update = ", ".join(f"{col} = {expr}" for col, expr in sets)
+        if dialect == "sqlite":
+            values = "VALUES (" + ", ".join("?" for _ in STATS_COLUMNS) + ")"
+        else:
+            values = (
+                "SELECT u.l, u.a, u.bi, u.bo, u.tc, u.re, u.ac, u.ep, u.sq, "
+                + ("0, 0, 0, 0" if delta else "u.bi, u.bo, u.tc, u.re")
+                + ", %(now)s::timestamp FROM unnest(%(l)s::varchar[], %(a)s::varchar[], "
+                "%(bi)s::bigint[], %(bo)s::bigint[], %(tc)s::bigint[], %(re)s::bigint[], "
+                "%(ac)s::bigint[], %(ep)s::bigint[], %(sq)s::bigint[]) "
+                "AS u(l, a, bi, bo, tc, re, ac, ep, sq)"
+            )
+        return Statement(
+            f"INSERT INTO listener_statistics ({columns}) {values} "
+            f"ON CONFLICT {_KEY} DO UPDATE SET {update}{where}",
+            arrays=dialect == "postgresql",
+        )
+    if dialect == "mysql":
+
+        def current(c: str) -> str:
+            return c
+
+        def inserted(c: str) -> str:
+            return f"VALUES({c})"  # the value the INSERT would have written
+
+        if delta:
+            sets = _delta_sets(current, inserted)
+        else:
+            # No WHERE on ON DUPLICATE KEY UPDATE: each assignment is guarded
+            # by the seq test instead, and last_seq comes last so that the
+            # test sees the old value throughout.
+            newer = "last_seq < VALUES(last_seq)"
+            sets = [
+                (col, f"IF({newer}, {expr}, {col})")
+                for col, expr in _absolute_sets(current, inserted)
+            ]
+        sets.append(("last_seq", "GREATEST(last_seq, VALUES(last_seq))"))
+        update = ", ".join(f"{col} = {expr}" for col, expr in sets)
+        placeholders = ", ".join("%s" for _ in STATS_COLUMNS)
+        return Statement(
+            f"INSERT INTO listener_statistics ({columns}) VALUES ({placeholders}) "
+            f"ON DUPLICATE KEY UPDATE {update}",
+            arrays=False,
+        )
+    raise ValueError(f"unsupported database dialect {dialect!r}")
+
+
+# --- parameters -------------------------------------------------------------
+
+
+def health_params(dialect: str, bumps: Iterable[HealthBump]) -> tuple[list[str], Any]:
+    """(amphora ids, driver parameters): one row per amphora (the newest bump), by id."""
     newest: dict[bytes, dt.datetime] = {}
     for b in bumps:
         seen = newest.get(b.amphora_id)
         if seen is None or b.last_update > seen:
             newest[b.amphora_id] = b.last_update
-    return [
-        {"amphora_id": id_str(k), "last_update": v, "busy": False}
-        for k, v in sorted(newest.items())
-    ]
-
-
-def health_upsert(dialect: str) -> Insert:
+    keys = sorted(newest)
+    ids = [text_id(k) for k in keys]
+    times = [newest[k] for k in keys]
     if dialect == "postgresql":
-        stmt = postgresql.insert(_health)
-        return stmt.on_conflict_do_update(
-            index_elements=[_health.c.amphora_id],
-            set_={
-                "last_update": sa.func.greatest(_health.c.last_update, stmt.excluded.last_update)
-            },
-        )
+        return ids, {"ids": ids, "ts": times}
     if dialect == "sqlite":
-        stmt = sqlite.insert(_health)
-        # SQLite stores DATETIME as fixed-width ISO text: text order is time order.
-        return stmt.on_conflict_do_update(
-            index_elements=[_health.c.amphora_id],
-            set_={"last_update": sa.func.max(_health.c.last_update, stmt.excluded.last_update)},
+        return ids, list(zip(ids, map(sqlite_time, times), strict=True))
+    return ids, [(i, t, False) for i, t in zip(ids, times, strict=True)]
+
+
+def stats_rounds(updates: Iterable[StatsUpdate]) -> list[list[StatsUpdate]]:
+    """Rounds with at most one update per row, in seq order: round i holds
+    the i-th oldest update of each row (one round when the writer coalesced).
+    PostgreSQL cannot update one row twice in one statement; the rounds
+    also give every dialect the seq order."""
+    ordered = sorted(updates, key=lambda u: (u.listener_id, u.amphora_id, u.seq))
+    rounds: list[list[StatsUpdate]] = []
+    previous: tuple[bytes, bytes] | None = None
+    depth = 0
+    for u in ordered:
+        key = (u.listener_id, u.amphora_id)
+        depth = depth + 1 if key == previous else 0
+        previous = key
+        if depth == len(rounds):
+            rounds.append([])
+        rounds[depth].append(u)
+    return rounds
+
+
+def stats_params(dialect: str, updates: Sequence[StatsUpdate], now: dt.datetime) -> Any:
+    if dialect == "postgresql":
+        return {
+            "l": [text_id(s.listener_id) for s in updates],
+            "a": [text_id(s.amphora_id) for s in updates],
+            "bi": [s.bytes_in for s in updates],
+            "bo": [s.bytes_out for s in updates],
+            "tc": [s.total_connections for s in updates],
+            "re": [s.request_errors for s in updates],
+            "ac": [s.active_connections for s in updates],
+            "ep": [s.epoch for s in updates],
+            "sq": [s.seq for s in updates],
+            "now": now,
+        }
+    stamp: Any = sqlite_time(now) if dialect == "sqlite" else now
+    rows = []
+    for s in updates:
+        counters = (s.bytes_in, s.bytes_out, s.total_connections, s.request_errors)
+        last = (0, 0, 0, 0) if s.is_delta else counters
+        rows.append(
+            (
+                text_id(s.listener_id),
+                text_id(s.amphora_id),
+                *counters,
+                s.active_connections,
+                s.epoch,
+                s.seq,
+                *last,
+                stamp,
+            )
         )
-    if dialect == "mysql":
-        stmt = mysql.insert(_health)
-        return stmt.on_duplicate_key_update(
-            last_update=sa.func.greatest(_health.c.last_update, stmt.inserted.last_update)
-        )
-    raise ValueError(f"unsupported database dialect {dialect!r}")
+    return rows
 
 
 # --- status writes ----------------------------------------------------------
@@ -139,7 +362,7 @@ def status_groups(writes: Iterable[StatusWrite]) -> list[tuple[str, list[_Row]]]
     for w in writes:
         per_table[w.table][w.id] = w.operating_status
     return [
-        (table, [{"b_id": id_str(k), "b_status": v} for k, v in sorted(rows.items())])
+        (table, [{"b_id": text_id(k), "b_status": v} for k, v in sorted(rows.items())])
         for table, rows in per_table.items()
         if rows
     ]
@@ -153,101 +376,3 @@ def status_update(table: sa.Table) -> sa.Update:
         .where(table.c.operating_status != sa.bindparam("b_status"))
         .values(operating_status=sa.bindparam("b_status"))
     )
-
-
-# --- listener statistics ----------------------------------------------------
-
-
-def _sorted_stats(updates: Iterable[StatsUpdate]) -> list[StatsUpdate]:
-    return sorted(updates, key=lambda s: (s.listener_id, s.amphora_id, s.seq))
-
-
-def stats_rows(updates: Sequence[StatsUpdate], now: dt.datetime) -> list[_Row]:
-    """Insert rows, sorted by (listener, amphora, seq): applied in seq order."""
-    rows = []
-    for s in _sorted_stats(updates):
-        row: _Row = {
-            "listener_id": id_str(s.listener_id),
-            "amphora_id": id_str(s.amphora_id),
-            "active_connections": s.active_connections,
-            "counters_epoch": s.epoch,
-            "last_seq": s.seq,
-            "updated_at": now,
-        }
-        for c in COUNTERS:
-            value = getattr(s, c)
-            row[c] = value
-            # Deltas carry no absolute position: keep last_* at 0 for such rows.
-            row[f"last_{c}"] = 0 if s.is_delta else value
-        rows.append(row)
-    return rows
-
-
-def _absolute_set(old: sa.Table, new: Any) -> list[tuple[str, Any]]:
-    """SET list for an absolute update, in the order MySQL needs.
-
-    MySQL evaluates assignments left to right with already-updated values, so
-    the accumulators come before ``last_*`` and ``counters_epoch`` they read.
-    PostgreSQL and SQLite read the old row throughout; the order is harmless.
-    """
-    same_epoch = old.c.counters_epoch == new.counters_epoch
-    items: list[tuple[str, Any]] = []
-    for c in COUNTERS:
-        value, last = new[f"last_{c}"], old.c[f"last_{c}"]
-        delta = sa.case((sa.and_(same_epoch, value >= last), value - last), else_=value)
-        items.append((c, old.c[c] + delta))
-    items += [(f"last_{c}", new[f"last_{c}"]) for c in COUNTERS]
-    items += [
-        ("counters_epoch", new.counters_epoch),
-        ("active_connections", new.active_connections),
-        ("updated_at", new.updated_at),
-    ]
-    return items
-
-
-def _delta_set(old: sa.Table, new: Any) -> list[tuple[str, Any]]:
-    newer = old.c.last_seq < new.last_seq
-    items: list[tuple[str, Any]] = [(c, old.c[c] + new[c]) for c in COUNTERS]
-    items += [
-        (
-            "active_connections",
-            sa.case((newer, new.active_connections), else_=old.c.active_connections),
-        ),
-        ("updated_at", new.updated_at),
-    ]
-    return items
-
-
-def stats_upsert(dialect: str, delta: bool) -> Insert:
-    keys = [_stats.c.listener_id, _stats.c.amphora_id]
-    if dialect in ("postgresql", "sqlite"):
-        stmt = (postgresql if dialect == "postgresql" else sqlite).insert(_stats)
-        new = stmt.excluded
-        if delta:
-            greatest = sa.func.greatest if dialect == "postgresql" else sa.func.max
-            set_ = dict(_delta_set(_stats, new))
-            set_["last_seq"] = greatest(_stats.c.last_seq, new.last_seq)
-            return stmt.on_conflict_do_update(index_elements=keys, set_=set_)
-        set_ = dict(_absolute_set(_stats, new))
-        set_["last_seq"] = new.last_seq
-        return stmt.on_conflict_do_update(
-            index_elements=keys, set_=set_, where=_stats.c.last_seq < new.last_seq
-        )
-    if dialect == "mysql":
-        stmt = mysql.insert(_stats)
-        new = stmt.inserted
-        if delta:
-            items = _delta_set(_stats, new)
-            items.append(("last_seq", sa.func.greatest(_stats.c.last_seq, new.last_seq)))
-            return stmt.on_duplicate_key_update(items)
-        # No WHERE on ON DUPLICATE KEY UPDATE: every assignment is guarded by
-        # the seq test instead, and last_seq is assigned last so that the test
-        # sees the old value throughout.
-        newer = _stats.c.last_seq < new.last_seq
-        items = [
-            (name, sa.case((newer, expr), else_=_stats.c[name]))
-            for name, expr in _absolute_set(_stats, new)
-        ]
-        items.append(("last_seq", sa.func.greatest(_stats.c.last_seq, new.last_seq)))
-        return stmt.on_duplicate_key_update(items)
-    raise ValueError(f"unsupported database dialect {dialect!r}")
