@@ -101,7 +101,8 @@ class FailoverRunner:
             nonlocal attempts
             attempts = attempt
             if error is not None:
-                self.metrics.count_failover("retried")
+                if attempt < self.cfg.max_attempts:  # the last failure is "failed", not retried
+                    self.metrics.count_failover("retried")
                 await trio.to_thread.run_sync(
                     self.store.update_failover_request,
                     claim.request_id, C.FAILOVER_RUNNING, attempt, str(error),
