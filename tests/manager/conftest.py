@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,19 @@ from healthmgr.db.migrate import upgrade
 from tests.db.factories import SeedIds, make_seed_lb
 from tests.manager.harness import Agent
 
+# For behaviour that does not depend on the database: SQLite and one server.
+SQLITE_AND_PG = pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+
+
+def agent_for(seed: SeedIds, index: int = 0) -> Agent:
+    """A fake amphora (``seed.amphorae[index]``) reporting the seed topology."""
+    return Agent(seed.amphorae[index], seed.listener, seed.pool, seed.members_by_pool[seed.pool])
+
+
+def ago(seconds: float) -> dt.datetime:
+    """A naive UTC timestamp ``seconds`` in the past (the form the columns hold)."""
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=seconds)
+
 
 @dataclass
 class SeededDb:
@@ -22,8 +36,11 @@ class SeededDb:
     seed: SeedIds
 
     def agent(self, index: int = 0) -> Agent:
-        s = self.seed
-        return Agent(s.amphorae[index], s.listener, s.pool, s.members_by_pool[s.pool])
+        return agent_for(self.seed, index)
+
+    def execute(self, sql: str, **params: object) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(sa.text(sql), params)
 
     def scalar(self, sql: str, **params: object) -> object:
         with self.engine.connect() as conn:

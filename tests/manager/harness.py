@@ -102,16 +102,30 @@ class RunningDaemon:
     proc: subprocess.Popen[str]
     config: dict[str, Any]
     lines: list[str] = field(default_factory=list)
-    _sock: socket.socket = field(default_factory=lambda: socket.socket(type=socket.SOCK_DGRAM))
+    _sock: socket.socket | None = None
 
     @property
     def address(self) -> tuple[str, int]:
         hm = self.config["health_manager"]
         return hm["bind_ip"], hm["bind_port"]
 
+    def __post_init__(self) -> None:
+        if self._sock is None:
+            family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
+            self._sock = socket.socket(family, socket.SOCK_DGRAM)
+
     def send(self, *datagrams: bytes) -> None:
+        assert self._sock is not None
         for d in datagrams:
             self._sock.sendto(d, self.address)
+
+    @property
+    def manager_id(self) -> str | None:
+        return self.config["health_manager"].get("manager_id")
+
+    def log_time(self, event: str, **match: Any) -> float:
+        """When the daemon logged ``event`` (POSIX seconds, from its JSON timestamp)."""
+        return parse_log_time(self.wait_for_log(event, **match)["timestamp"])
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -160,7 +174,8 @@ class RunningDaemon:
         try:
             return self.proc.wait(timeout)
         finally:
-            self._sock.close()
+            if self._sock is not None:
+                self._sock.close()
 
 
 def _normalise(key: str) -> str:
@@ -257,3 +272,76 @@ class Agent:
 
     def datagram(self, **kw: Any) -> bytes:
         return encode_native(self.heartbeat(**kw), self.master.id, self.key)
+
+
+def parse_log_time(text: str) -> float:
+    """A structlog ISO timestamp (UTC) as POSIX seconds."""
+    import datetime as dt
+
+    stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=dt.UTC)
+    return stamp.timestamp()
+
+
+def run_serve(
+    config_path: Path, *, timeout: float = 30.0, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``healthmgr serve`` expected to exit by itself (startup errors)."""
+    return subprocess.run(
+        [sys.executable, "-m", "healthmgr", "serve", "--config", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+class Beater:
+    """Keeps fake amphorae alive: a thread sending each agent's heartbeat every ``interval``.
+
+    Datagrams go to the daemons in turn (as an agent with several entries in
+    ``controller_ip_port_list`` does). Use as a context manager; ``stop`` is idempotent.
+    """
+
+    def __init__(
+        self, daemons: list[RunningDaemon], agents: list[Agent], interval: float = 0.3
+    ) -> None:
+        self.daemons = daemons
+        self.agents = list(agents)
+        self.interval = interval
+        self.sent = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Beater:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def remove(self, agent: Agent) -> None:
+        """This amphora dies: no more heartbeats from it."""
+        with self._lock:
+            self.agents = [a for a in self.agents if a is not agent]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        turn = 0
+        while not self._stop.is_set():
+            with self._lock:
+                agents = list(self.agents)
+            for agent in agents:
+                daemon = self.daemons[turn % len(self.daemons)]
+                turn += 1
+                if daemon.proc.poll() is None:
+                    daemon.send(agent.datagram())
+                    self.sent += 1
+            self._stop.wait(self.interval)
