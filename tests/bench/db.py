@@ -27,15 +27,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent / "db")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 
-from conftest import fresh_database_url  # noqa: E402
-from factories import SeedIds, make_fleet, make_test_engine, utcnow  # noqa: E402
-
-from healthmgr import constants as C  # noqa: E402
-from healthmgr.batch import FlushBatch, HealthBump, StatsUpdate, StatusWrite  # noqa: E402
-from healthmgr.db.store import Store  # noqa: E402
+from healthmgr import constants as C
+from healthmgr.batch import FlushBatch, HealthBump, StatsUpdate, StatusWrite
+from healthmgr.db.store import Store
+from tests.conftest import fresh_database_url
+from tests.db.factories import SeedIds, make_fleet, make_test_engine, utcnow
 
 
 class StatementCounter:

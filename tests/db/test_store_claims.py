@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pymysql
 import pytest
 import sqlalchemy as sa
-from factories import make_amphora, make_seed_lb, make_test_engine, new_id, utcnow
 
 from healthmgr import constants as C
 from healthmgr.batch import FlushBatch, HealthBump
@@ -17,6 +16,7 @@ from healthmgr.db import claims
 from healthmgr.db.models import Amphora, AmphoraHealth, FailoverRequest, LoadBalancer
 from healthmgr.db.store import Claim, Store, is_retryable
 from healthmgr.wire.values import Id, id_str
+from tests.db.factories import make_amphora, make_seed_lb, make_test_engine, new_id, utcnow
 
 TIMEOUT = dt.timedelta(seconds=60)
 OLD = dt.timedelta(minutes=10)

@@ -9,13 +9,20 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 import sqlalchemy as sa
-from factories import make_amphora, make_fleet, make_seed_lb, make_test_engine, new_id, utcnow
 
 from healthmgr import constants as C
 from healthmgr.batch import FlushBatch, HealthBump, StatsUpdate, StatusWrite
 from healthmgr.db.models import Amphora, AmphoraHealth, ListenerStatistics, Member, Pool
 from healthmgr.db.store import Store
 from healthmgr.wire.values import Id, id_str
+from tests.db.factories import (
+    make_amphora,
+    make_fleet,
+    make_seed_lb,
+    make_test_engine,
+    new_id,
+    utcnow,
+)
 
 SEC = dt.timedelta(seconds=1)
 

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from factories import make_amphora, make_fleet, make_seed_lb, make_test_engine, new_id
 
 from healthmgr import constants as C
 from healthmgr.db.models import Listener, LoadBalancer, Member, Pool
 from healthmgr.db.store import Store
 from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.values import id_str
+from tests.db.factories import make_amphora, make_fleet, make_seed_lb, make_test_engine, new_id
 
 
 @pytest.fixture
