@@ -215,13 +215,14 @@ class Checker:
     async def _check(self, cutoff: dt.datetime) -> None:
         stale = await trio.to_thread.run_sync(self.store.count_stale, cutoff)
         self.metrics.set_stale(stale)
+        threshold = self.cfg.failover_threshold
+        if threshold is None or stale < threshold:
+            self._close_breaker()  # also when none is stale any more: heartbeats came back
         if self.in_grace(time.monotonic()) or not stale:
             return
-        threshold = self.cfg.failover_threshold
         if threshold is not None and stale >= threshold:
             await self._break(cutoff, stale, threshold)
             return
-        self._close_breaker()
         slots = self.runner.free_slots()
         if slots == 0:
             return
@@ -233,9 +234,12 @@ class Checker:
 
     async def _break(self, cutoff: dt.datetime, stale: int, threshold: int) -> None:
         stopped = await trio.to_thread.run_sync(self.store.stop_stale, cutoff)
+        opened = not self.breaker_open
         self.breaker_open = True
         self.metrics.set_breaker(True)
         self.metrics.count_failover("stopped_by_breaker", len(stopped))
+        if not (opened or stopped):
+            return  # said already; not once per health check while it stays open
         log.error(
             "failover circuit breaker open: too many stale amphorae, no failover started",
             stale=stale, failover_threshold=threshold, stopped=len(stopped),
