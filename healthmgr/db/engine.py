@@ -1,7 +1,8 @@
 """Engines for the three supported databases, configured once here.
 
 * SQLite (the embedded default): WAL journal, foreign keys on, a busy timeout
-  and ``synchronous=NORMAL`` on every new connection. SQLAlchemy emits BEGIN
+  (5 s, or ``?timeout=SECONDS`` in the URL) and ``synchronous=NORMAL`` on
+  every new connection. SQLAlchemy emits BEGIN
   itself (the sqlite3 driver's legacy mode skips it for SELECT and DDL), so
   transactions are real; ``conn.execution_options(sqlite_begin="IMMEDIATE")``
   takes the write lock at BEGIN, the single-writer equivalent of a row lock.
@@ -114,20 +115,41 @@ def _sqlite_engine(u: URL, **kw: Any) -> Engine:
             raise DatabaseUnavailable(
                 f"cannot create the directory {parent} of {describe(u)}: {e.strerror}"
             ) from e
+    busy_ms = _sqlite_busy_timeout_ms(u)
     engine = create_engine(u, **kw)
-    event.listen(engine, "connect", _sqlite_on_connect)
+
+    def on_connect(dbapi_conn: sqlite3.Connection, record: object) -> None:
+        _sqlite_on_connect(dbapi_conn, record, busy_ms)
+
+    event.listen(engine, "connect", on_connect)
     event.listen(engine, "begin", _sqlite_on_begin)
     return engine
 
 
-def _sqlite_on_connect(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+def _sqlite_busy_timeout_ms(u: URL) -> int:
+    """``?timeout=SECONDS`` in the URL (as ``sqlite3.connect``'s), else the default."""
+    raw = u.query.get("timeout")
+    if raw is None:
+        return SQLITE_BUSY_TIMEOUT_MS
+    try:
+        seconds = float(raw if isinstance(raw, str) else raw[-1])
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < 86400:
+        raise BadDatabaseURL(f"SQLite timeout={raw!r}: expected seconds, e.g. ?timeout=5")
+    return int(seconds * 1000)
+
+
+def _sqlite_on_connect(
+    dbapi_conn: sqlite3.Connection, _record: object, busy_ms: int = SQLITE_BUSY_TIMEOUT_MS
+) -> None:
     # Let SQLAlchemy emit BEGIN (see _sqlite_on_begin) instead of the driver.
     dbapi_conn.isolation_level = None
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")
         # Durable at checkpoints, not at every commit: safe with WAL (no corruption).
         cur.execute("PRAGMA synchronous=NORMAL")
     finally:
