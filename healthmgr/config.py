@@ -195,7 +195,7 @@ class HealthManagerSettings(_Section):
     heartbeat_key: str | None = Field(None, repr=False)
     heartbeat_key_file: SecretFile | None = None
     flush_interval: Seconds = 0.25
-    topology_ttl: Seconds = 30.0
+    topology_ttl: Seconds = 300.0
     max_clock_skew: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
     sock_rlimit: Annotated[int, Field(ge=0)] = 0
     reuse_port: bool = False

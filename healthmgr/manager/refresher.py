@@ -15,6 +15,10 @@ log = structlog.get_logger("healthmgr.refresher")
 
 BATCH = 5000
 TTL_SCAN_EVERY = 1.0
+# TTL re-reads are spread over the TTL (plus this margin), never all at once:
+# a topology load costs the GIL far more than a heartbeat does.
+TTL_SPREAD = 1.25
+MIN_TTL_BUDGET = 50
 
 
 class Refresher:
@@ -38,10 +42,15 @@ class Refresher:
             self._wake = trio.Event()
             await self.refresh_once()
 
+    def _ttl_budget(self) -> int:
+        """Expired entries to re-read per scan: the whole cache once per TTL."""
+        per_scan = self.view.tracked() * TTL_SCAN_EVERY * TTL_SPREAD / self.view.ttl
+        return max(MIN_TTL_BUDGET, int(per_scan))
+
     async def refresh_once(self) -> None:
         now = time.monotonic()
         ids = self.view.wanted(BATCH)
-        ids += self.view.expired(now, BATCH - len(ids))
+        ids += self.view.expired(now, min(BATCH - len(ids), self._ttl_budget()))
         if not ids:
             return
         try:

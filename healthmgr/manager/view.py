@@ -148,9 +148,11 @@ class View:
             lb = self._lbs[lb_id] = status.apply(lb, outcome)
             for write in writes:
                 self.pending.status(write)
-        if outcome.names_unknown_objects:
+        if outcome.names_unknown_objects or not outcome.healthy:
+            # The cache may be behind the API (a new member, PENDING_UPDATE,
+            # a disabled listener): re-read before trusting this verdict again.
             self._want_refresh(hb.amphora_id, lb_id, now)
-            lb = None  # evaluate again once refreshed
+            lb = None
         entry.last_lb, entry.last_report, entry.last_healthy = lb, report, outcome.healthy
         return outcome.healthy
 
