@@ -1,10 +1,17 @@
 """Wire codec benchmark: microseconds per verify+decode, native vs Octavia format.
 
     .venv/bin/python tests/bench/wire.py [--seconds 0.1] [--repeat 15]
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python tests/bench/wire.py --loop native-seed 5000
+
 
 Prints one JSON object. Each figure is the best of --repeat timed loops of
 about --seconds each; the native and Octavia loops alternate, so load from
 other processes disturbs both alike, and the minimum is the least disturbed.
+On a shared machine the times still vary; ``--loop CASE N`` only decodes N
+times (no timing, no output) so that an instruction counter such as callgrind
+gives a figure independent of load: instructions per decode are
+(Ir of N loops - Ir of 0 loops) / N.
 """
 
 from __future__ import annotations
@@ -109,11 +116,38 @@ def measure(hb: Heartbeat, seconds: float, repeat: int) -> dict[str, object]:
     }
 
 
+CASES = {"seed": (1, 2), "large": (10, 10)}
+
+
+def loop(case: str, count: int) -> None:
+    fmt, _, size = case.partition("-")
+    hb = make_heartbeat(*CASES[size])
+    keyring = Keyring([MasterKey(1, b"bench master secret 0123456789ab")], 1)
+    octavia_key = b"insecure-shared-heartbeat-key"
+    if fmt == "native":
+        native = encode_native(hb, *keyring.provision(hb.amphora_id))
+        for _ in range(count):
+            decode_native(native, keyring)
+    else:
+        octa = octavia.encode(octavia.heartbeat_to_message(hb, 3), octavia_key)
+        for _ in range(count):
+            octavia.decode(octa, octavia_key, received_at_ms=SENT_AT_MS)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.1, help="time per timed loop")
     parser.add_argument("--repeat", type=int, default=15, help="timed loops; the best is kept")
+    parser.add_argument(
+        "--loop",
+        nargs=2,
+        metavar=("CASE", "N"),
+        help="only decode CASE (native-seed, native-large, octavia-seed, octavia-large) N times",
+    )
     args = parser.parse_args()
+    if args.loop:
+        loop(args.loop[0], int(args.loop[1]))
+        return
     keyring = Keyring([MasterKey(1, b"bench master secret 0123456789ab")], 1, cache_size=1)
     miss = iter(range(10**9))
     derive_us = best_us(
