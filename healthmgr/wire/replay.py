@@ -51,7 +51,7 @@ class ReplayWindow:
 class ReplayGuard:
     """The windows of every amphora a manager hears from.
 
-    About 200 bytes per amphora (the window object, its two ints and the dict
+    About 100 bytes per amphora (the window object, its two ints and the dict
     entry; the id bytes are shared with the caller's heartbeat value).
     """
 
