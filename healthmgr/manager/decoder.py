@@ -50,35 +50,41 @@ class Decoder:
         )
 
     def update(self, settings: Settings) -> None:
-        """SIGHUP: new master keys and Octavia key; replay state is kept."""
+        """SIGHUP: new master keys and Octavia key; replay state is kept, and so
+        are the derived keys when the master keys did not change."""
         fresh = Decoder.from_settings(settings)
-        self.keyring = fresh.keyring
+        if fresh.keyring.masters != self.keyring.masters:
+            self.keyring = fresh.keyring
+        else:
+            self.keyring.active_id = fresh.keyring.active_id
         self.octavia_key = fresh.octavia_key
         self.max_age_ms = fresh.max_age_ms
         self.max_future_ms = fresh.max_future_ms
 
-    def decode(self, datagram: bytes, now_ms: int) -> Heartbeat:
+    def decode(self, datagram: bytes, now_ms: int) -> tuple[Heartbeat, bool]:
+        """The heartbeat, and whether it is its amphora's newest so far.
+
+        Only a newest heartbeat may change statuses: a reordered older one
+        (still inside the replay window) proves life and carries counters,
+        but its statuses are out of date."""
         if is_native(datagram):
             hb = decode_native(datagram, self.keyring)
             check_freshness(
                 hb.sent_at_ms, now_ms, max_age_ms=self.max_age_ms, max_future_ms=self.max_future_ms
             )
-            self.replay.check_and_update(hb.amphora_id, hb.seq)
-            return hb
+            return hb, self.replay.check_and_update(hb.amphora_id, hb.seq)
         if self.octavia_key is None:
             raise Rejected(Reason.BAD_MAGIC, "not a native heartbeat (octavia_compat is off)")
         hb = octavia.decode(datagram, self.octavia_key, received_at_ms=now_ms)
-        self._octavia_replay(hb, now_ms)
-        return hb
+        return hb, self._octavia_replay(hb, now_ms)
 
-    def _octavia_replay(self, hb: Heartbeat, now_ms: int) -> None:
+    def _octavia_replay(self, hb: Heartbeat, now_ms: int) -> bool:
         """Duplicates are dropped; a sequence far below the highest is an agent
         restart (Octavia keeps its counter in memory), accepted at most once per
         ``restart_every_ms`` per amphora so replays cannot rewind it at will."""
         guard, amp = self.octavia_replay, hb.amphora_id
         try:
-            guard.check_and_update(amp, hb.seq)
-            return
+            return guard.check_and_update(amp, hb.seq)
         except Rejected:
             highest = guard.highest(amp)
             last = self._octavia_restarts.get(amp, -self.restart_every_ms)
@@ -88,7 +94,7 @@ class Decoder:
                 raise
         self._octavia_restarts[amp] = now_ms
         guard.forget(amp)
-        guard.check_and_update(amp, hb.seq)
+        return guard.check_and_update(amp, hb.seq)
 
 
 def _octavia_key(settings: Settings) -> bytes | None:

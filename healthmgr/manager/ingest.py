@@ -15,7 +15,7 @@ from healthmgr.metrics import Metrics
 from healthmgr.wire.errors import Rejected
 from healthmgr.wire.values import Heartbeat
 
-Decode = Callable[[bytes, int], Heartbeat]  # (datagram, now_ms) -> heartbeat or Rejected
+Decode = Callable[[bytes, int], tuple[Heartbeat, bool]]  # -> (heartbeat, newest) or Rejected
 OnReject = Callable[[object, Rejected], None]
 
 
@@ -30,12 +30,12 @@ class Ingest:
 
     def datagram(self, data: bytes, addr: object, mono: float, wall_ms: int) -> None:
         try:
-            hb = self.decode(data, wall_ms)
+            hb, newest = self.decode(data, wall_ms)
         except Rejected as exc:
             self.counts[exc.reason.value] += 1
             self.on_reject(addr, exc)
             return
-        result = self.view.apply(Arrival(hb, mono, wall_ms), mono)
+        result = self.view.apply(Arrival(hb, mono, wall_ms, newest), mono)
         self.counts[result.value] += 1
 
     def release(self, arrivals: list[Arrival], now: float) -> None:

@@ -13,10 +13,17 @@ from healthmgr.batch import FlushBatch, HealthBump, StatusWrite
 from healthmgr.stats import StatsAccumulator
 from healthmgr.wire.values import Heartbeat, Id
 
+_EPOCH = dt.datetime(1970, 1, 1)
+_MS = dt.timedelta(milliseconds=1)
+
 
 def utc_from_ms(ms: int) -> dt.datetime:
     """Naive UTC datetime, the form the database columns hold."""
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).replace(tzinfo=None)
+    return _EPOCH + ms * _MS
+
+
+def ms_from_utc(value: dt.datetime) -> int:
+    return (value - _EPOCH) // _MS
 
 
 class Pending:
@@ -58,8 +65,7 @@ class Pending:
     def merge_back(self, batch: FlushBatch, arrivals: list[float]) -> None:
         """Re-queue a batch whose flush failed; newer pending values win."""
         for bump in batch.health:
-            ms = int(bump.last_update.replace(tzinfo=dt.UTC).timestamp() * 1000)
-            self.bump(bump.amphora_id, ms)
+            self.bump(bump.amphora_id, ms_from_utc(bump.last_update))
         for write in batch.statuses:
             self._statuses.setdefault((write.table, write.id), write.operating_status)
         self._stats.merge_back(batch.stats)

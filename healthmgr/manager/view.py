@@ -49,6 +49,7 @@ class Arrival:
     heartbeat: Heartbeat
     mono: float  # monotonic seconds at arrival
     wall_ms: int  # wall clock at arrival
+    newest: bool = True  # the amphora's highest sequence so far
 
 
 class View:
@@ -124,8 +125,12 @@ class View:
         if not entry.known:
             return Applied.UNKNOWN_AMPHORA
         self.pending.stats(hb)
-        # R27: a spare amphora (no load balancer) is healthy when it serves nothing.
-        healthy = not hb.listeners if entry.lb_id is None else self._apply_status(entry, hb, now)
+        if entry.lb_id is None:
+            healthy = not hb.listeners  # R27: a spare amphora serves nothing
+        elif arrival.newest:
+            healthy = self._apply_status(entry, hb, now)
+        else:
+            healthy = status.is_healthy(self._lbs[entry.lb_id], hb)  # late: no status writes
         if not healthy:
             return Applied.UNHEALTHY
         if now - arrival.mono > self.late_after:

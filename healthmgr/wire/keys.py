@@ -110,6 +110,11 @@ class Keyring:
         self._caches: dict[int, dict[bytes, bytes]] = {kid: {} for kid in self._masters}
 
     @property
+    def masters(self) -> tuple[MasterKey, ...]:
+        """The master keys, by id: equal tuples derive equal keys."""
+        return tuple(self._masters[kid] for kid in sorted(self._masters))
+
+    @property
     def key_ids(self) -> tuple[int, ...]:
         return tuple(sorted(self._masters))
 
