@@ -11,7 +11,7 @@ from healthmgr.wire import octavia
 from healthmgr.wire.errors import Reason, Rejected
 from healthmgr.wire.keys import Keyring
 from healthmgr.wire.limits import REPLAY_WINDOW
-from healthmgr.wire.native import decode_native, is_native
+from healthmgr.wire.native import decode_native, is_native, peek_header
 from healthmgr.wire.replay import ReplayGuard, check_freshness
 from healthmgr.wire.values import Heartbeat
 
@@ -68,7 +68,7 @@ class Decoder:
         (still inside the replay window) proves life and carries counters,
         but its statuses are out of date."""
         if is_native(datagram):
-            hb = decode_native(datagram, self.keyring)
+            hb = self._native(datagram)
             check_freshness(
                 hb.sent_at_ms, now_ms, max_age_ms=self.max_age_ms, max_future_ms=self.max_future_ms
             )
@@ -77,6 +77,16 @@ class Decoder:
             raise Rejected(Reason.BAD_MAGIC, "not a native heartbeat (octavia_compat is off)")
         hb = octavia.decode(datagram, self.octavia_key, received_at_ms=now_ms)
         return hb, self._octavia_replay(hb, now_ms)
+
+    def _native(self, datagram: bytes) -> Heartbeat:
+        header = peek_header(datagram)
+        if header is None or self.keyring.cached_key(*header) is not None:
+            return decode_native(datagram, self.keyring)
+        # First contact: cache the derived key only once the signature held.
+        lookup = self.keyring.uncached()
+        hb = decode_native(datagram, lookup)
+        self.keyring.remember(header[0], header[1], lookup.last)
+        return hb
 
     def _octavia_replay(self, hb: Heartbeat, now_ms: int) -> bool:
         """Duplicates are dropped; a sequence far below the highest is an agent

@@ -125,10 +125,28 @@ class Keyring:
         key = cache.get(amphora_id)
         if key is None:
             key = derive_amphora_key(self._masters[key_id], amphora_id)
-            if len(cache) >= self._cache_size:
-                del cache[next(iter(cache))]
-            cache[amphora_id] = key
+            self._remember(cache, amphora_id, key)
         return key
+
+    def cached_key(self, key_id: int, amphora_id: bytes) -> bytes | None:
+        cache = self._caches.get(key_id)
+        return None if cache is None else cache.get(amphora_id)
+
+    def uncached(self) -> _Uncached:
+        """A lookup that derives without caching, for datagrams not yet verified
+        from an amphora not yet seen: forged floods of random ids then cannot
+        evict the keys of the real fleet. ``remember`` the key once verified."""
+        return _Uncached(self)
+
+    def remember(self, key_id: int, amphora_id: bytes, key: bytes) -> None:
+        cache = self._caches.get(key_id)
+        if cache is not None:
+            self._remember(cache, amphora_id, key)
+
+    def _remember(self, cache: dict[bytes, bytes], amphora_id: bytes, key: bytes) -> None:
+        if len(cache) >= self._cache_size:
+            del cache[next(iter(cache))]
+        cache[amphora_id] = key
 
     def provision(self, amphora_id: bytes) -> tuple[int, bytes]:
         """(key id, key) an agent is given: derived from the active master key."""
@@ -139,3 +157,21 @@ class Keyring:
     def cached(self) -> int:
         """How many derived keys are cached (all master keys together)."""
         return sum(len(cache) for cache in self._caches.values())
+
+
+class _Uncached:
+    __slots__ = ("_ring", "last")
+
+    def __init__(self, ring: Keyring) -> None:
+        self._ring = ring
+        self.last = b""  # the key most recently handed out
+
+    def key_for(self, key_id: int, amphora_id: bytes) -> bytes:
+        key = self._ring.cached_key(key_id, amphora_id)
+        if key is not None:
+            return key
+        master = self._ring._masters.get(key_id)
+        if master is None:
+            raise Rejected(Reason.UNKNOWN_KEY, f"key id {key_id} is not configured")
+        self.last = derive_amphora_key(master, amphora_id)
+        return self.last

@@ -67,3 +67,16 @@ def test_bad_keyrings_are_refused(masters, active, message):
 def test_amphora_id_must_be_raw_uuid_bytes():
     with pytest.raises(ValueError, match="16 raw bytes"):
         derive_amphora_key(MASTER, b"6f0a1b2c")
+
+
+def test_uncached_lookup_derives_without_filling_the_cache() -> None:
+    from healthmgr.wire.keys import Keyring, MasterKey, derive_amphora_key
+
+    master = MasterKey(1, b"a master secret of some length")
+    ring = Keyring([master], 1)
+    amp = bytes(range(16))
+    lookup = ring.uncached()
+    assert lookup.key_for(1, amp) == derive_amphora_key(master, amp)
+    assert ring.cached() == 0
+    ring.remember(1, amp, lookup.last)
+    assert ring.cached_key(1, amp) == derive_amphora_key(master, amp)
