@@ -148,6 +148,25 @@ class RunningDaemon:
         tail = "\n".join(self.lines[-30:])
         raise AssertionError(f"no log event {event!r} {match}; log:\n{tail}")
 
+    def until(self, predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+        """``wait_until`` that gives up at once if the daemon exits, with its log tail."""
+
+        def check() -> Any:
+            if self.proc.poll() is not None:
+                tail = "\n".join(self.lines[-15:])
+                raise AssertionError(
+                    f"daemon exited ({self.proc.returncode}) while waiting for {what}:\n{tail}"
+                )
+            return predicate()
+
+        try:
+            return wait_until(check, timeout, what)
+        except AssertionError as exc:
+            if "daemon exited" in str(exc):
+                raise
+            tail = "\n".join(self.lines[-15:])
+            raise AssertionError(f"{exc}; daemon log:\n{tail}") from None
+
     def metrics(self) -> str:
         url = f"http://{self.config['metrics']['bind']}/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -232,6 +251,9 @@ class Agent:
     seq: int = 0
     epoch: int = 1
     counters: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    # Defaults for heartbeats built without arguments (e.g. by a Beater).
+    states: dict[Id, MemberState] = field(default_factory=dict)
+    step: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def key(self) -> bytes:
@@ -246,13 +268,14 @@ class Agent:
         listeners: bool = True,
         seq: int | None = None,
         sent_at_ms: int | None = None,
-        add: tuple[int, int, int, int] = (0, 0, 0, 0),
+        add: tuple[int, int, int, int] | None = None,
     ) -> Heartbeat:
         if seq is None:
             self.seq += 1
             seq = self.seq
+        add = self.step if add is None else add
         self.counters = [c + a for c, a in zip(self.counters, add, strict=True)]
-        states = members or {}
+        states = self.states if members is None else members
         member_reports = tuple(MemberReport(m, states.get(m, MemberState.UP)) for m in self.members)
         bytes_in, bytes_out, total, errors = self.counters
         return Heartbeat(
