@@ -36,7 +36,7 @@ class Ingest:
             self.on_reject(addr, exc)
             return
         result = self.view.apply(Arrival(hb, mono, wall_ms, newest), mono)
-        self.counts[result.value] += 1
+        self.counts[result.value] += 1  # Counter: local, published per burst
 
     def release(self, arrivals: list[Arrival], now: float) -> None:
         """Apply heartbeats that waited for their topology."""

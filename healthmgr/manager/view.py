@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from healthmgr import status
 from healthmgr.manager.pending import Pending
@@ -44,8 +45,9 @@ def _report_hash(hb: Heartbeat) -> int:
     return hash((tuple([(r.id, r.status) for r in hb.listeners]), hb.pools))
 
 
-@dataclass(frozen=True, slots=True)
-class Arrival:
+class Arrival(NamedTuple):
+    """A verified heartbeat and when it arrived (a tuple: one per datagram)."""
+
     heartbeat: Heartbeat
     mono: float  # monotonic seconds at arrival
     wall_ms: int  # wall clock at arrival
