@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 import trio
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(f"{exc} (run `healthmgr config check` for details)", 2)
     configure_logging(settings.logging.level, settings.logging.format)
+    # The schema check goes through Alembic, whose INFO chatter ("Context impl
+    # SQLiteImpl.") is noise in the daemon's log and before a one-line error.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         daemon = Daemon(settings, config_path=args.config)
         check_current(daemon.engine)
