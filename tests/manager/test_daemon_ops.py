@@ -1,0 +1,150 @@
+"""Operating the real daemon: signals, reload, startup errors, IPv6."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from healthmgr.db.migrate import upgrade
+from healthmgr.wire.values import id_str
+from tests.manager.conftest import SQLITE_AND_PG, SeededDb
+from tests.manager.harness import (
+    MASTER,
+    MASTER_2,
+    RunningDaemon,
+    read_config,
+    start_daemon,
+    write_config,
+)
+
+
+def _accepted(daemon: RunningDaemon, n: int) -> Callable[[], bool]:
+    return lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == n
+
+
+@SQLITE_AND_PG
+def test_sighup_adds_a_master_key_and_sigint_exits_zero(
+    seeded: SeededDb, config_dir: Path
+) -> None:
+    path = write_config(config_dir / "hm.toml", seeded.url)
+    running = read_config(path)
+    agent = seeded.agent()
+    agent.master = MASTER_2  # its key derives from a master the daemon does not have yet
+    daemon = start_daemon(path)
+    try:
+        daemon.send(agent.datagram())
+        daemon.until(
+            lambda: daemon.metric("healthmgr_heartbeats_total", result="unknown_key") == 1,
+            what="rejected: unknown_key",
+        )
+        daemon.wait_for_log("heartbeat rejected", reason="unknown_key")
+
+        # Key rotation, step one: add the new master key (same ports), then SIGHUP.
+        write_config(
+            path,
+            seeded.url,
+            masters=(MASTER, MASTER_2),
+            sections={
+                "health_manager": {"bind_port": running["health_manager"]["bind_port"]},
+                "metrics": {"bind": running["metrics"]["bind"]},
+            },
+        )
+        daemon.kill(signal.SIGHUP)
+        daemon.wait_for_log("configuration reloaded", master_keys=2)
+        daemon.send(agent.datagram())
+        daemon.until(_accepted(daemon, 1), what="accepted after SIGHUP")
+        daemon.until(
+            lambda: seeded.scalar(
+                "SELECT COUNT(*) FROM amphora_health WHERE amphora_id = :a",
+                a=id_str(agent.amphora),
+            ) == 1,
+            what="amphora_health written",
+        )
+        assert daemon.proc.poll() is None  # a reload is not a restart
+    finally:
+        code = daemon.stop(signal.SIGINT)
+    assert code == 0
+    daemon.wait_for_log("shutting down", signal="SIGINT")
+    daemon.wait_for_log("healthmgr stopped")
+
+
+def _serve(config: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "healthmgr", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def test_startup_errors_are_one_line_and_non_zero(tmp_path: Path, pg_url: str) -> None:
+    """Each bad start: a non-zero exit and exactly one line on stderr saying what to fix.
+    (The cases run at the same time: each is a process start.)"""
+    migrated = f"sqlite:///{tmp_path / 'ok.db'}"
+    upgrade(migrated)
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    busy_port = busy.getsockname()[1]
+
+    def config(name: str, url: str, **hm: object) -> Path:
+        return write_config(tmp_path / f"{name}.toml", url, sections={"health_manager": hm})
+
+    cases = {
+        # name: (config, expected exit status, text the line must contain)
+        "bad option": (config("bad", migrated, bind_port=70000), 2,
+                       "health_manager.bind_port: 70000 is not a valid port"),
+        "bad value type": (config("type", migrated, heartbeat_timeout="soon"), 2,
+                           "health_manager.heartbeat_timeout"),
+        "unreachable database": (config("unreachable", "postgresql://127.0.0.1:1/x"), 1,
+                                 "cannot reach the database (PostgreSQL at 127.0.0.1:1/x)"),
+        "empty SQLite database": (config("empty", f"sqlite:///{tmp_path / 'empty.db'}"), 1,
+                                  "run `healthmgr db upgrade`"),
+        "empty PostgreSQL database": (config("empty_pg", pg_url), 1,
+                                      "run `healthmgr db upgrade`"),
+        "port in use": (config("port", migrated, bind_port=busy_port), 1,
+                        f"cannot bind 127.0.0.1:{busy_port}: Address already in use"),
+    }
+    try:
+        procs = {name: _serve(cfg) for name, (cfg, _, _) in cases.items()}
+        results = {name: (p.wait(60), p.stderr.read()) for name, p in procs.items()}
+    finally:
+        busy.close()
+    for name, (_, status, text) in cases.items():
+        code, stderr = results[name]
+        lines = stderr.strip().splitlines()
+        assert code == status, f"{name}: exit {code}, stderr: {stderr}"
+        assert len(lines) == 1, f"{name}: expected one line, got: {stderr}"
+        assert lines[0].startswith("healthmgr: error: "), f"{name}: {lines[0]}"
+        assert text in lines[0], f"{name}: {lines[0]!r} does not say {text!r}"
+        assert "Traceback" not in stderr
+
+
+def _has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
+@SQLITE_AND_PG
+def test_ipv6_bind_receives_heartbeats(seeded: SeededDb, config_dir: Path) -> None:
+    cfg = write_config(config_dir / "hm.toml", seeded.url,
+                       sections={"health_manager": {"bind_ip": "::1"}})
+    daemon = start_daemon(cfg)
+    try:
+        assert daemon.wait_for_log("healthmgr serving")["bind"].startswith("::1:")
+        daemon.send(seeded.agent().datagram())  # from an AF_INET6 socket
+        daemon.until(_accepted(daemon, 1), what="accepted over IPv6")
+        daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1,
+                     what="amphora_health written")
+    finally:
+        assert daemon.stop() == 0
