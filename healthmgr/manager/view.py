@@ -18,6 +18,9 @@ from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.values import Heartbeat, Id
 
 WAITING_PER_AMPHORA = 4  # heartbeats held per amphora while its topology loads
+# Full topologies are needed only when a report changes, so only the most
+# recently used are kept; every amphora keeps hashes (see _Amphora).
+MAX_CACHED_LBS = 20_000
 
 
 class Applied(enum.Enum):
@@ -34,9 +37,9 @@ class _Amphora:
     known: bool
     fetched_at: float  # monotonic seconds
     # The last evaluation: skipped when neither the reported statuses nor the
-    # cached load balancer changed since (the steady state of a healthy fleet).
-    last_lb: LoadBalancerTopology | None = None
+    # load balancer (by its hash) changed since: the steady state of a fleet.
     last_report: int = 0
+    lb_hash: int = 0
     last_healthy: bool = False
 
 
@@ -61,7 +64,9 @@ class View:
         self.late_after = late_after
         self.pending = Pending()
         self._amps: dict[Id, _Amphora] = {}
-        self._lbs: dict[Id, LoadBalancerTopology] = {}
+        self._lbs: dict[Id, LoadBalancerTopology] = {}  # LRU, MAX_CACHED_LBS at most
+        self._lb_hash: dict[Id, int] = {}  # every tracked load balancer
+        self.max_cached_lbs = MAX_CACHED_LBS
         self._waiting: dict[Id, list[Arrival]] = {}
         self._wanted: set[Id] = set()
         self._refreshed_at: dict[Id, float] = {}  # lb id -> last forced refresh
@@ -102,15 +107,31 @@ class View:
         for amp_id in requested:
             topo = found.get(amp_id)
             lb = topo.load_balancer if topo else None
-            self._amps.pop(amp_id, None)
-            self._amps[amp_id] = _Amphora(lb.id if lb else None, topo is not None, now)
+            old = self._amps.pop(amp_id, None)
+            entry = _Amphora(lb.id if lb else None, topo is not None, now)
+            if old is not None and old.lb_id == entry.lb_id:
+                # Keep the last verdict: it still holds if the hash did not move.
+                entry.last_report, entry.lb_hash = old.last_report, old.lb_hash
+                entry.last_healthy = old.last_healthy
+            self._amps[amp_id] = entry  # re-inserted: the dict stays in fetch order
             if lb is not None:
-                self._lbs[lb.id] = lb
+                self._cache_lb(lb)
             released.extend(self._waiting.pop(amp_id, ()))
         return released
 
+    def _cache_lb(self, lb: LoadBalancerTopology, lb_hash: int | None = None) -> int:
+        self._lbs.pop(lb.id, None)
+        self._lbs[lb.id] = lb
+        if len(self._lbs) > self.max_cached_lbs:
+            del self._lbs[next(iter(self._lbs))]
+        h = self._lb_hash[lb.id] = hash(lb) if lb_hash is None else lb_hash
+        return h
+
     def forget(self, amphora_id: Id) -> None:
         self._amps.pop(amphora_id, None)
+
+    def cached_load_balancers(self) -> int:
+        return len(self._lbs)
 
     def tracked(self) -> int:
         return len(self._amps)
@@ -126,13 +147,16 @@ class View:
             return self._wait(arrival)
         if not entry.known:
             return Applied.UNKNOWN_AMPHORA
-        self.pending.stats(hb)
         if entry.lb_id is None:
             healthy = not hb.listeners  # R27: a spare amphora serves nothing
-        elif arrival.newest:
-            healthy = self._apply_status(entry, hb, now)
+        elif not arrival.newest:
+            healthy = entry.last_healthy  # a late heartbeat writes no statuses
         else:
-            healthy = status.is_healthy(self._lbs[entry.lb_id], hb)  # late: no status writes
+            verdict = self._apply_status(entry, hb, now)
+            if verdict is None:  # its load balancer left the cache: load it first
+                return self._wait(arrival)
+            healthy = verdict
+        self.pending.stats(hb)
         if not healthy:
             return Applied.UNHEALTHY
         if now - arrival.mono > self.late_after:
@@ -142,25 +166,29 @@ class View:
         self.pending.arrivals.append(arrival.mono)
         return Applied.ACCEPTED
 
-    def _apply_status(self, entry: _Amphora, hb: Heartbeat, now: float) -> bool:
+    def _apply_status(self, entry: _Amphora, hb: Heartbeat, now: float) -> bool | None:
+        """The listener-count verdict, writing status changes; None: topology needed."""
         lb_id = entry.lb_id
         assert lb_id is not None
-        lb = self._lbs[lb_id]
         report = _report_hash(hb)
-        if lb is entry.last_lb and report == entry.last_report:
+        if report == entry.last_report and self._lb_hash.get(lb_id) == entry.lb_hash:
             return entry.last_healthy  # same report, same topology: same (empty) outcome
+        lb = self._lbs.get(lb_id)
+        if lb is None:
+            return None
         outcome = status.evaluate(lb, hb)
         writes = outcome.writes()
         if writes:
-            lb = self._lbs[lb_id] = status.apply(lb, outcome)
+            lb = status.apply(lb, outcome)
             for write in writes:
                 self.pending.status(write)
+        entry.lb_hash = self._cache_lb(lb, None if writes else self._lb_hash.get(lb_id))
+        entry.last_report, entry.last_healthy = report, outcome.healthy
         if outcome.names_unknown_objects or not outcome.healthy:
             # The cache may be behind the API (a new member, PENDING_UPDATE,
-            # a disabled listener): re-read before trusting this verdict again.
+            # a disabled listener): re-read, and evaluate again meanwhile.
             self._want_refresh(hb.amphora_id, lb_id, now)
-            lb = None
-        entry.last_lb, entry.last_report, entry.last_healthy = lb, report, outcome.healthy
+            entry.last_report = 0
         return outcome.healthy
 
     def _want_refresh(self, amphora_id: Id, lb_id: Id, now: float) -> None:

@@ -132,3 +132,22 @@ def test_a_failed_flush_merged_back_loses_nothing_and_keeps_newer_values() -> No
     written = {(w.table, w.id): w.operating_status for w in merged.statuses}
     assert written[("member", M2)] == "ONLINE"
     assert [s.seq for s in merged.stats] == [2]
+
+
+def test_evicted_topology_is_not_needed_while_reports_repeat_and_reloaded_on_change() -> None:
+    view = loaded_view()
+    view.apply(Arrival(heartbeat(1), 0.0, 2_000), 0.0)
+    statuses(view)
+    view.max_cached_lbs = 0  # evict everything on the next insert
+    other = uuid.uuid4().bytes
+    view.install([other], {}, now=0.0)  # an unrelated install
+    view._lbs.clear()
+    # Same report: decided from the hashes alone, no topology needed.
+    assert view.apply(Arrival(heartbeat(2), 0.0, 2_000), 0.0) is Applied.ACCEPTED
+    # A changed report needs the topology: the heartbeat waits for a load.
+    assert view.apply(Arrival(heartbeat(3, MemberState.DOWN), 0.0, 2_000), 0.0) is Applied.QUEUED
+    assert AMP in view.wanted(10)
+    view.max_cached_lbs = 10
+    (released,) = view.install([AMP], {AMP: topology()}, now=0.5)
+    assert view.apply(released, 0.5) is Applied.ACCEPTED
+    assert statuses(view)[("member", M2)] == "ERROR"
