@@ -33,6 +33,7 @@ HEARTBEAT_RESULTS: tuple[str, ...] = (
     *(reason.value for reason in Reason),
     "unknown_amphora",  # verified, but no such amphora in the database
     "late",  # processed later than heartbeat_interval after arrival: not a proof of life
+    "unhealthy",  # applied, but the listener count differs from the database: no refresh
     "rate_limited",
 )
 FAILOVER_OUTCOMES: tuple[str, ...] = (
