@@ -34,7 +34,6 @@ HEARTBEAT_RESULTS: tuple[str, ...] = (
     "unknown_amphora",  # verified, but no such amphora in the database
     "late",  # processed later than heartbeat_interval after arrival: not a proof of life
     "unhealthy",  # applied, but the listener count differs from the database: no refresh
-    "rate_limited",
 )
 FAILOVER_OUTCOMES: tuple[str, ...] = (
     "requested",
