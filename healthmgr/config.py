@@ -65,6 +65,8 @@ RELOADABLE: frozenset[str] = frozenset(
         "health_manager.heartbeat_timeout",
         "health_manager.health_check_interval",
         "health_manager.max_clock_skew",
+        "health_manager.health_update_resolution",
+        "health_manager.stats_update_every",
         "logging.level",
         "logging.rejected_log_interval",
         "failover.command",
@@ -200,6 +202,9 @@ class HealthManagerSettings(_Section):
     sock_rlimit: Annotated[int, Field(ge=0)] = 0
     reuse_port: bool = False
     manager_id: str | None = None
+    # Write amplification: 0 and 1 keep Octavia's one write per heartbeat.
+    health_update_resolution: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
+    stats_update_every: Annotated[int, Field(ge=1)] = 1
 
     @field_validator("bind_ip")
     @classmethod
@@ -249,6 +254,21 @@ class HealthManagerSettings(_Section):
     def _key_or_file(cls, value: FileSecret | None, info: ValidationInfo) -> FileSecret | None:
         if value is not None and info.data.get("heartbeat_key") is not None:
             raise _err("exclusive", "set heartbeat_key or heartbeat_key_file, not both")
+        return value
+
+    @field_validator("health_update_resolution")
+    @classmethod
+    def _resolution_below_margin(cls, value: float, info: ValidationInfo) -> float:
+        interval = info.data.get("heartbeat_interval")
+        timeout = info.data.get("heartbeat_timeout")
+        if value and interval is not None and timeout is not None and (
+            value + interval >= timeout
+        ):
+            raise _err(
+                "resolution",
+                f"{value} plus heartbeat_interval ({interval}) must stay below "
+                f"heartbeat_timeout ({timeout}), or live amphorae look stale",
+            )
         return value
 
     @model_validator(mode="after")

@@ -63,6 +63,8 @@ class Daemon:
             ttl=hm.topology_ttl,
             refresh_min_interval=REFRESH_MIN_INTERVAL,
             late_after=hm.heartbeat_interval,
+            health_resolution=hm.health_update_resolution,
+            stats_every=hm.stats_update_every,
         )
         self.rejected_log = RateLimitedLogger(self.settings.logging.rejected_log_interval)
         self.ingest = Ingest(self.decoder.decode, self.view, self.metrics, self._on_reject)
@@ -186,6 +188,8 @@ class Daemon:
         self.checker_cfg.retry_backoff = new.failover.retry_backoff
         self.runner.driver = load_driver(self.settings.failover.driver, new)
         self.view.late_after = hm.heartbeat_interval
+        self.view.health_resolution_ms = int(hm.health_update_resolution * 1000)
+        self.view.stats_every = hm.stats_update_every
         self.rejected_log.interval = new.logging.rejected_log_interval
         set_level(new.logging.level)
         self.settings = _keep_restart_only(self.settings, new, restart)

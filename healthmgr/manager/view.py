@@ -41,6 +41,7 @@ class _Amphora:
     last_report: int = 0
     lb_hash: int = 0
     last_healthy: bool = False
+    bumped_ms: int = -(2**62)  # last_update last handed to the writer
 
 
 def _report_hash(hb: Heartbeat) -> int:
@@ -58,8 +59,18 @@ class Arrival(NamedTuple):
 
 
 class View:
-    def __init__(self, *, ttl: float, refresh_min_interval: float, late_after: float) -> None:
+    def __init__(
+        self,
+        *,
+        ttl: float,
+        refresh_min_interval: float,
+        late_after: float,
+        health_resolution: float = 0.0,
+        stats_every: int = 1,
+    ) -> None:
         self.ttl = ttl
+        self.health_resolution_ms = int(health_resolution * 1000)
+        self.stats_every = stats_every
         self.refresh_min_interval = refresh_min_interval
         self.late_after = late_after
         self.pending = Pending()
@@ -112,7 +123,7 @@ class View:
             if old is not None and old.lb_id == entry.lb_id:
                 # Keep the last verdict: it still holds if the hash did not move.
                 entry.last_report, entry.lb_hash = old.last_report, old.lb_hash
-                entry.last_healthy = old.last_healthy
+                entry.last_healthy, entry.bumped_ms = old.last_healthy, old.bumped_ms
             self._amps[amp_id] = entry  # re-inserted: the dict stays in fetch order
             if lb is not None:
                 self._cache_lb(lb)
@@ -156,14 +167,19 @@ class View:
             if verdict is None:  # its load balancer left the cache: load it first
                 return self._wait(arrival)
             healthy = verdict
-        self.pending.stats(hb)
+        if hb.counters_are_deltas or hb.seq % self.stats_every == 0:
+            # Absolute counters: skipping a heartbeat loses nothing, the next carries it.
+            self.pending.stats(hb)
         if not healthy:
             return Applied.UNHEALTHY
         if now - arrival.mono > self.late_after:
             return Applied.LATE
         # A replayed or delayed heartbeat proves life only up to its send time.
-        self.pending.bump(hb.amphora_id, min(arrival.wall_ms, hb.sent_at_ms))
-        self.pending.arrivals.append(arrival.mono)
+        alive_ms = min(arrival.wall_ms, hb.sent_at_ms)
+        if alive_ms - entry.bumped_ms >= self.health_resolution_ms:
+            entry.bumped_ms = alive_ms
+            self.pending.bump(hb.amphora_id, alive_ms)
+            self.pending.arrivals.append(arrival.mono)
         return Applied.ACCEPTED
 
     def _apply_status(self, entry: _Amphora, hb: Heartbeat, now: float) -> bool | None:

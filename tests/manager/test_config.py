@@ -333,3 +333,16 @@ def test_key_file_change_is_seen_on_reload(tmp_path: Path) -> None:
     key.write_text("a-completely-new-secret-value\n")
     live, restart = diff_reloadable(old, load_settings(path, env={}))
     assert live == {"keys.master"} and not restart
+
+
+def test_health_update_resolution_must_leave_room_before_the_timeout(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "[health_manager]\nheartbeat_interval = 10\nheartbeat_timeout = 60\n"
+        "health_update_resolution = 50\nstats_update_every = 0\n",
+    )
+    found = problems(path)
+    assert any(p.startswith("health_manager.health_update_resolution: 50.0 plus") for p in found)
+    assert any(p.startswith("health_manager.stats_update_every:") for p in found)
+    ok = write(tmp_path, "[health_manager]\nhealth_update_resolution = 20\n", "ok.toml")
+    assert load_settings(ok, env={}).health_manager.health_update_resolution == 20.0

@@ -151,3 +151,29 @@ def test_evicted_topology_is_not_needed_while_reports_repeat_and_reloaded_on_cha
     (released,) = view.install([AMP], {AMP: topology()}, now=0.5)
     assert view.apply(released, 0.5) is Applied.ACCEPTED
     assert statuses(view)[("member", M2)] == "ERROR"
+
+
+def test_health_update_resolution_skips_bumps_within_it() -> None:
+    view = View(ttl=300, refresh_min_interval=5, late_after=10, health_resolution=20.0)
+    view.install([AMP], {AMP: topology()}, now=0.0)
+    sent = []
+    for seq, at_ms in ((1, 100_000), (2, 110_000), (3, 120_000), (4, 130_000), (5, 140_000)):
+        hb = heartbeat(seq)
+        hb = Heartbeat(hb.amphora_id, seq, at_ms, *(getattr(hb, f) for f in
+                       ("interval_ms", "counters_epoch", "listeners", "pools")))
+        view.apply(Arrival(hb, 0.0, at_ms + 5), 0.0)
+        batch, _ = view.pending.take()
+        sent += [b.last_update for b in batch.health]
+    # Written at 100 s, then first at or beyond 120 s, then 140 s: never more than 20 s behind.
+    assert [d.second for d in sent] == [40, 0, 20]
+
+
+def test_stats_update_every_keeps_every_kth_heartbeat_only() -> None:
+    view = View(ttl=300, refresh_min_interval=5, late_after=10, stats_every=3)
+    view.install([AMP], {AMP: topology()}, now=0.0)
+    seqs = []
+    for seq in range(1, 8):
+        view.apply(Arrival(heartbeat(seq), 0.0, 2_000), 0.0)
+        batch, _ = view.pending.take()
+        seqs += [s.seq for s in batch.stats]
+    assert seqs == [3, 6]
