@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -478,6 +479,12 @@ class Demo:
         self.step_kill_amphora()
         self.step_shutdown()
 
+    def close(self) -> None:
+        """Stop every child (each process group) and release the database."""
+        self.procs.stop_all()
+        if self.engine is not None:
+            self.engine.dispose()
+
     def start(self, name: str, argv: Sequence[str], cwd: Path | None = None) -> Child:
         child = self.procs.start(name, argv, self.workdir / f"{name}.log", cwd=cwd)
         self.children[name] = child
@@ -797,7 +804,8 @@ class Demo:
 
 
 def find_haproxy(given: str | None) -> str:
-    for candidate in (given, shutil.which("haproxy"), "/usr/sbin/haproxy"):
+    candidates = [given] if given else [shutil.which("haproxy"), "/usr/sbin/haproxy"]
+    for candidate in candidates:
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     if given:
@@ -807,12 +815,26 @@ def find_haproxy(given: str | None) -> str:
 
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the demo like Ctrl-C: through ``finally``."""
+    """SIGINT, SIGTERM and SIGHUP end the demo through ``finally``, stopping every child."""
 
     def handler(signum: int, _frame: object) -> None:
         raise Interrupted(signal.Signals(signum).name)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    # Ctrl-C even when started in the background, where SIGINT arrives ignored.
+    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """Cleanup runs to its end: a second Ctrl-C must not leave children behind."""
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in sigs}
     try:
         yield
     finally:
@@ -839,42 +861,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "healthmgr demo: the seed scenario on SQLite, real HAProxy, manager and agent", flush=True
     )
+    try:
+        haproxy_bin = find_haproxy(args.haproxy)
+    except DemoFailed as exc:
+        print(f"demo FAILED: {exc}", file=sys.stderr, flush=True)
+        return 1
     workdir = Path(tempfile.mkdtemp(prefix="healthmgr-demo-"))
-    demo: Demo | None = None
-    ok = False
+    demo = Demo(out, workdir, haproxy_bin)
+    status, keep = 1, True  # a failed run keeps its logs
     try:
         with signals_interrupt():
             try:
-                demo = Demo(out, workdir, find_haproxy(args.haproxy))
                 demo.run()
-                ok = True
             finally:
-                if demo is not None:
-                    demo.procs.stop_all()
-                    if demo.engine is not None:
-                        demo.engine.dispose()
+                with signals_ignored():
+                    demo.close()
+        status, keep = 0, args.keep_dir
     except DemoFailed as exc:
         print(f"\ndemo FAILED: {exc}", file=sys.stderr, flush=True)
     except (KeyboardInterrupt, Interrupted):
-        print("\ndemo interrupted; every process stopped", file=sys.stderr, flush=True)
-        _finish(out, workdir, keep=args.keep_dir, ok=False)
-        return 130
-    _finish(out, workdir, keep=args.keep_dir, ok=ok)
-    return 0 if ok else 1
+        print("\ndemo interrupted; every process it started is stopped", file=sys.stderr)
+        status, keep = 130, args.keep_dir
+    except Exception as exc:  # a bug or an unforeseen error: still one line, details in a file
+        (workdir / "demo-traceback.txt").write_text(traceback.format_exc())
+        reason = (str(exc).splitlines() or [""])[0]
+        print(f"\ndemo FAILED: {type(exc).__name__}: {reason}", file=sys.stderr)
+    finish(out, workdir, status=status, keep=keep)
+    return status
 
 
-def _finish(out: Out, workdir: Path, *, keep: bool, ok: bool) -> None:
-    if keep or not ok:
-        where = "kept" if keep else "kept for inspection (logs: *.log)"
-        print(
-            f"work directory {where}: {workdir}",
-            file=sys.stderr if not ok else sys.stdout,
-            flush=True,
-        )
+def finish(out: Out, workdir: Path, *, status: int, keep: bool) -> None:
+    stream = sys.stdout if status == 0 else sys.stderr
+    if keep:
+        note = "" if status in (0, 130) else " for inspection (logs: *.log)"
+        print(f"work directory kept{note}: {workdir}", file=stream, flush=True)
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-        out.say(f"work directory {workdir} removed")
-    if ok:
+        print(f"         work directory {workdir} removed", file=stream, flush=True)
+    if status == 0:
         print(f"\ndemo OK in {out.elapsed():.1f} s", flush=True)
 
 
