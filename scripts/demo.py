@@ -225,10 +225,17 @@ def show_event(event: dict[str, Any]) -> str:
     return f"{event.get('level', '?')}: {event.get('event')}  {fields}"
 
 
-def log_tail(path: Path, lines: int = 8) -> str:
+def last_line(path: Path, limit: int = 200) -> str:
+    """The last line of a child's log, readable (JSON lines via show_event), at most ``limit``."""
     with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
+        lines = path.read_text(errors="replace").strip().splitlines()
+        if lines:
+            try:
+                text = show_event(json.loads(lines[-1]))
+            except (ValueError, AttributeError):
+                text = lines[-1]
+            return text if len(text) <= limit else text[: limit - 1] + "…"
+    return "(none)"
 
 
 def utcnow() -> dt.datetime:
@@ -493,11 +500,11 @@ class Demo:
     def alive(self, *names: str) -> None:
         for name in names:
             child = self.children[name]
-            if child.proc.poll() is not None:
-                tail = log_tail(child.log, 3).replace("\n", " | ")
-                raise DemoFailed(
-                    f"{name} exited with status {child.proc.returncode}: {tail or 'no output'}"
-                )
+            code = child.proc.poll()
+            if code is not None:
+                how = f"was killed by {signal.Signals(-code).name}" if code < 0 else (
+                    f"exited with status {code}")  # fmt: skip
+                raise DemoFailed(f"{name} {how}; last log line: {last_line(child.log)}")
 
     # 1
     def step_database(self) -> None:
@@ -793,11 +800,11 @@ class Demo:
             return tree if ok(tree) else None
 
         try:
-            return self.wait(check, timeout, what, alive)
-        except DemoFailed as exc:
+            return self.wait(check, timeout, f"not {what}", alive)
+        except DemoFailed:
             if last:
-                self.out.say(last[0].render())
-            raise DemoFailed(f"not {what}: {exc}") from None
+                self.out.say("last status tree read:\n" + last[0].render())
+            raise
 
 
 # --- entry point ----------------------------------------------------------------------------
