@@ -471,6 +471,7 @@ class Demo:
     children: dict[str, Child] = field(default_factory=dict)
     manager_port: int = 0
     agent_started: float = 0.0
+    check_options: str = ""
 
     @property
     def db_url(self) -> str:
@@ -562,11 +563,17 @@ class Demo:
         self.out.step(3, "Start HAProxy (the amphora), the manager and the agent")
         sock = self.workdir / "haproxy.sock"
         cfg = self.workdir / "haproxy.cfg"
-        cfg.write_text(haproxy_config(self.engine, seed, sock))
+        text = haproxy_config(self.engine, seed, sock)
+        cfg.write_text(text)
+        self.check_options = next(
+            line.split(" check ", 1)[1]
+            for line in text.splitlines()
+            if line.lstrip().startswith("server ")
+        )
         self.out.say(
             f"{cfg.name}: frontend {seed.listener[:8]}…, backend "
             f"{seed.pool[:8]}…:{seed.listener[:8]}…, 2 servers with "
-            f"'check inter 1000ms fall 3 rise 2' (demo speed)"
+            f"'check {self.check_options}' (demo speed)"
         )
         check = subprocess.run(
             [self.haproxy_bin, "-c", "-q", "-f", str(cfg)],
@@ -714,7 +721,7 @@ class Demo:
         )
         self.out.say(
             f"member web-2 ERROR, pool and load balancer DEGRADED after "
-            f"{time.monotonic() - t0:.1f} s (HAProxy: 3 failed checks 1 s apart; "
+            f"{time.monotonic() - t0:.1f} s (HAProxy's checks: {self.check_options}; "
             "then the next heartbeat)"
         )
         self.out.say(tree.render())
