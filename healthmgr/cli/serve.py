@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         daemon = Daemon(settings, config_path=args.config)
+        daemon.catch_signals_outside_trio()
         check_current(daemon.engine)
         daemon.bind()
     except ConfigError as exc:

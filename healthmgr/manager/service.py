@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import structlog
@@ -81,6 +82,7 @@ class Daemon:
             self.store, self.runner, self.metrics, self.checker_cfg, self.writer.state
         )
         self.sock: socket.socket | None = None
+        self.early_signals: list[int] = []
 
     def _checker_settings(self) -> CheckerSettings:
         hm, fo = self.settings.health_manager, self.settings.failover
@@ -112,47 +114,65 @@ class Daemon:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = self.sock or self.bind()
-        receiver = Receiver(sock, self.ingest.datagram, self._after_burst)
-        notifier = _Notifier()
-        try:
-            async with trio.open_nursery() as root:
-                await root.start(self.runner.run)
-                async with trio.open_nursery() as main:
-                    await main.start(self.writer.run)
-                    await main.start(self.refresher.run)
-                    await main.start(self.checker.run)
-                    if self.settings.metrics.bind:
-                        await main.start(serve_metrics, self.settings.metrics.bind, self.metrics)
-                    await main.start(receiver.run)
-                    main.start_soon(notifier.watchdog)
-                    main.start_soon(self._housekeeping)
-                    notifier.ready()
-                    log.info(
-                        "healthmgr serving",
-                        bind=f"{self.settings.health_manager.bind_ip}:{sock.getsockname()[1]}",
-                        manager_id=self.checker_cfg.manager_id,
-                        octavia_compat=self.settings.health_manager.octavia_compat,
-                    )
-                    task_status.started(sock.getsockname()[1])
-                    await self._signals(main.cancel_scope)
-                notifier.stopping()
-                await self._drain_failovers()
-                root.cancel_scope.cancel()
-            await self._final_flush()
-        finally:
-            sock.close()
-            self.engine.dispose()
+        # One signal receiver for the whole run: a signal that arrives while
+        # shutting down is absorbed (nobody reads it), never fatal to the flush.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            try:
+                await self._serve(sock, sigs, task_status)
+                await self._final_flush()
+            finally:
+                sock.close()
+                self.engine.dispose()
         log.info("healthmgr stopped")
 
-    async def _signals(self, main_scope: trio.CancelScope) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
-            async for signum in sigs:
-                if signum == signal.SIGHUP:
-                    self.reload()
-                    continue
-                log.info("shutting down", signal=signal.Signals(signum).name)
-                main_scope.cancel()
-                return
+    async def _serve(
+        self, sock: socket.socket, sigs: AsyncIterator[int], task_status: trio.TaskStatus[None]
+    ) -> None:
+        receiver = Receiver(sock, self.ingest.datagram, self._after_burst)
+        notifier = _Notifier()
+        async with trio.open_nursery() as root:
+            await root.start(self.runner.run)
+            async with trio.open_nursery() as main:
+                await main.start(self.writer.run)
+                await main.start(self.refresher.run)
+                await main.start(self.checker.run)
+                if self.settings.metrics.bind:
+                    await main.start(serve_metrics, self.settings.metrics.bind, self.metrics)
+                await main.start(receiver.run)
+                main.start_soon(notifier.watchdog)
+                main.start_soon(self._housekeeping)
+                notifier.ready()
+                log.info(
+                    "healthmgr serving",
+                    bind=f"{self.settings.health_manager.bind_ip}:{sock.getsockname()[1]}",
+                    manager_id=self.checker_cfg.manager_id,
+                    octavia_compat=self.settings.health_manager.octavia_compat,
+                )
+                task_status.started(sock.getsockname()[1])
+                await self._signals(sigs, main.cancel_scope)
+            notifier.stopping()
+            await self._drain_failovers()
+            root.cancel_scope.cancel()
+
+    def catch_signals_outside_trio(self) -> None:
+        """Before and after trio's own receiver, SIGTERM/SIGINT are only noted:
+        one during start-up stops the daemon as soon as it runs, one during the
+        last moments of shutdown cannot kill it before it exits 0."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda s, _f: self.early_signals.append(s))
+
+    async def _signals(self, sigs: AsyncIterator[int], main_scope: trio.CancelScope) -> None:
+        if self.early_signals:
+            log.info("shutting down", signal=signal.Signals(self.early_signals[0]).name)
+            main_scope.cancel()
+            return
+        async for signum in sigs:
+            if signum == signal.SIGHUP:
+                self.reload()
+                continue
+            log.info("shutting down", signal=signal.Signals(signum).name)
+            main_scope.cancel()
+            return
 
     async def _drain_failovers(self) -> None:
         if self.runner.in_flight:
