@@ -34,6 +34,7 @@ HEARTBEAT_RESULTS: tuple[str, ...] = (
     "unknown_amphora",  # verified, but no such amphora in the database
     "late",  # processed later than heartbeat_interval after arrival: not a proof of life
     "unhealthy",  # applied, but the listener count differs from the database: no refresh
+    "superseded",  # waited for its topology and was replaced by a newer heartbeat
 )
 FAILOVER_OUTCOMES: tuple[str, ...] = (
     "requested",

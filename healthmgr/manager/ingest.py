@@ -48,6 +48,9 @@ class Ingest:
 
     def publish(self) -> None:
         """Move the local counts into the Prometheus metrics."""
+        if self.view.superseded:
+            self.counts["superseded"] += self.view.superseded
+            self.view.superseded = 0
         if self.counts:
             for result, n in self.counts.items():
                 if result != Applied.QUEUED.value:

@@ -81,6 +81,7 @@ class View:
         self._waiting: dict[Id, list[Arrival]] = {}
         self._wanted: set[Id] = set()
         self._refreshed_at: dict[Id, float] = {}  # lb id -> last forced refresh
+        self.superseded = 0  # waiting heartbeats dropped for newer ones
 
     # -- what the refresher needs -------------------------------------------
     def wanted(self, limit: int) -> list[Id]:
@@ -218,6 +219,7 @@ class View:
         queue = self._waiting.setdefault(amp_id, [])
         if len(queue) >= WAITING_PER_AMPHORA:
             queue.pop(0)
+            self.superseded += 1  # the newer ones carry its counters and liveness
         queue.append(arrival)
         self._wanted.add(amp_id)
         return Applied.QUEUED

@@ -32,7 +32,7 @@ def samples(text: str) -> dict[str, float]:
 
 def test_label_values_exist_at_zero() -> None:
     metrics = Metrics(manager_id="hm-1")
-    for result in ("accepted", "unknown_amphora", "late", "unhealthy", *Reason):
+    for result in ("accepted", "unknown_amphora", "late", "unhealthy", "superseded", *Reason):
         assert metrics.value("healthmgr_heartbeats_total", {"result": str(result)}) == 0
     assert set(HEARTBEAT_RESULTS) >= {r.value for r in Reason}
     for outcome in FAILOVER_OUTCOMES:

@@ -177,3 +177,12 @@ def test_stats_update_every_keeps_every_kth_heartbeat_only() -> None:
         batch, _ = view.pending.take()
         seqs += [s.seq for s in batch.stats]
     assert seqs == [3, 6]
+
+
+def test_waiting_heartbeats_beyond_the_bound_are_counted_superseded() -> None:
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    for seq in range(1, 7):
+        assert view.apply(Arrival(heartbeat(seq), 0.0, 2_000), 0.0) is Applied.QUEUED
+    assert view.superseded == 2
+    released = view.install([AMP], {AMP: topology()}, now=0.1)
+    assert [a.heartbeat.seq for a in released] == [3, 4, 5, 6]
