@@ -73,6 +73,7 @@ RELOADABLE: frozenset[str] = frozenset(
         "failover.timeout",
         "failover.max_attempts",
         "failover.retry_backoff",
+        "failover.shutdown_grace",
     }
 )
 
@@ -414,6 +415,8 @@ class FailoverSettings(_Section):
     timeout: Seconds = 120.0
     max_attempts: Annotated[int, Field(ge=1)] = 3
     retry_backoff: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    # At SIGTERM, in-flight failovers get this long to finish, then are abandoned.
+    shutdown_grace: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0
 
     @field_validator("driver")
     @classmethod

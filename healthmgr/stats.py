@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from itertools import chain
+from operator import attrgetter
 
 from healthmgr.batch import StatsUpdate
 from healthmgr.wire.values import Heartbeat, Id, ListenerReport
 
-
-def _sort_key(update: StatsUpdate) -> tuple[Id, Id, int]:
-    return (update.listener_id, update.amphora_id, update.seq)
+# C-level key: drain sorts one entry per listener and amphora every flush.
+_sort_key = attrgetter("listener_id", "amphora_id", "seq")
 
 
 def _sum(a: StatsUpdate, b: StatsUpdate) -> StatsUpdate:

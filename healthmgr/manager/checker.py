@@ -84,7 +84,10 @@ class FailoverRunner:
         )
         try:
             await self._drive(claim, job)
-        except trio.Cancelled:
+        except BaseException:
+            # Cancelled at shutdown (possibly wrapped in an exception group by
+            # the driver's own nursery) or crashed: never leave the amphora busy
+            # with its request open.
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 await self._abandon(claim, job)
             raise

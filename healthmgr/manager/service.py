@@ -7,7 +7,7 @@ Task tree (every task owned by a nursery):
      └─ main: receiver, writer, refresher, checker, metrics, watchdog, signals
 
 SIGTERM/SIGINT cancel ``main`` (no more receiving, no new claims), give
-in-flight failovers ``SHUTDOWN_GRACE`` seconds, abandon the rest, then flush
+in-flight failovers ``failover.shutdown_grace`` seconds, abandon the rest, then flush
 what is pending and return. SIGHUP reloads keys and the live options.
 """
 
@@ -40,7 +40,6 @@ from healthmgr.wire.errors import Rejected
 
 log = structlog.get_logger("healthmgr.service")
 
-SHUTDOWN_GRACE = 10.0
 FINAL_FLUSH_ATTEMPTS = 3
 REFRESH_MIN_INTERVAL = 5.0
 
@@ -177,7 +176,7 @@ class Daemon:
     async def _drain_failovers(self) -> None:
         if self.runner.in_flight:
             log.info("waiting for in-flight failovers", count=self.runner.in_flight)
-        with trio.move_on_after(SHUTDOWN_GRACE):
+        with trio.move_on_after(self.settings.failover.shutdown_grace):
             await self.runner.wait_idle()
 
     async def _final_flush(self) -> None:

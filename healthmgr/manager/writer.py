@@ -10,6 +10,7 @@ import structlog
 import trio
 
 from healthmgr.batch import FlushBatch
+from healthmgr.manager.pending import Pending
 from healthmgr.manager.view import View
 from healthmgr.metrics import Metrics
 
@@ -55,18 +56,28 @@ class Writer:
 
     async def flush_once(self) -> bool:
         """Write what is pending; on failure keep it for the next attempt."""
-        pending = self.view.pending
-        if not len(pending):
+        taken = self.view.pending
+        if not len(taken):
             return True
-        batch, arrivals = pending.take()
+        # Swap in a fresh buffer here (O(1)); building the batch from the old
+        # one happens in the worker thread, off the receive loop.
+        self.view.pending = Pending()
+        built: list[tuple[FlushBatch, list[float]]] = []
+
+        def build_and_flush() -> None:
+            built.append(taken.take())
+            self._flush(built[0][0])
+
         started = time.monotonic()
         try:
-            await trio.to_thread.run_sync(self._flush, batch)
+            await trio.to_thread.run_sync(build_and_flush)
         except Exception as exc:  # any database error: keep the data, back off
-            pending.merge_back(batch, arrivals)
+            batch, arrivals = built[0] if built else taken.take()
+            self.view.pending.merge_back(batch, arrivals)
             self._failed(exc, len(batch))
             return False
         done = time.monotonic()
+        batch, arrivals = built[0]
         self._succeeded(len(batch), done - started, [done - a for a in arrivals])
         return True
 

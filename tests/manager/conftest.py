@@ -17,6 +17,8 @@ from tests.manager.harness import Agent
 
 # For behaviour that does not depend on the database: SQLite and one server.
 SQLITE_AND_PG = pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+# For process behaviour the database plays no part in (signals, sd_notify).
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def agent_for(seed: SeedIds, index: int = 0) -> Agent:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from healthmgr.db.models import AmphoraHealth
 from healthmgr.wire.values import Id, id_str
 from tests.db.factories import make_seed_lb
-from tests.manager.conftest import SQLITE_AND_PG, SeededDb, agent_for, ago
+from tests.manager.conftest import SQLITE_AND_PG, SQLITE_ONLY, SeededDb, agent_for, ago
 from tests.manager.harness import Beater, RunningDaemon, start_daemon, wait_until, write_config
 
 TIMEOUT = 2.0
@@ -238,3 +238,25 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@SQLITE_ONLY
+def test_in_flight_failover_is_abandoned_cleanly_at_shutdown(
+    seeded: SeededDb, config_dir: Path, tmp_path: Path
+) -> None:
+    """SIGTERM while a failover command runs: after failover.shutdown_grace the
+    command is killed, the request is ABANDONED and busy is cleared so another
+    manager can claim the amphora; the daemon still exits 0."""
+    _stale_health(seeded, seeded.seed.amphora)
+    started = tmp_path / "started"
+    script = _script(tmp_path, f"touch {started}\nexec sleep 60\n")
+    cfg = _config(seeded, config_dir, driver="exec", timeout=60, max_attempts=1,
+                  command=[str(script)], shutdown_grace=0.5)
+    daemon = start_daemon(cfg)
+    wait_until(started.exists, what="the failover command started")
+    assert daemon.stop() == 0, "\n".join(daemon.lines[-20:])
+    (request,) = _requests(seeded)
+    assert request.state == "ABANDONED", "\n".join(daemon.lines[-15:])
+    assert request.last_error == "manager shutting down"
+    assert _busy(seeded, seeded.seed.amphora) is False
+    daemon.wait_for_log("healthmgr stopped")

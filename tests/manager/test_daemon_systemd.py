@@ -11,7 +11,7 @@ import socket
 import time
 from pathlib import Path
 
-from tests.manager.conftest import SeededDb
+from tests.manager.conftest import SQLITE_ONLY, SeededDb
 from tests.manager.harness import start_daemon, write_config
 
 
@@ -29,11 +29,10 @@ def _messages(sock: socket.socket, until: str, timeout: float = 15.0) -> list[st
     raise AssertionError(f"{until!r} not received; got {seen}")
 
 
+@SQLITE_ONLY
 def test_ready_watchdog_and_stopping_are_notified(
     seeded: SeededDb, config_dir: Path, tmp_path: Path
 ) -> None:
-    if "sqlite" not in seeded.url:
-        return  # the notification path does not depend on the database
     path = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         sock.bind(path)
