@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Iterator
 
 import pymysql
 import pytest
@@ -20,18 +19,6 @@ from tests.db.factories import make_amphora, make_seed_lb, make_test_engine, new
 
 TIMEOUT = dt.timedelta(seconds=60)
 OLD = dt.timedelta(minutes=10)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    engine = make_test_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def store(engine: sa.Engine) -> Store:
-    return Store(engine)
 
 
 def cutoff() -> dt.datetime:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 import sqlalchemy as sa
@@ -25,18 +25,6 @@ from tests.db.factories import (
 )
 
 SEC = dt.timedelta(seconds=1)
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    engine = make_test_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def store(engine: sa.Engine) -> Store:
-    return Store(engine)
 
 
 def health_of(engine: sa.Engine, amp: Id) -> tuple[dt.datetime, bool] | None:

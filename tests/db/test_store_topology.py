@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import sqlalchemy as sa
 
@@ -12,19 +10,7 @@ from healthmgr.db.models import Listener, LoadBalancer, Member, Pool
 from healthmgr.db.store import Store
 from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.values import id_str
-from tests.db.factories import make_amphora, make_fleet, make_seed_lb, make_test_engine, new_id
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[sa.Engine]:
-    engine = make_test_engine(db_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def store(engine: sa.Engine) -> Store:
-    return Store(engine)
+from tests.db.factories import make_amphora, make_fleet, make_seed_lb, new_id
 
 
 def count_selects(engine: sa.Engine) -> list[str]:
