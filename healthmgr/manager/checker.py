@@ -158,11 +158,8 @@ class FailoverRunner:
 
     async def _abandon(self, claim: Claim, job: FailoverJob) -> None:
         try:
-            await trio.to_thread.run_sync(
-                self.store.update_failover_request,
-                claim.request_id, C.FAILOVER_ABANDONED, job.attempt, "manager shutting down",
-            )
-            await trio.to_thread.run_sync(self.store.release, claim.amphora_id)
+            # One transaction: request ABANDONED and busy cleared together.
+            await trio.to_thread.run_sync(self.store.abandon, claim, "manager shutting down")
         except Exception as exc:  # the database may be gone too; say so and move on
             log.error("could not record abandoned failover", amphora_id=job.amphora_id,
                       error=str(exc))
