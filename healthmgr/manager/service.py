@@ -109,6 +109,10 @@ class Daemon:
         self.sock = bind_udp(
             hm.bind_ip, hm.bind_port, rcvbuf=hm.sock_rlimit or None, reuse_port=hm.reuse_port
         )
+        got = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux doubles it
+        if hm.sock_rlimit and got < hm.sock_rlimit:
+            log.warning("UDP receive buffer smaller than sock_rlimit: raise net.core.rmem_max",
+                        sock_rlimit=hm.sock_rlimit, effective=got)
         return self.sock
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

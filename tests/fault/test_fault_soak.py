@@ -39,12 +39,16 @@ def _soak(db_url: str, workdir: Path, *, amphorae: int, rounds: int) -> None:
     fleet = Fleet(topology, MASTER, faults=FAULTS, seed=3, interval_ms=500)
     cfg = write_config(workdir / "hm.toml", db_url, sections={"health_manager": {
         "heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "health_check_interval": 0.3,
-        "flush_interval": 0.1, "manager_id": "soak"}})
+        "flush_interval": 0.1, "manager_id": "soak", "sock_rlimit": 4 << 20}})
     daemon = start_daemon(cfg)
     try:
         for r in range(rounds):
-            daemon.send(*fleet.datagrams(r))
-            time.sleep(0.5)
+            # Spread each round over its interval, as a real fleet's agents are.
+            datagrams = fleet.datagrams(r)
+            for i in range(0, len(datagrams), 50):
+                daemon.send(*datagrams[i : i + 50])
+                time.sleep(0.02)
+            time.sleep(max(0.0, 0.5 - 0.02 * (len(datagrams) // 50 + 1)))
         daemon.send(*fleet.flush())
         live = [a for i, a in enumerate(topology.amphorae) if i not in fleet.dead]
         dead = [a for i, a in enumerate(topology.amphorae) if i in fleet.dead]
@@ -58,7 +62,8 @@ def _soak(db_url: str, workdir: Path, *, amphorae: int, rounds: int) -> None:
 
         wait_until(lambda: len(requests()) >= len(dead), timeout=30, what="dead failed over")
         time.sleep(1.0)  # a further health check must not claim anything again
-        assert requests() == {id_str(a.id): 1 for a in dead}
+        results = [ln for ln in daemon.metrics().splitlines() if "heartbeats_total{" in ln]
+        assert requests() == {id_str(a.id): 1 for a in dead}, "\n".join(results)
 
         with engine.connect() as conn:
             rows = conn.execute(sa.text(
