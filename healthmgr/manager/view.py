@@ -139,17 +139,8 @@ class View:
         h = self._lb_hash[lb.id] = hash(lb) if lb_hash is None else lb_hash
         return h
 
-    def forget(self, amphora_id: Id) -> None:
-        self._amps.pop(amphora_id, None)
-
-    def cached_load_balancers(self) -> int:
-        return len(self._lbs)
-
     def tracked(self) -> int:
         return len(self._amps)
-
-    def load_balancer(self, lb_id: Id) -> LoadBalancerTopology | None:
-        return self._lbs.get(lb_id)
 
     # -- applying heartbeats ------------------------------------------------
     def apply(self, arrival: Arrival, now: float) -> Applied:
