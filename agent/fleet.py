@@ -407,7 +407,7 @@ def parse_hostport(text: str) -> tuple[str, int]:
 
 
 def blast(
-    sock: socket.socket,
+    sock: socket.socket | Sequence[socket.socket],
     address: tuple[str, int],
     batches: Sequence[Sequence[bytes]],
     rate: float,
@@ -418,15 +418,20 @@ def blast(
 
     Paced on the clock every 32 datagrams (sleeping when ahead, bursting to
     catch up when behind), so the average rate holds without a syscall per packet.
+    With several sockets, an amphora always sends from the same one (chosen by
+    the first byte of its id), as real amphorae each have their own address:
+    the kernel's SO_REUSEPORT hash then spreads amphorae over manager processes.
     """
     sent = errors = 0
     start = clock()
     interval = 1.0 / rate if rate > 0 else 0.0
-    sendto = sock.sendto
+    socks = [sock] if isinstance(sock, socket.socket) else list(sock)
+    sendtos = [s.sendto for s in socks]
+    n = len(sendtos)
     for batch in batches:
         for datagram in batch:
             try:
-                sendto(datagram, address)
+                sendtos[datagram[6] % n if n > 1 else 0](datagram, address)
                 sent += 1
             except OSError:
                 errors += 1
@@ -455,6 +460,7 @@ def send(
     rate: float,
     duration: float,
     sock: socket.socket | None = None,
+    sources: int = 1,
 ) -> dict[str, Any]:
     """Run the fleet against ``manager`` for ``duration`` seconds at ``rate`` datagrams/s.
 
@@ -474,15 +480,17 @@ def send(
     delay = (start_ms - fleet.clock_ms()) / 1000.0
     if delay > 0:
         time.sleep(delay)
-    own = sock is None
     family = socket.AF_INET6 if ":" in manager[0] else socket.AF_INET
-    sock = sock or socket.socket(family, socket.SOCK_DGRAM)
+    own = [] if sock is not None else [socket.socket(family, socket.SOCK_DGRAM)
+                                       for _ in range(max(1, sources))]
+    socks = [sock] if sock is not None else own
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-        sent, errors, elapsed = blast(sock, manager, batches, rate)
+        for s in socks:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        sent, errors, elapsed = blast(socks, manager, batches, rate)
     finally:
-        if own:
-            sock.close()
+        for s in own:
+            s.close()
     fleet.counts.sent += sent
     fleet.counts.send_errors += errors
     summary = asdict(fleet.counts)
@@ -525,6 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--interval-ms", type=int, default=10_000)
     p.add_argument("--start-seq", type=int, default=1)
+    p.add_argument("--sources", type=int, default=1,
+                   help="source sockets (amphorae keep theirs; spreads over SO_REUSEPORT)")
     for name in ("drop", "duplicate", "reorder", "forged", "replay", "dead"):
         p.add_argument(f"--{name}", type=float, default=0.0, help="probability (dead: fraction)")
     p.add_argument("--dead-after", type=int, default=0, help="round from which dead go silent")
@@ -558,7 +568,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.write_ids:
             args.write_ids.write_text(json.dumps(topology.to_json(), indent=1))
-        summary = send(fleet, parse_hostport(args.manager), rate=args.rate, duration=args.duration)
+        summary = send(
+            fleet, parse_hostport(args.manager), rate=args.rate, duration=args.duration,
+            sources=args.sources,
+        )
     except (OSError, ValueError) as exc:
         print(f"fleet: error: {exc}", file=sys.stderr)
         return 2

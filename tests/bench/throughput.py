@@ -15,6 +15,8 @@ histogram) and resident memory per tracked amphora.
         [--large-amphorae 1000] [--large-rates 1000,2000,3000,5000]
         [--duration 4] [--memory-amphorae 100000]
         [--health-update-resolution 0] [--stats-update-every 1] [--flush-interval 0.25]
+        [--processes 1]
+        [--processes 1]
 
 Needs the services of the test suite (tests/conftest.py makes the databases).
 """
@@ -44,9 +46,16 @@ from healthmgr.db.engine import make_engine  # noqa: E402
 from healthmgr.db.migrate import upgrade  # noqa: E402
 from healthmgr.wire.values import id_str  # noqa: E402
 from tests.conftest import fresh_database_url  # noqa: E402
-from tests.manager.harness import MASTER, RunningDaemon, start_daemon, write_config  # noqa: E402
+from tests.manager.harness import (  # noqa: E402
+    MASTER,
+    RunningDaemon,
+    free_port,
+    start_daemon,
+    write_config,
+)
 
 RCVBUF = 32 << 20
+SOURCES = 64  # sender sockets: amphorae keep theirs, spread over SO_REUSEPORT processes
 # A rate passes only while the writer keeps up: p99 arrival-to-commit (the
 # upper bound of its histogram bucket) within this many seconds, or four
 # flush intervals when those are longer.
@@ -111,15 +120,27 @@ def raise_rmem_max() -> int:
     return int(path.read_text())
 
 
-class Histogram:
-    """A Prometheus histogram read from the daemon's /metrics text."""
+def _ready(daemon: RunningDaemon) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with suppress(OSError):
+            daemon.metrics()
+            return
+        time.sleep(0.2)
+    raise RuntimeError("daemon did not start:\n" + "\n".join(daemon.lines[-20:]))
 
-    def __init__(self, daemon: RunningDaemon, name: str) -> None:
-        self.buckets: list[tuple[float, float]] = []
-        for line in daemon.metrics().splitlines():
-            if line.startswith(f"{name}_bucket"):
-                le = line.split('le="')[1].split('"')[0]
-                self.buckets.append((float(le), float(line.rsplit(" ", 1)[1])))
+
+class Histogram:
+    """A Prometheus histogram summed over the daemons' /metrics text."""
+
+    def __init__(self, daemons: list[RunningDaemon], name: str) -> None:
+        counts: dict[float, float] = {}
+        for daemon in daemons:
+            for line in daemon.metrics().splitlines():
+                if line.startswith(f"{name}_bucket"):
+                    le = float(line.split('le="')[1].split('"')[0])
+                    counts[le] = counts.get(le, 0.0) + float(line.rsplit(" ", 1)[1])
+        self.buckets = sorted(counts.items())
 
     def quantile_since(self, before: Histogram, q: float) -> float | None:
         """Upper bound of the bucket holding the q-quantile of what came since ``before``."""
@@ -136,7 +157,8 @@ class Histogram:
 
 class Bench:
     def __init__(self, dialect: str, topology: Topology, workdir: Path, duration: float,
-                 options: dict[str, Any] | None = None):
+                 options: dict[str, Any] | None = None, processes: int = 1):
+        self.processes = processes
         self.options = options or {}
         self.stats_every = int(self.options.get("stats_update_every", 1))
         self.max_lag = max(MAX_P99_COMMIT_LAG, 4 * float(self.options.get("flush_interval", 0)))
@@ -156,11 +178,26 @@ class Bench:
         self.ids_file.write_text(json.dumps(self.topology.to_json()))
         self.key_file = self.workdir / "master.key"
         self.key_file.write_text(MASTER.secret.decode())
-        cfg = write_config(
-            self.workdir / f"hm-{self.dialect}.toml",
+        port = free_port()
+        self.daemons = [
+            start_daemon(self._config(port, index), wait=False) for index in range(self.processes)
+        ]
+        self.daemon = self.daemons[0]
+        for daemon in self.daemons:
+            _ready(daemon)
+        self.rss_idle = sum(rss_bytes(d.proc.pid) for d in self.daemons)
+        return self
+
+    def _config(self, port: int, index: int) -> Path:
+        """One process's config: with several, they share the port (SO_REUSEPORT)."""
+        return write_config(
+            self.workdir / f"hm-{self.dialect}-{index}.toml",
             self.url,
             sections={
                 "health_manager": {
+                    "bind_port": port,
+                    "reuse_port": self.processes > 1,
+                    "manager_id": f"bench-{index}",
                     "heartbeat_interval": 10.0,
                     "heartbeat_timeout": 3600.0,
                     "health_check_interval": 10.0,
@@ -172,22 +209,10 @@ class Bench:
                 "logging": {"level": "WARNING"},
             },
         )
-        self.daemon = start_daemon(cfg, wait=False)
-        self._ready()
-        self.rss_idle = rss_bytes(self.daemon.proc.pid)
-        return self
-
-    def _ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with suppress(OSError):
-                self.daemon.metrics()
-                return
-            time.sleep(0.2)
-        raise RuntimeError("daemon did not start:\n" + "\n".join(self.daemon.lines[-20:]))
 
     def __exit__(self, *exc: object) -> None:
-        self.daemon.stop()
+        for daemon in self.daemons:
+            daemon.stop()
         self.engine.dispose()
         self._drop()
 
@@ -196,7 +221,8 @@ class Bench:
             [sys.executable, "-m", "agent.fleet", "--rate", str(rate), "--duration",
              str(duration), "--manager", "{}:{}".format(*self.daemon.address),
              "--master-key-file", str(self.key_file), "--key-id", str(MASTER.id),
-             "--ids-file", str(self.ids_file), "--start-seq", str(self.next_seq)],
+             "--ids-file", str(self.ids_file), "--start-seq", str(self.next_seq),
+             "--sources", str(SOURCES)],
             capture_output=True, text=True, cwd=ROOT, check=True,
         )
         summary = json.loads(out.stdout)
@@ -204,7 +230,13 @@ class Bench:
         return summary
 
     def accepted(self) -> float:
-        return self.daemon.metric("healthmgr_heartbeats_total", result="accepted")
+        return sum(d.metric("healthmgr_heartbeats_total", result="accepted") for d in self.daemons)
+
+    def commit_lag(self) -> Histogram:
+        return Histogram(self.daemons, "healthmgr_commit_lag_seconds")
+
+    def rss(self) -> int:
+        return sum(rss_bytes(d.proc.pid) for d in self.daemons)
 
     def reflected(self, last_seq: int) -> int:
         with self.engine.connect() as conn:
@@ -231,11 +263,11 @@ class Bench:
 
     def step(self, rate: float) -> dict[str, Any]:
         before_accepted, before_drops = self.accepted(), udp_rcvbuf_errors()
-        before_lag = Histogram(self.daemon, "healthmgr_commit_lag_seconds")
+        before_lag = self.commit_lag()
         summary = self.send(rate, self.duration)
         accepted, rows = self.settle(before_accepted + summary["sent"], summary["last_seq"])
         drops = udp_rcvbuf_errors() - before_drops
-        lag = Histogram(self.daemon, "healthmgr_commit_lag_seconds")
+        lag = self.commit_lag()
         p99 = lag.quantile_since(before_lag, 0.99)
         ok = (
             accepted - before_accepted == summary["sent"]
@@ -258,12 +290,12 @@ class Bench:
 
 
 def run_shape(dialect: str, amphorae: int, large: bool, rates: list[float],
-              duration: float, options: dict[str, Any]) -> dict[str, Any]:
+              duration: float, options: dict[str, Any], processes: int = 1) -> dict[str, Any]:
     topology = Topology.generate(amphorae, large=large, seed=7)
-    with tempfile.TemporaryDirectory() as tmp, Bench(dialect, topology, Path(tmp),
-                                                      duration, options) as bench:
+    with tempfile.TemporaryDirectory() as tmp, Bench(dialect, topology, Path(tmp), duration,
+                                                      options, processes) as bench:
         bench.warm()
-        rss = rss_bytes(bench.daemon.proc.pid)
+        rss = bench.rss()
         steps, best = [], None
         for rate in rates:
             result = bench.step(rate)
@@ -277,6 +309,7 @@ def run_shape(dialect: str, amphorae: int, large: bool, rates: list[float],
             "shape": "large: 10 listeners x 10 members" if large else "seed: 1 listener, 2 members",
             "amphorae": amphorae,
             "options": options,
+            "processes": processes,
             "highest_clean_rate_per_s": best,
             "rss_per_amphora_bytes": round((rss - bench.rss_idle) / amphorae),
             "steps": steps,
@@ -287,7 +320,7 @@ def memory_only(amphorae: int) -> dict[str, Any]:
     topology = Topology.generate(amphorae, seed=11)
     with tempfile.TemporaryDirectory() as tmp, Bench("sqlite", topology, Path(tmp), 1) as bench:
         bench.warm()
-        rss = rss_bytes(bench.daemon.proc.pid)
+        rss = bench.rss()
         return {
             "amphorae": amphorae,
             "rss_idle_mb": round(bench.rss_idle / 2**20, 1),
@@ -308,6 +341,8 @@ def main() -> int:
     p.add_argument("--health-update-resolution", type=float, default=0.0)
     p.add_argument("--stats-update-every", type=int, default=1)
     p.add_argument("--flush-interval", type=float, default=0.25)
+    p.add_argument("--processes", type=int, default=1,
+                   help="manager processes sharing the port with SO_REUSEPORT")
     args = p.parse_args()
     options = {
         "health_update_resolution": args.health_update_resolution,
@@ -323,11 +358,11 @@ def main() -> int:
     for dialect in args.databases.split(","):
         results["runs"].append(run_shape(dialect, args.amphorae, False,
                                          [float(r) for r in args.rates.split(",")],
-                                         args.duration, options))
+                                         args.duration, options, args.processes))
         if args.large_amphorae:
             results["runs"].append(run_shape(dialect, args.large_amphorae, True,
                                              [float(r) for r in args.large_rates.split(",")],
-                                             args.duration, options))
+                                             args.duration, options, args.processes))
     if args.memory_amphorae:
         results["memory"] = memory_only(args.memory_amphorae)
     print(json.dumps(results, indent=1))
