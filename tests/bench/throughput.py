@@ -55,6 +55,7 @@ from tests.manager.harness import (  # noqa: E402
 )
 
 RCVBUF = 32 << 20
+WARM_RATE = 20000  # first contact of every amphora: datagrams wait while topologies load
 SOURCES = 64  # sender sockets: amphorae keep theirs, spread over SO_REUSEPORT processes
 # A rate passes only while the writer keeps up: p99 arrival-to-commit (the
 # upper bound of its histogram bucket) within this many seconds, or four
@@ -258,7 +259,7 @@ class Bench:
         """One round at a gentle rate: the daemon loads every topology."""
         n = len(self.topology.amphorae)
         before = self.accepted()
-        summary = self.send(rate=min(20000, n), duration=1.0)
+        summary = self.send(rate=min(WARM_RATE, n), duration=1.0)
         self.settle(before + summary["sent"], summary["last_seq"], timeout=60)
 
     def step(self, rate: float) -> dict[str, Any]:
