@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 import trio
@@ -49,4 +50,9 @@ def run(args: argparse.Namespace) -> int:
         hm = settings.health_manager
         return _fail(f"cannot bind {hm.bind_ip}:{hm.bind_port}: {exc.strerror or exc}")
     trio.run(daemon.run)
+    # Everything is flushed. CPython puts Python-level handlers back to the
+    # default while it finalizes, so a late SIGTERM would still end this exit
+    # with -15; ignoring is kept through finalization.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.SIG_IGN)
     return 0
