@@ -26,7 +26,7 @@ import trio
 
 from agent.config import ConfigError, Destination
 from healthmgr.wire.limits import DEFAULT_SEQ_BLOCK
-from healthmgr.wire.sequence import load_reservation, resume, store_reservation, take
+from healthmgr.wire.sequence import PersistentSequence
 
 log = logging.getLogger("amphora-agent")
 
@@ -108,33 +108,17 @@ def state_file(state_dir: Path) -> Path:
     return state_dir / SEQ_FILE
 
 
-class SequenceFile:
+class SequenceFile(PersistentSequence):
     """Restart-safe sequence numbers (healthmgr.wire.sequence) stored in ``state_dir``.
 
     Before a number is sent, a reservation above it is stored durably, in
     blocks of ``block`` numbers, so a restarted agent resumes above every number
     it ever sent; the clock (Unix ms) is a floor that also covers a lost or
-    corrupt file. An unreadable file is reported (``warning``) and replaced.
+    corrupt file (reported in ``warning``).
     """
 
     def __init__(self, state_dir: Path, *, now_ms: int, block: int = DEFAULT_SEQ_BLOCK) -> None:
-        self.path = state_file(state_dir)
-        self.block = block
-        self.warning: str | None = None
-        try:
-            stored = load_reservation(self.path)
-        except ValueError as exc:
-            stored = None
-            self.warning = f"{exc}; resuming from the clock"
-        self.state = resume(stored, floor=now_ms)
-
-    def next(self) -> int:
-        """The next number, after storing a new reservation when needed (OSError if that fails)."""
-        seq, state, reserve = take(self.state, self.block)
-        if reserve is not None:
-            store_reservation(self.path, reserve)
-        self.state = state
-        return seq
+        super().__init__(state_file(state_dir), floor=now_ms, block=block)
 
 
 def prepare_state_dir(state_dir: Path) -> None:

@@ -100,13 +100,20 @@ class PersistentSequence:
     """The agent's sequence: ``next()`` returns a number that is safe to send.
 
     Wraps the pure functions around a file; ``next()`` raises OSError when the
-    reservation cannot be stored, and then hands out nothing.
+    reservation cannot be stored, and then hands out nothing. An unreadable
+    file is replaced (the clock ``floor`` covers it) and said in ``warning``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, floor: int, block: int = DEFAULT_SEQ_BLOCK):
         self.path = Path(path)
         self.block = block
-        self.state = resume(load_reservation(self.path), floor=floor)
+        self.warning: str | None = None
+        try:
+            stored = load_reservation(self.path)
+        except ValueError as exc:
+            stored = None
+            self.warning = f"{exc}; resuming from the clock"
+        self.state = resume(stored, floor=floor)
 
     def next(self) -> int:
         seq, state, reserve = take(self.state, self.block)
