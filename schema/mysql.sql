@@ -1,8 +1,8 @@
--- healthmgr database schema for MariaDB/MySQL, revision 0001.
+-- healthmgr database schema for MariaDB/MySQL, revision 0002.
 -- Generated from healthmgr/db/models.py; do not edit. Regenerate with:
 --   healthmgr db ddl --dialect mysql > schema/mysql.sql
 -- A database created from this file (not by `healthmgr db upgrade`) must
--- then be stamped: healthmgr db stamp 0001
+-- then be stamped: healthmgr db stamp 0002
 
 CREATE TABLE amphora_health (
     amphora_id VARCHAR(36) NOT NULL,
@@ -24,13 +24,47 @@ CREATE TABLE failover_request (
     attempts INTEGER NOT NULL,
     last_error TEXT,
     updated_at DATETIME(6),
+    owner VARCHAR(255),
+    lease_expires_at DATETIME(6),
     CONSTRAINT pk_failover_request PRIMARY KEY (id),
     CONSTRAINT ck_failover_request_state CHECK (state IN ('PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'ABANDONED'))
 );
 
 CREATE INDEX ix_failover_request_amphora_id ON failover_request (amphora_id);
 
+CREATE INDEX ix_failover_request_requested_at ON failover_request (requested_at);
+
 CREATE INDEX ix_failover_request_state_requested_at ON failover_request (state, requested_at);
+
+CREATE TABLE healthmgr_amphora (
+    amphora_id VARCHAR(36) NOT NULL,
+    report_order BIGINT NOT NULL,
+    report_digest BIGINT NOT NULL,
+    observed_by VARCHAR(255) NOT NULL,
+    observed_at DATETIME(6) NOT NULL,
+    healthy BOOL NOT NULL,
+    native_since DATETIME(6),
+    CONSTRAINT pk_healthmgr_amphora PRIMARY KEY (amphora_id)
+);
+
+CREATE TABLE healthmgr_manager (
+    manager_id VARCHAR(255) NOT NULL,
+    hostname VARCHAR(255),
+    pid INTEGER,
+    version VARCHAR(64),
+    started_at DATETIME(6) NOT NULL,
+    heartbeat_at DATETIME(6) NOT NULL,
+    impaired BOOL NOT NULL,
+    impaired_reason VARCHAR(255),
+    healthy_since DATETIME(6),
+    last_flush_at DATETIME(6),
+    last_check_at DATETIME(6),
+    last_claim_at DATETIME(6),
+    breaker_open BOOL NOT NULL,
+    breaker_reason VARCHAR(255),
+    stopped_at DATETIME(6),
+    CONSTRAINT pk_healthmgr_manager PRIMARY KEY (manager_id)
+);
 
 CREATE TABLE listener_statistics (
     listener_id VARCHAR(36) NOT NULL,

@@ -245,13 +245,20 @@ class ListenerStatistics(Base):
 
 
 class FailoverRequest(Base):
-    """A failover the health checker asked for, and what became of it."""
+    """A failover the health checker asked for, and what became of it.
+
+    While a driver runs it, the row is RUNNING and ``owner`` holds a lease
+    until ``lease_expires_at``, renewed as long as the owner lives. A RUNNING
+    row whose lease expired belongs to a manager that died: any manager takes
+    it over and runs the driver again (drivers are idempotent).
+    """
 
     __tablename__ = "failover_request"
     __table_args__ = (
         _one_of("state", C.FAILOVER_STATES),
         Index(None, "state", "requested_at"),
         Index(None, "amphora_id"),
+        Index(None, "requested_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -264,3 +271,58 @@ class FailoverRequest(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    owner: Mapped[str | None] = mapped_column(String(255))
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class ManagerRecord(Base):
+    """One row per manager process: its liveness and its own health.
+
+    Managers share nothing but the database, so this is how they see each
+    other. Times are the database's clock (``heartbeat_at``, ``healthy_since``),
+    so comparing them needs no synchronised manager clocks.
+    """
+
+    __tablename__ = "healthmgr_manager"
+
+    manager_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # liveness
+    impaired: Mapped[bool] = mapped_column(Boolean, default=False)
+    impaired_reason: Mapped[str | None] = mapped_column(String(255))
+    healthy_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # None: impaired
+    last_flush_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_check_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_claim_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    breaker_open: Mapped[bool] = mapped_column(Boolean, default=False)
+    breaker_reason: Mapped[str | None] = mapped_column(String(255))
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class AmphoraReport(Base):
+    """healthmgr's own state per amphora: its newest heartbeat any manager processed.
+
+    ``report_order`` is that heartbeat's recency (the native sequence number,
+    or the arrival time in ms of an Octavia-format heartbeat) and
+    ``report_digest`` a stable digest of the statuses it determines. Status
+    writes are conditioned on it: a manager writes statuses only for a
+    heartbeat newer than this one, and only when the digest differs, so an
+    older heartbeat flushed later never overwrites a newer outcome, and a
+    manager whose cache is behind still corrects the database.
+    ``observed_by`` is the manager that processed it (the amphora's last
+    observer), ``healthy`` its listener-count verdict, and ``native_since``
+    when the amphora first spoke the native format (no downgrade after it).
+    """
+
+    __tablename__ = "healthmgr_amphora"
+
+    amphora_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    report_order: Mapped[int] = mapped_column(BigInteger)
+    report_digest: Mapped[int] = mapped_column(BigInteger)
+    observed_by: Mapped[str] = mapped_column(String(255))
+    observed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    healthy: Mapped[bool] = mapped_column(Boolean)
+    native_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
