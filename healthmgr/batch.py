@@ -31,6 +31,30 @@ class StatusWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportWrite:
+    """The newest heartbeat of one amphora this manager processed, and what it determined.
+
+    The store keeps one row per amphora (``healthmgr_amphora``) with the
+    ``order`` and ``digest`` of the newest heartbeat any manager processed.
+    This one is written only when it is newer than that row, and its
+    ``statuses`` only when, in addition, the digest differs: newest wins across
+    managers, and a manager whose cache is behind still corrects the database.
+    """
+
+    amphora_id: Id
+    order: int  # recency: the native seq, or an Octavia heartbeat's arrival in ms
+    digest: int  # status.digest(statuses)
+    statuses: tuple[StatusWrite, ...]  # every status the heartbeat determined
+    observed_at: dt.datetime  # naive UTC: the time it proves the amphora alive
+    healthy: bool  # the listener-count verdict
+    native: bool  # sent in the native format
+    # The manager's cache (the database as last read, plus its own writes)
+    # shows other statuses: write them even if the digest in the database
+    # matches (someone else, e.g. the API, changed them).
+    cache_differs: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class StatsUpdate:
     """One heartbeat's counters for one listener on one amphora.
 
@@ -53,11 +77,26 @@ class StatsUpdate:
 
 
 @dataclass(frozen=True, slots=True)
+class RefusedRow:
+    """A row the database refused, or returned in a shape we cannot read.
+
+    Quarantined: left out so that the rest of its batch lands, logged
+    (rate-limited) and counted in ``healthmgr_rows_rejected_total``.
+    """
+
+    table: str
+    key: str  # the row's id as text (or "listener/amphora" for statistics)
+    amphora_id: str | None  # the amphora it came from or belongs to, when known
+    reason: str  # short label for the metric: out_of_range, constraint, unreadable, ...
+    detail: str = ""  # one line for the log
+
+
+@dataclass(frozen=True, slots=True)
 class FlushBatch:
     health: tuple[HealthBump, ...] = ()
-    statuses: tuple[StatusWrite, ...] = ()
+    reports: tuple[ReportWrite, ...] = ()
     stats: tuple[StatsUpdate, ...] = ()
     meta: dict[str, int] = field(default_factory=dict, compare=False)
 
     def __len__(self) -> int:
-        return len(self.health) + len(self.statuses) + len(self.stats)
+        return len(self.health) + len(self.reports) + len(self.stats)

@@ -1,11 +1,13 @@
 """Octavia's status rules as one pure function.
 
-``evaluate(topology, heartbeat)`` returns the operating statuses that change
-(and only those), whether the heartbeat counts as healthy for
-``amphora_health`` (the listener-count rule), and whether the heartbeat names
-objects the topology does not have (the caller refreshes its cache then).
-``apply`` folds an outcome back into the topology, so a cache can stay current
-without reading the database.
+``evaluate(topology, heartbeat)`` returns every operating status the
+heartbeat determines, which of them change against the topology, whether the
+heartbeat counts as healthy for ``amphora_health`` (the listener-count rule),
+and whether it names objects the topology does not have (the caller refreshes
+its cache then). ``apply`` folds an outcome back into the topology, so a cache
+can stay current without reading the database. ``digest`` gives a stable
+fingerprint of the determined statuses: with several managers, the database
+is compared against it rather than against one manager's cache.
 
 The rules, their ids (R1..R28) and where they differ from Octavia are in
 ``docs/status-rules.md``; the comments below cite those ids.
@@ -14,6 +16,7 @@ The rules, their ids (R1..R28) and where they differ from Octavia are in
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -38,8 +41,11 @@ T = TypeVar("T", ListenerTopology, PoolTopology, MemberTopology)
 class StatusOutcome:
     """What one heartbeat means for one load balancer.
 
-    The tuples hold only objects whose ``operating_status`` changes, in
-    topology order.
+    ``listeners``, ``pools`` and ``members`` hold only objects whose
+    ``operating_status`` changes, in topology order. ``determined`` holds
+    every status the heartbeat decides, changed or not (objects the rules
+    leave unchanged, R3, R8, R17's NO_MONITOR, R18, are not in it): what the
+    database must show after this heartbeat, whatever it showed before.
     """
 
     load_balancer_id: Id | None = None
@@ -49,6 +55,7 @@ class StatusOutcome:
     members: Changes = ()
     healthy: bool = False  # refresh amphora_health.last_update (R23, R24)
     names_unknown_objects: bool = False  # refresh the topology (R25)
+    determined: tuple[StatusWrite, ...] = dataclasses.field(default=(), compare=False)
 
     @property
     def changed(self) -> bool:
@@ -166,6 +173,7 @@ def evaluate(lb: LoadBalancerTopology, hb: Heartbeat) -> StatusOutcome:
     degraded = False  # R2, R9: only an ONLINE load balancer becomes DEGRADED
     failed = False  # R7, R20
 
+    determined: list[StatusWrite] = []
     listener_changes: list[tuple[Id, str]] = []
     known_listeners: set[Id] = set()
     for listener in lb.listeners:
@@ -176,29 +184,31 @@ def evaluate(lb: LoadBalancerTopology, hb: Heartbeat) -> StatusOutcome:
         else:
             new = _LISTENER_STATUS.get(state)
             degraded |= state is ListenerState.FULL
-        if new is not None and new != listener.operating_status:
-            listener_changes.append((listener.id, new))
+        _decide(determined, listener_changes, "listener", listener, new)
 
     pool_changes: list[tuple[Id, str]] = []
+    member_decided: list[StatusWrite] = []
     member_changes: list[tuple[Id, str]] = []
     unknown = not known_listeners.issuperset(reported_listeners)
     for pool in lb.pools:
         seen = reported_pools.get(pool.id)
         if seen is None:
-            if pool.operating_status != c.OFFLINE:  # R10: members keep theirs
-                pool_changes.append((pool.id, c.OFFLINE))
+            _decide(determined, pool_changes, "pool", pool, c.OFFLINE)  # R10: members keep theirs
             continue
-        new, member_down, names_unknown = _evaluate_pool(pool, seen, member_changes)
+        new, member_down, names_unknown = _evaluate_pool(
+            pool, seen, member_decided, member_changes
+        )
         unknown |= names_unknown
         failed |= seen.state is PoolState.DOWN
         degraded |= member_down and seen.state is PoolState.UP
-        if new is not None and new != pool.operating_status:
-            pool_changes.append((pool.id, new))
+        _decide(determined, pool_changes, "pool", pool, new)
+    determined.extend(member_decided)
 
     if failed:
         lb_status = c.ERROR
     elif degraded and lb_status == c.ONLINE:
         lb_status = c.DEGRADED
+    determined.insert(0, StatusWrite("load_balancer", lb.id, lb_status))
 
     known_pools = {pool.id for pool in lb.pools}
     unknown |= not known_pools.issuperset(reported_pools)
@@ -214,11 +224,30 @@ def evaluate(lb: LoadBalancerTopology, hb: Heartbeat) -> StatusOutcome:
         members=tuple(member_changes),
         healthy=is_healthy(lb, hb),
         names_unknown_objects=unknown,
+        determined=tuple(determined),
     )
 
 
+def _decide(
+    determined: list[StatusWrite],
+    changes: list[tuple[Id, str]],
+    table: str,
+    obj: ListenerTopology | PoolTopology | MemberTopology,
+    new: str | None,
+) -> None:
+    """Record a status the rules decided (None: left unchanged), and whether it changes."""
+    if new is None:
+        return
+    determined.append(StatusWrite(table, obj.id, new))
+    if new != obj.operating_status:
+        changes.append((obj.id, new))
+
+
 def _evaluate_pool(
-    pool: PoolTopology, seen: _PoolSeen, member_changes: list[tuple[Id, str]]
+    pool: PoolTopology,
+    seen: _PoolSeen,
+    member_decided: list[StatusWrite],
+    member_changes: list[tuple[Id, str]],
 ) -> tuple[str | None, bool, bool]:
     """One reported pool: (its new status, a member is DOWN, names unknown members)."""
     new = _POOL_STATUS.get(seen.state)
@@ -232,8 +261,7 @@ def _evaluate_pool(
         else:
             member_new = _MEMBER_STATUS.get(state)
             member_down |= state is MemberState.DOWN
-        if member_new is not None and member_new != member.operating_status:
-            member_changes.append((member.id, member_new))
+        _decide(member_decided, member_changes, "member", member, member_new)
     if member_down and new == c.ONLINE:
         new = c.DEGRADED  # R9
     names_unknown = len(seen.members) > 0 and not {m.id for m in pool.members}.issuperset(
@@ -266,6 +294,20 @@ def evaluate_amphora(amphora: AmphoraTopology | None, hb: Heartbeat) -> StatusOu
     if lb is None:
         return StatusOutcome(healthy=not hb.listeners)
     return evaluate(lb, hb)
+
+
+def digest(determined: Iterable[StatusWrite]) -> int:
+    """A stable signed 64-bit fingerprint of determined statuses (order-independent).
+
+    The same in every manager process (unlike ``hash``), so managers compare
+    what the database shows against it.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for w in sorted(determined, key=lambda w: (w.table, w.id)):
+        h.update(w.table.encode())
+        h.update(w.id)
+        h.update(w.operating_status.encode())
+    return int.from_bytes(h.digest(), "big", signed=True)
 
 
 # --- folding an outcome back into the topology ------------------------------

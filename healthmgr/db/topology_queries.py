@@ -2,8 +2,13 @@
 
 Four queries per chunk of ids, whatever the count: amphorae with their load
 balancers, then the listeners, pools and members of those load balancers.
-Objects whose provisioning status is DELETED are left out (an amphora whose
-load balancer is DELETED gets ``load_balancer=None``).
+Objects whose provisioning status is DELETED are left out, except a DELETED
+load balancer, which comes without listeners or pools so that the rules can
+tell its amphora from a spare one (R27). DELETED amphorae are absent.
+
+A row that cannot be read (an id that is not a UUID, a status outside the
+vocabulary) is left out and reported as a :class:`RefusedRow`, never allowed
+to fail the load of the other amphorae in its batch.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from healthmgr import constants as C
+from healthmgr.batch import RefusedRow
 from healthmgr.db.models import Amphora, Listener, LoadBalancer, Member, Pool
 from healthmgr.topology import (
     AmphoraTopology,
@@ -43,19 +49,38 @@ def chunks(items: Sequence[T], size: int | None = None) -> Iterator[Sequence[T]]
 
 
 def id_bytes(text: str) -> Id:
-    """``wire.values.id_bytes`` for canonical UUID text, without uuid.UUID (faster)."""
-    return bytes.fromhex(text.replace("-", ""))
+    """``wire.values.id_bytes`` for UUID text, without uuid.UUID (faster).
+
+    ValueError when ``text`` is not 32 hex digits (with or without dashes).
+    """
+    raw = bytes.fromhex(text.replace("-", ""))
+    if len(raw) != 16:
+        raise ValueError(f"{text!r} is not a UUID")
+    return raw
 
 
 def _opt_id(text: str | None) -> Id | None:
     return None if text is None else id_bytes(text)
 
 
-def load_amphorae(conn: sa.Connection, amphora_ids: Collection[Id]) -> dict[Id, AmphoraTopology]:
+class Refusals:
+    """Rows left out of a load, with why; shared by the builders of one load."""
+
+    def __init__(self) -> None:
+        self.rows: list[RefusedRow] = []
+
+    def add(self, table: str, key: object, amphora: str | None, error: Exception) -> None:
+        self.rows.append(RefusedRow(table, str(key), amphora, "unreadable", str(error)[:200]))
+
+
+def load_amphorae(
+    conn: sa.Connection, amphora_ids: Collection[Id], refusals: Refusals | None = None
+) -> dict[Id, AmphoraTopology]:
+    refusals = refusals if refusals is not None else Refusals()
     wanted = sorted({id_str(i) for i in amphora_ids})
     out: dict[Id, AmphoraTopology] = {}
     for part in chunks(wanted):
-        # Amphorae and their (live) load balancers in one query.
+        # Amphorae and their load balancers in one query.
         rows = conn.execute(
             sa.select(
                 _amp.c.id,
@@ -66,33 +91,40 @@ def load_amphorae(conn: sa.Connection, amphora_ids: Collection[Id]) -> dict[Id, 
                 _lb.c.provisioning_status,
                 _lb.c.operating_status,
             )
-            .select_from(
-                _amp.outerjoin(
-                    _lb,
-                    sa.and_(
-                        _lb.c.id == _amp.c.load_balancer_id,
-                        _lb.c.provisioning_status != C.DELETED,
-                    ),
-                )
-            )
+            .select_from(_amp.outerjoin(_lb, _lb.c.id == _amp.c.load_balancer_id))
             .where(_amp.c.id.in_(part))
             .where(_amp.c.status != C.DELETED)
         ).all()
-        lbs = _build_lbs(conn, {r.lb_id: r for r in rows if r.lb_id is not None})
+        live = {r.lb_id: r for r in rows if r.lb_id is not None}
+        lbs = _build_lbs(conn, live, refusals)
         for r in rows:
-            out[id_bytes(r.id)] = AmphoraTopology(
-                id=id_bytes(r.id),
-                status=r.status,
-                role=r.role,
-                load_balancer=lbs.get(r.lb_id) if r.lb_id is not None else None,
-            )
+            try:
+                amp = _amphora(r, lbs)
+            except ValueError as exc:
+                refusals.add("amphora", r.id, r.id, exc)
+                continue
+            if amp is not None:
+                out[amp.id] = amp
     return out
 
 
+def _amphora(r: sa.Row, lbs: dict[str, LoadBalancerTopology]) -> AmphoraTopology | None:
+    """None when its load balancer could not be read (reported already)."""
+    if r.status not in C.AMPHORA_STATUSES:
+        raise ValueError(f"amphora status {r.status!r} is not one of {C.AMPHORA_STATUSES}")
+    lb = None
+    if r.lb_id is not None:
+        lb = lbs.get(r.lb_id)
+        if lb is None:
+            return None
+    return AmphoraTopology(id=id_bytes(r.id), status=r.status, role=r.role, load_balancer=lb)
+
+
 def load_load_balancers(
-    conn: sa.Connection, lb_ids: Collection[str]
+    conn: sa.Connection, lb_ids: Collection[str], refusals: Refusals | None = None
 ) -> dict[str, LoadBalancerTopology]:
     """Topologies keyed by textual id (the form amphora rows refer to)."""
+    refusals = refusals if refusals is not None else Refusals()
     out: dict[str, LoadBalancerTopology] = {}
     for part in chunks(sorted(lb_ids)):
         rows = conn.execute(
@@ -105,31 +137,49 @@ def load_load_balancers(
             .where(_lb.c.id.in_(part))
             .where(_lb.c.provisioning_status != C.DELETED)
         ).all()
-        out.update(_build_lbs(conn, {r.lb_id: r for r in rows}))
+        out.update(_build_lbs(conn, {r.lb_id: r for r in rows}, refusals))
     return out
 
 
-def _build_lbs(conn: sa.Connection, lb_rows: dict[str, sa.Row]) -> dict[str, LoadBalancerTopology]:
-    """Rows carrying lb_id/enabled/statuses -> topologies (3 queries)."""
+def _build_lbs(
+    conn: sa.Connection, lb_rows: dict[str, sa.Row], refusals: Refusals
+) -> dict[str, LoadBalancerTopology]:
+    """Rows carrying lb_id/enabled/statuses -> topologies (3 queries).
+
+    A DELETED load balancer comes without listeners and pools.
+    """
     if not lb_rows:
         return {}
-    live = sorted(lb_rows)
-    listeners = _listeners_by_lb(conn, live)
-    pools = _pools_by_lb(conn, live)
-    return {
-        lb_id: LoadBalancerTopology(
-            id=id_bytes(lb_id),
-            enabled=bool(r.enabled),
-            provisioning_status=r.provisioning_status,
-            operating_status=r.operating_status,
-            listeners=tuple(listeners.get(lb_id, ())),
-            pools=tuple(pools.get(lb_id, ())),
-        )
-        for lb_id, r in lb_rows.items()
-    }
+    live = sorted(k for k, r in lb_rows.items() if r.provisioning_status != C.DELETED)
+    listeners = _listeners_by_lb(conn, live, refusals) if live else {}
+    pools = _pools_by_lb(conn, live, refusals) if live else {}
+    out: dict[str, LoadBalancerTopology] = {}
+    for lb_id, r in lb_rows.items():
+        try:
+            _check_statuses(r.provisioning_status, r.operating_status)
+            out[lb_id] = LoadBalancerTopology(
+                id=id_bytes(lb_id),
+                enabled=bool(r.enabled),
+                provisioning_status=r.provisioning_status,
+                operating_status=r.operating_status,
+                listeners=tuple(listeners.get(lb_id, ())),
+                pools=tuple(pools.get(lb_id, ())),
+            )
+        except ValueError as exc:
+            refusals.add("load_balancer", lb_id, None, exc)
+    return out
 
 
-def _listeners_by_lb(conn: sa.Connection, lb_ids: Sequence[str]) -> dict[str, list]:
+def _check_statuses(provisioning: str | None, operating: str) -> None:
+    if provisioning is not None and provisioning not in C.PROVISIONING_STATUSES:
+        raise ValueError(f"provisioning_status {provisioning!r} is not a known status")
+    if operating not in C.OPERATING_STATUSES:
+        raise ValueError(f"operating_status {operating!r} is not a known status")
+
+
+def _listeners_by_lb(
+    conn: sa.Connection, lb_ids: Sequence[str], refusals: Refusals
+) -> dict[str, list]:
     rows = conn.execute(
         sa.select(
             _listener.c.id,
@@ -144,18 +194,24 @@ def _listeners_by_lb(conn: sa.Connection, lb_ids: Sequence[str]) -> dict[str, li
     ).all()
     out: dict[str, list[ListenerTopology]] = defaultdict(list)
     for r in rows:
-        out[r.load_balancer_id].append(
-            ListenerTopology(
+        try:
+            _check_statuses(None, r.operating_status)
+            listener = ListenerTopology(
                 id=id_bytes(r.id),
                 enabled=bool(r.enabled),
                 operating_status=r.operating_status,
                 default_pool_id=_opt_id(r.default_pool_id),
             )
-        )
+        except ValueError as exc:
+            refusals.add("listener", r.id, None, exc)
+            continue
+        out[r.load_balancer_id].append(listener)
     return out
 
 
-def _pools_by_lb(conn: sa.Connection, lb_ids: Sequence[str]) -> dict[str, list]:
+def _pools_by_lb(
+    conn: sa.Connection, lb_ids: Sequence[str], refusals: Refusals
+) -> dict[str, list]:
     pool_rows = conn.execute(
         sa.select(_pool.c.id, _pool.c.load_balancer_id, _pool.c.enabled, _pool.c.operating_status)
         .where(_pool.c.load_balancer_id.in_(lb_ids))
@@ -171,24 +227,32 @@ def _pools_by_lb(conn: sa.Connection, lb_ids: Sequence[str]) -> dict[str, list]:
     ).all()
     members: dict[str, list[MemberTopology]] = defaultdict(list)
     for m in member_rows:
-        members[m.pool_id].append(
-            MemberTopology(
+        try:
+            _check_statuses(None, m.operating_status)
+            member = MemberTopology(
                 id=id_bytes(m.id),
                 pool_id=id_bytes(m.pool_id),
                 enabled=bool(m.enabled),
                 operating_status=m.operating_status,
             )
-        )
+        except ValueError as exc:
+            refusals.add("member", m.id, None, exc)
+            continue
+        members[m.pool_id].append(member)
     out: dict[str, list[PoolTopology]] = defaultdict(list)
     for p in pool_rows:
-        out[p.load_balancer_id].append(
-            PoolTopology(
+        try:
+            _check_statuses(None, p.operating_status)
+            pool = PoolTopology(
                 id=id_bytes(p.id),
                 enabled=bool(p.enabled),
                 operating_status=p.operating_status,
                 members=tuple(members.get(p.id, ())),
             )
-        )
+        except ValueError as exc:
+            refusals.add("pool", p.id, None, exc)
+            continue
+        out[p.load_balancer_id].append(pool)
     return out
 
 
@@ -200,4 +264,10 @@ def amphora_ids_of(conn: sa.Connection, lb_id: Id) -> list[Id]:
         .where(_amp.c.status != C.DELETED)
         .order_by(_amp.c.id)
     ).scalars()
-    return [id_bytes(r) for r in rows]
+    out = []
+    for r in rows:
+        try:
+            out.append(id_bytes(r))
+        except ValueError:
+            continue  # an unreadable id: load_amphorae reports it when asked for it
+    return out

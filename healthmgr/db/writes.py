@@ -15,15 +15,23 @@ Semantics, the same on every dialect:
 
 - health: ``last_update`` only moves forward (GREATEST / MAX); ``busy`` is
   False on insert and never touched by an update;
+- reports (``healthmgr_amphora``): a row moves only to a newer
+  ``report_order``; the flush locks the rows first (``FOR UPDATE``; SQLite's
+  BEGIN IMMEDIATE), so it knows which of its reports are the newest any
+  manager processed and which of those determine other statuses than the
+  database holds: only those write statuses;
 - stats (absolute counters): applied only when ``seq`` is newer than the
   row's ``last_seq``, adding ``value - last_value`` under the same epoch, or
-  ``value`` after an epoch change or when a counter went backwards; the
-  comparison happens in the database, so several managers sharing one
+  ``value`` after an epoch change or when a counter went backwards (a reset);
+  the comparison happens in the database, so several managers sharing one
   amphora's heartbeats count every byte once. A new row counts the full
   value (HAProxy's counters since it started). Updates of one row within a
   batch are applied in ``seq`` order;
 - stats (deltas, Octavia v3): added whatever their order; ``last_seq`` and
-  ``active_connections`` follow the newest.
+  ``active_connections`` follow the newest;
+- every total saturates at 2**63-1 (the BIGINT maximum) instead of
+  overflowing: the database never refuses a sum, and one amphora's absurd
+  counters spoil only its own statistics (schema/heartbeat.md, "Counters").
 """
 
 from __future__ import annotations
@@ -36,7 +44,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from healthmgr import constants as C
-from healthmgr.batch import STATUS_TABLES, HealthBump, StatsUpdate, StatusWrite
+from healthmgr.batch import (
+    STATUS_TABLES,
+    HealthBump,
+    RefusedRow,
+    ReportWrite,
+    StatsUpdate,
+    StatusWrite,
+)
 
 COUNTERS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
 MAX_COUNTER = 2**63 - 1  # BIGINT
@@ -100,26 +115,44 @@ def stats_problem(s: StatsUpdate) -> str | None:
     return None
 
 
-def valid_parts(
-    statuses: Iterable[StatusWrite], stats: Iterable[StatsUpdate]
-) -> tuple[list[StatusWrite], list[StatsUpdate], list[str]]:
-    """Split off what the database would reject, with a reason for each."""
-    ok_statuses: list[StatusWrite] = []
-    ok_stats: list[StatsUpdate] = []
-    problems: list[str] = []
-    for w in statuses:
+def report_problem(r: ReportWrite) -> str | None:
+    if not 0 <= r.order <= MAX_COUNTER:
+        return f"report order {r.order} of amphora {text_id(r.amphora_id)} is outside 0..2**63-1"
+    for w in r.statuses:
         problem = status_problem(w)
         if problem:
-            problems.append(problem)
-        else:
-            ok_statuses.append(w)
-    for s in stats:
-        problem = stats_problem(s)
+            return problem
+    return None
+
+
+def stats_key(s: StatsUpdate) -> str:
+    return f"{text_id(s.listener_id)}/{text_id(s.amphora_id)}"
+
+
+def valid_parts(
+    reports: Iterable[ReportWrite], stats: Iterable[StatsUpdate]
+) -> tuple[list[ReportWrite], list[StatsUpdate], list[RefusedRow]]:
+    """Split off what the database would refuse, checked before writing."""
+    ok_reports: list[ReportWrite] = []
+    ok_stats: list[StatsUpdate] = []
+    refused: list[RefusedRow] = []
+    for r in reports:
+        problem = report_problem(r)
         if problem:
-            problems.append(problem)
+            amp = text_id(r.amphora_id)
+            refused.append(RefusedRow("healthmgr_amphora", amp, amp, "out_of_range", problem))
         else:
-            ok_stats.append(s)
-    return ok_statuses, ok_stats, problems
+            ok_reports.append(r)
+    for u in stats:
+        problem = stats_problem(u)
+        if problem:
+            refused.append(
+                RefusedRow("listener_statistics", stats_key(u), text_id(u.amphora_id),
+                           "out_of_range", problem)
+            )
+        else:
+            ok_stats.append(u)
+    return ok_reports, ok_stats, refused
 
 
 # --- statements -------------------------------------------------------------
@@ -136,13 +169,23 @@ class Statement:
 Col = Callable[[str], str]  # column name -> SQL naming the old or the new value
 
 
+def saturating_add(total: str, delta: str) -> str:
+    """``total + delta`` (both >= 0), at most MAX_COUNTER: never overflows BIGINT.
+
+    ``MAX - total`` cannot overflow, and the sum is computed only when it fits.
+    """
+    top = MAX_COUNTER
+    return f"CASE WHEN {delta} > {top} - {total} THEN {top} ELSE {total} + {delta} END"
+
+
 def _accumulate(col: str, old: Col, new: Col) -> str:
-    """``old.col + delta`` where the delta comes from absolute counters."""
+    """``old.col + delta`` (saturating) where the delta comes from absolute counters."""
     value, last = new(f"last_{col}"), old(f"last_{col}")
-    return (
-        f"{old(col)} + CASE WHEN {old('counters_epoch')} = {new('counters_epoch')} "
-        f"AND {value} >= {last} THEN {value} - {last} ELSE {value} END"
+    delta = (
+        f"(CASE WHEN {old('counters_epoch')} = {new('counters_epoch')} "
+        f"AND {value} >= {last} THEN {value} - {last} ELSE {value} END)"
     )
+    return saturating_add(old(col), delta)
 
 
 def _absolute_sets(old: Col, new: Col) -> list[tuple[str, str]]:
@@ -160,7 +203,7 @@ def _absolute_sets(old: Col, new: Col) -> list[tuple[str, str]]:
 
 def _delta_sets(old: Col, new: Col) -> list[tuple[str, str]]:
     """Assignments of a delta update (without last_seq)."""
-    sets = [(c, f"{old(c)} + {new(c)}") for c in COUNTERS]
+    sets = [(c, saturating_add(old(c), new(c))) for c in COUNTERS]
     newer = f"{old('last_seq')} < {new('last_seq')}"
     sets.append(
         (
@@ -353,14 +396,109 @@ def stats_params(dialect: str, updates: Sequence[StatsUpdate], now: dt.datetime)
     return rows
 
 
-# --- status writes ----------------------------------------------------------
+# --- reports and the status writes they carry ----------------------------------
+
+REPORT_COLUMNS = (
+    "amphora_id",
+    "report_order",
+    "report_digest",
+    "observed_by",
+    "observed_at",
+    "healthy",
+    "native_since",
+)
 
 
-def status_groups(writes: Iterable[StatusWrite]) -> list[tuple[str, list[_Row]]]:
-    """Per table (in lock order): the last write per id, sorted by id."""
+def report_lock_sql(dialect: str, count: int) -> str:
+    """Read (and lock, on the servers) the report rows of ``count`` amphorae, by id."""
+    base = "SELECT amphora_id, report_order, report_digest FROM healthmgr_amphora WHERE "
+    if dialect == "postgresql":
+        return base + "amphora_id = ANY(%(ids)s::varchar[]) ORDER BY amphora_id FOR UPDATE"
+    mark = "?" if dialect == "sqlite" else "%s"
+    where = f"amphora_id IN ({', '.join(mark for _ in range(count))}) ORDER BY amphora_id"
+    return base + where + (" FOR UPDATE" if dialect == "mysql" else "")
+
+
+def report_statement(dialect: str) -> Statement:
+    """Upsert of report rows; a row only ever moves to a newer report_order."""
+    columns = ", ".join(REPORT_COLUMNS)
+    moved = ("report_digest", "observed_by", "observed_at", "healthy")
+    if dialect in ("sqlite", "postgresql"):
+        new = "excluded." if dialect == "sqlite" else "EXCLUDED."
+        sets = ", ".join(f"{c} = {new}{c}" for c in ("report_order", *moved))
+        sets += f", native_since = COALESCE(healthmgr_amphora.native_since, {new}native_since)"
+        if dialect == "sqlite":
+            values = "VALUES (" + ", ".join("?" for _ in REPORT_COLUMNS) + ")"
+        else:
+            values = (
+                "SELECT u.id, u.ord, u.dg, %(by)s, u.at, u.ok, u.nat FROM unnest("
+                "%(id)s::varchar[], %(ord)s::bigint[], %(dg)s::bigint[], %(at)s::timestamp[], "
+                "%(ok)s::boolean[], %(nat)s::timestamp[]) AS u(id, ord, dg, at, ok, nat)"
+            )
+        return Statement(
+            f"INSERT INTO healthmgr_amphora ({columns}) {values} "
+            f"ON CONFLICT (amphora_id) DO UPDATE SET {sets} "
+            f"WHERE healthmgr_amphora.report_order < {new}report_order",
+            arrays=dialect == "postgresql",
+        )
+    if dialect == "mysql":
+        newer = "report_order < VALUES(report_order)"
+        sets = [f"{c} = IF({newer}, VALUES({c}), {c})" for c in moved]
+        sets.append("native_since = COALESCE(native_since, VALUES(native_since))")
+        sets.append("report_order = GREATEST(report_order, VALUES(report_order))")  # last
+        placeholders = ", ".join("%s" for _ in REPORT_COLUMNS)
+        return Statement(
+            f"INSERT INTO healthmgr_amphora ({columns}) VALUES ({placeholders}) "
+            f"ON DUPLICATE KEY UPDATE {', '.join(sets)}",
+            arrays=False,
+        )
+    raise ValueError(f"unsupported database dialect {dialect!r}")
+
+
+def report_params(dialect: str, reports: Sequence[ReportWrite], manager: str) -> Any:
+    """Driver parameters for ``report_statement``, rows sorted by amphora id."""
+    rows = sorted(reports, key=lambda r: r.amphora_id)
+    ids = [text_id(r.amphora_id) for r in rows]
+    native = [r.observed_at if r.native else None for r in rows]
+    if dialect == "postgresql":
+        return {
+            "id": ids,
+            "ord": [r.order for r in rows],
+            "dg": [r.digest for r in rows],
+            "by": manager,
+            "at": [r.observed_at for r in rows],
+            "ok": [r.healthy for r in rows],
+            "nat": native,
+        }
+    if dialect == "sqlite":
+        return [
+            (i, r.order, r.digest, manager, sqlite_time(r.observed_at), int(r.healthy),
+             sqlite_time(n) if n else None)
+            for i, r, n in zip(ids, rows, native, strict=True)
+        ]
+    return [
+        (i, r.order, r.digest, manager, r.observed_at, r.healthy, n)
+        for i, r, n in zip(ids, rows, native, strict=True)
+    ]
+
+
+def status_groups(reports: Iterable[ReportWrite]) -> list[tuple[str, list[_Row]]]:
+    """Per table (in lock order) the statuses the reports determined, sorted by id.
+
+    Two reports naming one object (the amphorae of an ACTIVE_STANDBY pair):
+    the heartbeat that proves the later time wins, as the later one would in
+    Octavia, where every heartbeat reads and writes the database.
+    """
+    chosen: dict[tuple[str, bytes], tuple[dt.datetime, str]] = {}
+    for r in reports:
+        for w in r.statuses:
+            key = (w.table, w.id)
+            held = chosen.get(key)
+            if held is None or r.observed_at > held[0]:
+                chosen[key] = (r.observed_at, w.operating_status)
     per_table: dict[str, dict[bytes, str]] = {t: {} for t in STATUS_TABLE_ORDER}
-    for w in writes:
-        per_table[w.table][w.id] = w.operating_status
+    for (table, obj), (_, value) in chosen.items():
+        per_table[table][obj] = value
     return [
         (table, [{"b_id": text_id(k), "b_status": v} for k, v in sorted(rows.items())])
         for table, rows in per_table.items()

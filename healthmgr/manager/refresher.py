@@ -9,6 +9,7 @@ import trio
 
 from healthmgr.db.store import Store
 from healthmgr.manager.ingest import Ingest
+from healthmgr.manager.quarantine import Quarantine
 from healthmgr.metrics import Metrics
 
 log = structlog.get_logger("healthmgr.refresher")
@@ -22,11 +23,14 @@ MIN_TTL_BUDGET = 50
 
 
 class Refresher:
-    def __init__(self, store: Store, ingest: Ingest, metrics: Metrics) -> None:
+    def __init__(
+        self, store: Store, ingest: Ingest, metrics: Metrics, quarantine: Quarantine | None = None
+    ) -> None:
         self.store = store
         self.ingest = ingest
         self.view = ingest.view
         self.metrics = metrics
+        self.quarantine = quarantine or Quarantine(metrics)
         self._wake = trio.Event()
 
     def poke(self) -> None:
@@ -54,12 +58,14 @@ class Refresher:
         if not ids:
             return
         try:
-            found = await trio.to_thread.run_sync(self.store.load_topologies, ids)
+            loaded = await trio.to_thread.run_sync(self.store.load_topologies, ids)
         except Exception as exc:  # database down: ask again next round
             log.error("topology load failed", error=str(exc).splitlines()[0], amphorae=len(ids))
             self.view.want_again(ids)
             return
+        if loaded.refused:
+            self.quarantine.refused(loaded.refused, event="unreadable row left out of a topology")
         self.metrics.count_topology_refresh(len(ids))
-        released = self.view.install(ids, found, time.monotonic())
+        released = self.view.install(ids, loaded.found, time.monotonic())
         self.ingest.release(released, time.monotonic())
         self.ingest.publish()

@@ -3,6 +3,11 @@
 No I/O here. Heartbeats of amphorae the cache does not hold wait (bounded)
 while the refresher loads their topology in one batch; the view says which
 amphorae it wants loaded and installs what the store returns.
+
+Each applied heartbeat goes through the one implementation of the rules
+(``status.evaluate_amphora``, ``replay.alive_at_ms``); the view only caches
+their last outcome per amphora, so the steady state of a fleet (same report,
+same topology) costs a hash compare.
 """
 
 from __future__ import annotations
@@ -13,22 +18,40 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from healthmgr import status
-from healthmgr.manager.pending import Pending
+from healthmgr.batch import StatusWrite
+from healthmgr.manager.pending import Pending, Report
 from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
-from healthmgr.wire.values import Heartbeat, Id
+from healthmgr.wire.replay import alive_at_ms
+from healthmgr.wire.values import Heartbeat, Id, WireFormat
 
 WAITING_PER_AMPHORA = 4  # heartbeats held per amphora while its topology loads
 # Full topologies are needed only when a report changes, so only the most
 # recently used are kept; every amphora keeps hashes (see _Amphora).
 MAX_CACHED_LBS = 20_000
+MAX_EVENTS = 10_000  # verdict events held between two drains (the rest are counted)
 
 
 class Applied(enum.Enum):
     ACCEPTED = "accepted"
     QUEUED = "queued"  # waiting for its topology
     UNKNOWN_AMPHORA = "unknown_amphora"
-    LATE = "late"  # applied, but too late to refresh amphora_health
+    LATE = "late"  # processed too late: no status and no health refresh (as Octavia)
     UNHEALTHY = "unhealthy"  # applied; listener count differs: no health refresh
+
+
+class Event(NamedTuple):
+    """Something the daemon logs (rate-limited) and counts: a verdict with its reason."""
+
+    kind: str  # "listener_count_mismatch", "late"
+    amphora_id: Id
+    lb_id: Id | None
+    detail: dict[str, object]
+
+
+class _Verdict(NamedTuple):
+    digest: int
+    determined: tuple[StatusWrite, ...]
+    healthy: bool
 
 
 @dataclass(slots=True)
@@ -36,12 +59,15 @@ class _Amphora:
     lb_id: Id | None
     known: bool
     fetched_at: float  # monotonic seconds
-    # The last evaluation: skipped when neither the reported statuses nor the
-    # load balancer (by its hash) changed since: the steady state of a fleet.
+    status: str = ""
+    role: str | None = None
+    # The last evaluation: reused while neither the reported statuses nor the
+    # load balancer (by its hash) changed: the steady state of a fleet.
     last_report: int = 0
     lb_hash: int = 0
-    last_healthy: bool = False
+    verdict: _Verdict | None = None
     bumped_ms: int = -(2**62)  # last_update last handed to the writer
+    stats_ms: int = -(2**62)  # arrival of the last heartbeat whose counters were kept
 
 
 def _report_hash(hb: Heartbeat) -> int:
@@ -56,6 +82,13 @@ class Arrival(NamedTuple):
     mono: float  # monotonic seconds at arrival
     wall_ms: int  # wall clock at arrival
     newest: bool = True  # the amphora's highest sequence so far
+
+    @property
+    def order(self) -> int:
+        """Recency across managers: the native sequence number, or the arrival
+        time of an Octavia heartbeat (its agent restarts its sequence at 0)."""
+        hb = self.heartbeat
+        return hb.seq if hb.format is WireFormat.NATIVE else self.wall_ms
 
 
 class View:
@@ -82,6 +115,8 @@ class View:
         self._wanted: set[Id] = set()
         self._refreshed_at: dict[Id, float] = {}  # lb id -> last forced refresh
         self.superseded = 0  # waiting heartbeats dropped for newer ones
+        self.events: list[Event] = []
+        self.events_dropped = 0
 
     # -- what the refresher needs -------------------------------------------
     def wanted(self, limit: int) -> list[Id]:
@@ -121,10 +156,14 @@ class View:
             lb = topo.load_balancer if topo else None
             old = self._amps.pop(amp_id, None)
             entry = _Amphora(lb.id if lb else None, topo is not None, now)
-            if old is not None and old.lb_id == entry.lb_id:
+            if topo is not None:
+                entry.status, entry.role = topo.status, topo.role
+            if old is not None and old.lb_id == entry.lb_id and old.status == entry.status:
                 # Keep the last verdict: it still holds if the hash did not move.
                 entry.last_report, entry.lb_hash = old.last_report, old.lb_hash
-                entry.last_healthy, entry.bumped_ms = old.last_healthy, old.bumped_ms
+                entry.verdict, entry.bumped_ms = old.verdict, old.bumped_ms
+            if old is not None:
+                entry.stats_ms = old.stats_ms
             self._amps[amp_id] = entry  # re-inserted: the dict stays in fetch order
             if lb is not None:
                 self._cache_lb(lb)
@@ -150,54 +189,94 @@ class View:
             return self._wait(arrival)
         if not entry.known:
             return Applied.UNKNOWN_AMPHORA
-        if entry.lb_id is None:
-            healthy = not hb.listeners  # R27: a spare amphora serves nothing
-        elif not arrival.newest:
-            healthy = entry.last_healthy  # a late heartbeat writes no statuses
-        else:
-            verdict = self._apply_status(entry, hb, now)
-            if verdict is None:  # its load balancer left the cache: load it first
-                return self._wait(arrival)
-            healthy = verdict
-        if hb.counters_are_deltas or hb.seq % self.stats_every == 0:
-            # Absolute counters: skipping a heartbeat loses nothing, the next carries it.
-            self.pending.stats(hb)
-        if not healthy:
-            return Applied.UNHEALTHY
-        if now - arrival.mono > self.late_after:
+        self._keep_stats(entry, hb, arrival.wall_ms)
+        delay = now - arrival.mono
+        if delay >= self.late_after:
+            # Octavia ignores such a heartbeat (no status, no health): whatever it
+            # says is older than what the next one will say. Its counters are kept.
+            self._event("late", hb.amphora_id, entry.lb_id, delay=round(delay, 3))
             return Applied.LATE
         # A replayed or delayed heartbeat proves life only up to its send time.
-        alive_ms = min(arrival.wall_ms, hb.sent_at_ms)
+        alive_ms = alive_at_ms(hb.sent_at_ms, arrival.wall_ms)
+        if arrival.newest:
+            evaluated = self._verdict(entry, hb, now)
+            if evaluated is None:  # its load balancer left the cache: load it first
+                return self._wait(arrival)
+            verdict, changed = evaluated
+            native = hb.format is WireFormat.NATIVE
+            report = Report(arrival.order, verdict.digest, verdict.determined, alive_ms,
+                            verdict.healthy, native, changed)
+            self.pending.report(hb.amphora_id, report)
+            healthy = verdict.healthy
+        else:
+            healthy = entry.verdict.healthy if entry.verdict else False  # reordered older
+        if not healthy:
+            return Applied.UNHEALTHY
         if alive_ms - entry.bumped_ms >= self.health_resolution_ms:
             entry.bumped_ms = alive_ms
             self.pending.bump(hb.amphora_id, alive_ms)
             self.pending.arrivals.append(arrival.mono)
         return Applied.ACCEPTED
 
-    def _apply_status(self, entry: _Amphora, hb: Heartbeat, now: float) -> bool | None:
-        """The listener-count verdict, writing status changes; None: topology needed."""
+    def _keep_stats(self, entry: _Amphora, hb: Heartbeat, wall_ms: int) -> None:
+        """Counters of one heartbeat in ``stats_every`` heartbeat intervals, by time.
+
+        By time, not by sequence number: with N managers receiving round robin,
+        each sees every Nth sequence number, and a test on the number could
+        skip one amphora's statistics in every manager. Absolute counters lose
+        nothing by being skipped (the next heartbeat carries them); deltas
+        (Octavia v3) are always kept.
+        """
+        every = self.stats_every
+        skip = every > 1 and not hb.counters_are_deltas
+        if skip and wall_ms - entry.stats_ms < (every - 0.5) * hb.interval_ms:
+            return
+        entry.stats_ms = wall_ms
+        self.pending.stats(hb)
+
+    def _verdict(
+        self, entry: _Amphora, hb: Heartbeat, now: float
+    ) -> tuple[_Verdict, bool] | None:
+        """What the rules say of this heartbeat (cached for the steady state) and
+        whether it changes the cached statuses; None when its load balancer must
+        be loaded first."""
         lb_id = entry.lb_id
-        assert lb_id is not None
         report = _report_hash(hb)
-        if report == entry.last_report and self._lb_hash.get(lb_id) == entry.lb_hash:
-            return entry.last_healthy  # same report, same topology: same (empty) outcome
-        lb = self._lbs.get(lb_id)
-        if lb is None:
+        lb_hash = self._lb_hash.get(lb_id) if lb_id is not None else 0
+        if entry.verdict is not None and report == entry.last_report and lb_hash == entry.lb_hash:
+            return entry.verdict, False  # same report, same topology: same outcome
+        lb = self._lbs.get(lb_id) if lb_id is not None else None
+        if lb_id is not None and lb is None:
             return None
-        outcome = status.evaluate(lb, hb)
-        writes = outcome.writes()
-        if writes:
-            lb = status.apply(lb, outcome)
-            for write in writes:
-                self.pending.status(write)
-        entry.lb_hash = self._cache_lb(lb, None if writes else self._lb_hash.get(lb_id))
-        entry.last_report, entry.last_healthy = report, outcome.healthy
-        if outcome.names_unknown_objects or not outcome.healthy:
+        amphora = AmphoraTopology(hb.amphora_id, entry.status, entry.role, lb)
+        outcome = status.evaluate_amphora(amphora, hb)
+        if lb is not None:
+            if outcome.changed:
+                lb = status.apply(lb, outcome)
+            lb_hash = self._cache_lb(lb, None if outcome.changed else lb_hash)
+        verdict = _Verdict(status.digest(outcome.determined), outcome.determined, outcome.healthy)
+        entry.verdict, entry.last_report, entry.lb_hash = verdict, report, lb_hash
+        if lb is not None and not outcome.healthy:
+            expected = sum(1 for listener in lb.listeners if listener.enabled)
+            reported = len({r.id for r in hb.listeners})
+            self._event("listener_count_mismatch", hb.amphora_id, lb_id,
+                        reported=reported, expected=expected)
+        if lb_id is not None and (outcome.names_unknown_objects or not outcome.healthy):
             # The cache may be behind the API (a new member, PENDING_UPDATE,
             # a disabled listener): re-read, and evaluate again meanwhile.
             self._want_refresh(hb.amphora_id, lb_id, now)
             entry.last_report = 0
-        return outcome.healthy
+        return verdict, outcome.changed
+
+    def _event(self, kind: str, amphora_id: Id, lb_id: Id | None, **detail: object) -> None:
+        if len(self.events) < MAX_EVENTS:
+            self.events.append(Event(kind, amphora_id, lb_id, detail))
+        else:
+            self.events_dropped += 1
+
+    def drain_events(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
 
     def _want_refresh(self, amphora_id: Id, lb_id: Id, now: float) -> None:
         if now - self._refreshed_at.get(lb_id, -1e18) < self.refresh_min_interval:

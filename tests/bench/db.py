@@ -30,8 +30,11 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 
+import datetime as dt
+
 from healthmgr import constants as C
-from healthmgr.batch import FlushBatch, HealthBump, StatsUpdate, StatusWrite
+from healthmgr import status
+from healthmgr.batch import FlushBatch, HealthBump, ReportWrite, StatsUpdate, StatusWrite
 from healthmgr.db.store import Store
 from tests.conftest import fresh_database_url
 from tests.db.factories import SeedIds, make_fleet, make_test_engine, utcnow
@@ -71,16 +74,24 @@ def make_batch(seeds: list[SeedIds], seq: int, status_changes: int) -> FlushBatc
         StatsUpdate(s.listener, s.amphora, seq, 1, 5, 1500 * seq, 9000 * seq, 3 * seq, 0)
         for s in seeds
     )
-    # A few members go down and up again: ERROR <-> ONLINE, with pool and LB.
-    flip = C.ERROR if seq % 2 else C.ONLINE
-    degraded = C.DEGRADED if seq % 2 else C.ONLINE
-    changed = seeds[: status_changes // 3]
-    statuses = (
-        tuple(StatusWrite("member", s.members[1], flip) for s in changed)
-        + tuple(StatusWrite("pool", s.pool, degraded) for s in changed)
-        + tuple(StatusWrite("load_balancer", s.load_balancer, degraded) for s in changed)
+    # Every amphora reports (its newest heartbeat); in a few a member goes down
+    # and up again: ERROR <-> ONLINE, with pool and LB. Only those write statuses.
+    flip = seq % 2 == 1
+    changed = {s.amphora for s in seeds[: status_changes // 3]}
+    reports = tuple(_report(s, seq, flip and s.amphora in changed, now) for s in seeds)
+    return FlushBatch(health=health, reports=reports, stats=stats)
+
+
+def _report(seed: SeedIds, seq: int, down: bool, now: dt.datetime) -> ReportWrite:
+    degraded = C.DEGRADED if down else C.ONLINE
+    determined = (
+        StatusWrite("load_balancer", seed.load_balancer, degraded),
+        StatusWrite("listener", seed.listener, C.ONLINE),
+        StatusWrite("pool", seed.pool, degraded),
+        *(StatusWrite("member", m, C.ERROR if down and i == 1 else C.ONLINE)
+          for i, m in enumerate(seed.members)),
     )
-    return FlushBatch(health=health, statuses=statuses, stats=stats)
+    return ReportWrite(seed.amphora, seq, status.digest(determined), determined, now, True, True)
 
 
 def bench_database(dialect: str, heartbeats: int, rounds: int, tmp: Path) -> dict[str, Any]:
@@ -104,7 +115,7 @@ def _run(engine: sa.Engine, heartbeats: int, rounds: int) -> dict[str, Any]:
 
     counter.reset()
     t0 = time.perf_counter()
-    topologies = store.load_topologies([s.amphora for s in seeds])
+    topologies = store.load_topologies([s.amphora for s in seeds]).found
     load_seconds = time.perf_counter() - t0
     assert len(topologies) == heartbeats
     load_statements = counter.count
@@ -134,7 +145,8 @@ def _run(engine: sa.Engine, heartbeats: int, rounds: int) -> dict[str, Any]:
         "batch": {
             "health_bumps": len(first.health),
             "stats_updates": len(first.stats),
-            "status_writes": len(first.statuses),
+            "reports": len(first.reports),
+            "status_writes_first": first_stats.status_rows,
         },
         "statements_per_flush": statements[-1],
         "statements_first_flush": first_statements,

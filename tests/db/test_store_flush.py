@@ -11,7 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from healthmgr import constants as C
-from healthmgr.batch import FlushBatch, HealthBump, StatsUpdate, StatusWrite
+from healthmgr import status
+from healthmgr.batch import FlushBatch, HealthBump, ReportWrite, StatsUpdate, StatusWrite
 from healthmgr.db.models import Amphora, AmphoraHealth, ListenerStatistics, Member, Pool
 from healthmgr.db.store import Store
 from healthmgr.wire.values import Id, id_str
@@ -113,19 +114,41 @@ def test_bump_returns_failover_stopped_amphorae_to_allocated(
     assert amp_status(engine, other_stopped) == C.FAILOVER_STOPPED  # not bumped
 
 
-# --- status writes ---------------------------------------------------------
+# --- reports: newest wins across managers, statuses only when they differ ----
 
 
-def test_status_writes_per_table_and_only_operating_status(engine: sa.Engine, store: Store) -> None:
-    seed = make_seed_lb(engine)
-    writes = (
-        StatusWrite("member", seed.members[1], C.ERROR),
-        StatusWrite("pool", seed.pool, C.DEGRADED),
-        StatusWrite("load_balancer", seed.load_balancer, C.DEGRADED),
-        StatusWrite("listener", seed.listener, C.ONLINE),  # no change: skipped by the WHERE
+def report(
+    seed, amp: Id, order: int, member1: str = C.ONLINE, *, at: dt.datetime | None = None,
+    healthy: bool = True, native: bool = True, cache_differs: bool = False,
+) -> ReportWrite:
+    """A report determining the seed topology with member 1 in ``member1``."""
+    lb_status = C.DEGRADED if member1 == C.ERROR else C.ONLINE
+    determined = (
+        StatusWrite("load_balancer", seed.load_balancer, lb_status),
+        StatusWrite("listener", seed.listener, C.ONLINE),
+        StatusWrite("pool", seed.pool, lb_status),
+        StatusWrite("member", seed.members[0], C.ONLINE),
+        StatusWrite("member", seed.members[1], member1),
     )
-    result = store.flush(FlushBatch(statuses=writes))
-    assert result.statements == 4
+    return ReportWrite(amp, order, status.digest(determined), determined, at or utcnow(),
+                       healthy, native, cache_differs)
+
+
+def report_row(engine: sa.Engine, amp: Id) -> sa.Row | None:
+    with engine.connect() as conn:
+        return conn.execute(
+            sa.text("SELECT report_order, report_digest, observed_by, healthy, native_since"
+                    " FROM healthmgr_amphora WHERE amphora_id = :a"),
+            {"a": id_str(amp)},
+        ).first()
+
+
+def test_report_writes_its_statuses_and_only_operating_status(
+    engine: sa.Engine, store: Store
+) -> None:
+    seed = make_seed_lb(engine)
+    result = store.flush(FlushBatch(reports=(report(seed, seed.amphora, 5, C.ERROR),)))
+    assert (result.reports_won, result.status_rows) == (1, 5)
     m, p = Member.__table__, Pool.__table__
     assert status_of(engine, m, seed.members[1]) == C.ERROR
     assert status_of(engine, m, seed.members[0]) == C.ONLINE
@@ -135,41 +158,94 @@ def test_status_writes_per_table_and_only_operating_status(engine: sa.Engine, st
             sa.select(p.c.provisioning_status).where(p.c.id == id_str(seed.pool))
         ).scalar_one()
     assert prov == C.ACTIVE
+    row = report_row(engine, seed.amphora)
+    assert (row.report_order, row.observed_by, bool(row.healthy)) == (5, "healthmgr", True)
+    assert row.native_since is not None
 
 
-def test_last_status_write_per_object_wins(engine: sa.Engine, store: Store) -> None:
-    seed = make_seed_lb(engine)
-    writes = (
-        StatusWrite("member", seed.members[0], C.ERROR),
-        StatusWrite("member", seed.members[0], C.DRAINING),
-    )
-    result = store.flush(FlushBatch(statuses=writes))
-    assert result.status_rows == 1
-    assert status_of(engine, Member.__table__, seed.members[0]) == C.DRAINING
-
-
-def test_bad_items_are_dropped_with_a_reason_and_the_rest_written(
+def test_an_older_report_flushed_later_never_overwrites_a_newer_outcome(
     engine: sa.Engine, store: Store
 ) -> None:
     seed = make_seed_lb(engine)
+    other = Store(engine, manager_id="other")
+    other.flush(FlushBatch(reports=(report(seed, seed.amphora, 4, C.ERROR),)))
+    result = store.flush(FlushBatch(reports=(report(seed, seed.amphora, 3, C.ONLINE),)))
+    assert (result.reports_won, result.status_rows) == (0, 0)
+    assert status_of(engine, Member.__table__, seed.members[1]) == C.ERROR
+    assert report_row(engine, seed.amphora).observed_by == "other"
+
+
+def test_a_manager_whose_cache_is_behind_still_corrects_the_database(
+    engine: sa.Engine, store: Store
+) -> None:
+    """Manager A wrote ERROR for a DOWN report; B, whose cache says ONLINE,
+    processes the newer UP reports: it must write ONLINE although its own
+    cache saw no change (the digest in the database differs)."""
+    seed = make_seed_lb(engine)
+    a, b = Store(engine, manager_id="a"), Store(engine, manager_id="b")
+    b.flush(FlushBatch(reports=(report(seed, seed.amphora, 1, C.ONLINE),)))
+    a.flush(FlushBatch(reports=(report(seed, seed.amphora, 2, C.ERROR),)))
+    assert status_of(engine, Member.__table__, seed.members[1]) == C.ERROR
+    result = b.flush(FlushBatch(reports=(report(seed, seed.amphora, 3, C.ONLINE),)))
+    assert result.status_rows == 5
+    assert status_of(engine, Member.__table__, seed.members[1]) == C.ONLINE
+    # The same outcome again writes no status (the steady state).
+    again = b.flush(FlushBatch(reports=(report(seed, seed.amphora, 4, C.ONLINE),)))
+    assert (again.reports_won, again.status_rows) == (1, 0)
+
+
+def test_a_report_whose_cache_differs_writes_even_with_the_same_digest(
+    engine: sa.Engine, store: Store
+) -> None:
+    """Someone else (the API) changed a status without a report: the manager's
+    re-read cache differs from what the heartbeat determines, so it writes."""
+    seed = make_seed_lb(engine)
+    store.flush(FlushBatch(reports=(report(seed, seed.amphora, 1, C.ONLINE),)))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE member SET operating_status = 'OFFLINE' WHERE id = :i"),
+                     {"i": id_str(seed.members[1])})
+    store.flush(FlushBatch(reports=(report(seed, seed.amphora, 2, C.ONLINE),)))
+    assert status_of(engine, Member.__table__, seed.members[1]) == C.OFFLINE  # same digest
+    store.flush(FlushBatch(reports=(report(seed, seed.amphora, 3, C.ONLINE, cache_differs=True),)))
+    assert status_of(engine, Member.__table__, seed.members[1]) == C.ONLINE
+
+
+def test_two_reports_naming_one_object_the_later_proof_wins(
+    engine: sa.Engine, store: Store
+) -> None:
+    """ACTIVE_STANDBY: both amphorae report the same members in one flush."""
+    seed = make_seed_lb(engine, amphorae=2)
+    master, backup = seed.amphorae
+    t0 = utcnow()
+    batch = FlushBatch(reports=(
+        report(seed, master, 10, C.ERROR, at=t0),
+        report(seed, backup, 10, C.ONLINE, at=t0 + SEC),
+    ))
+    store.flush(batch)
+    assert status_of(engine, Member.__table__, seed.members[1]) == C.ONLINE
+
+
+def test_invalid_values_are_refused_with_a_reason_and_the_rest_written(
+    engine: sa.Engine, store: Store
+) -> None:
+    seed = make_seed_lb(engine)
+    broken = report(seed, seed.amphora, 7)
+    broken = ReportWrite(broken.amphora_id, 2**63, broken.digest, broken.statuses,
+                         broken.observed_at, True, True)
     batch = FlushBatch(
-        statuses=(
-            StatusWrite("members", seed.members[0], C.ERROR),
-            StatusWrite("member", seed.members[0], "BROKEN"),
-            StatusWrite("member", seed.members[1], C.ERROR),
-        ),
+        reports=(broken,),
         stats=(
             StatsUpdate(seed.listener, seed.amphora, 1, 1, 0, 2**64 - 1, 0, 0, 0),
             StatsUpdate(seed.listener, seed.amphora, 2, 1, 0, 10, 0, 0, 0),
         ),
     )
     result = store.flush(batch)
-    assert len(result.rejected) == 3
-    assert "'members'" in result.rejected[0] and "table" in result.rejected[0]
-    assert "'BROKEN'" in result.rejected[1]
-    assert "bytes_in=18446744073709551615" in result.rejected[2]
-    assert status_of(engine, Member.__table__, seed.members[0]) == C.ONLINE
-    assert status_of(engine, Member.__table__, seed.members[1]) == C.ERROR
+    assert [(r.table, r.reason) for r in result.refused] == [
+        ("healthmgr_amphora", "out_of_range"), ("listener_statistics", "out_of_range")
+    ]
+    assert all(r.amphora_id == id_str(seed.amphora) for r in result.refused)
+    assert "bytes_in=18446744073709551615" in result.refused[1].detail
+    assert report_row(engine, seed.amphora) is None
     assert stats_of(engine, seed.listener, seed.amphora)["bytes_in"] == 10
 
 
@@ -347,22 +423,22 @@ def test_a_big_flush_is_a_handful_of_statements(engine: sa.Engine, store: Store)
     now = utcnow()
     batch = FlushBatch(
         health=tuple(HealthBump(s.amphora, now) for s in seeds),
-        statuses=tuple(StatusWrite("member", s.members[0], C.ERROR) for s in seeds)
-        + tuple(StatusWrite("pool", s.pool, C.DEGRADED) for s in seeds),
+        reports=tuple(report(s, s.amphora, 1, C.ERROR) for s in seeds),
         stats=tuple(StatsUpdate(s.listener, s.amphora, 1, 1, 1, 10, 20, 3, 0) for s in seeds),
     )
     result = store.flush(batch)
-    # upsert health, FAILOVER_STOPPED check, members, pools, stats upsert
-    assert result.statements == 5
+    # upsert health, FAILOVER_STOPPED check, lock reports, upsert reports, re-read the
+    # reports that were absent, one UPDATE per status table (4), stats upsert
+    assert result.statements == 10
     writes = [s for s in executed if not s.lstrip().upper().startswith(("BEGIN", "SAVEPOINT"))]
-    assert len(writes) == 5
-    assert (result.health_rows, result.status_rows, result.stats_rows) == (300, 600, 300)
+    assert len(writes) == 10
+    assert (result.health_rows, result.status_rows, result.stats_rows) == (300, 1500, 300)
+    assert result.reports_won == 300
 
 
 def test_a_failing_flush_writes_nothing(engine: sa.Engine, store: Store) -> None:
     seed = make_seed_lb(engine)
     amp = make_amphora(engine, with_health=False)
-    bad = StatusWrite("member", seed.members[0], C.ERROR)
 
     @sa.event.listens_for(engine, "before_cursor_execute")
     def _fail(conn, cursor, statement, params, context, executemany):
@@ -370,8 +446,10 @@ def test_a_failing_flush_writes_nothing(engine: sa.Engine, store: Store) -> None
             raise RuntimeError("database went away")
 
     with pytest.raises(RuntimeError):
-        store.flush(FlushBatch(health=(HealthBump(amp, utcnow()),), statuses=(bad,)))
+        store.flush(FlushBatch(health=(HealthBump(amp, utcnow()),),
+                               reports=(report(seed, seed.amphora, 1, C.ERROR),)))
     assert health_of(engine, amp) is None
+    assert report_row(engine, seed.amphora) is None
     sa.event.remove(engine, "before_cursor_execute", _fail)
 
 
@@ -421,10 +499,12 @@ def test_concurrent_flushes_from_two_managers(engine: sa.Engine) -> None:
 
 def test_unknown_ids_are_harmless(store: Store) -> None:
     stray = new_id()
+    determined = (StatusWrite("listener", stray, C.ERROR),)
     result = store.flush(
         FlushBatch(
-            statuses=(StatusWrite("listener", stray, C.ERROR),),
+            reports=(ReportWrite(stray, 1, status.digest(determined), determined, utcnow(),
+                                 True, True),),
             stats=(StatsUpdate(stray, stray, 1, 1, 0, 1, 1, 1, 0),),
         )
     )
-    assert result.rejected == ()
+    assert result.refused == ()

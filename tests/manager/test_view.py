@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import uuid
 
+from healthmgr.batch import ReportWrite
 from healthmgr.manager.view import Applied, Arrival, View
 from healthmgr.topology import (
     AmphoraTopology,
@@ -54,9 +56,27 @@ def loaded_view() -> View:
     return view
 
 
-def statuses(view: View) -> dict[tuple[str, bytes], str]:
+def reports(view: View) -> list[ReportWrite]:
     batch, _ = view.pending.take()
-    return {(w.table, w.id): w.operating_status for w in batch.statuses}
+    return list(batch.reports)
+
+
+def statuses(view: View) -> dict[tuple[str, bytes], str]:
+    """What the amphora's newest report determined (empty: no report pending)."""
+    found = reports(view)
+    if not found:
+        return {}
+    (report,) = found
+    return {(w.table, w.id): w.operating_status for w in report.statuses}
+
+
+def changes(view: View) -> dict[tuple[str, bytes], str]:
+    """The determined statuses, only when the report differs from the cache."""
+    found = reports(view)
+    if not found or not found[0].cache_differs:
+        return {}
+    (report,) = found
+    return {(w.table, w.id): w.operating_status for w in report.statuses}
 
 
 def test_unknown_amphora_waits_for_its_topology_then_applies() -> None:
@@ -75,34 +95,42 @@ def test_amphora_missing_from_the_database_is_unknown() -> None:
     assert len(view.pending) == 0
 
 
-def test_member_down_is_written_once_and_repeats_write_nothing() -> None:
+def test_member_down_is_determined_and_repeats_carry_the_same_digest() -> None:
     view = loaded_view()
     view.apply(Arrival(heartbeat(1, MemberState.DOWN), 0.0, 2_000), 0.0)
-    assert statuses(view) == {
-        ("member", M2): "ERROR", ("pool", POOL): "DEGRADED", ("load_balancer", LB): "DEGRADED"
+    (first,) = reports(view)
+    determined = {(w.table, w.id): w.operating_status for w in first.statuses}
+    assert determined == {
+        ("load_balancer", LB): "DEGRADED", ("listener", LST): "ONLINE",
+        ("pool", POOL): "DEGRADED", ("member", M1): "ONLINE", ("member", M2): "ERROR",
     }
+    assert first.cache_differs  # the cache said ONLINE
+    assert (first.order, first.healthy, first.native) == (1, True, True)
     view.apply(Arrival(heartbeat(2, MemberState.DOWN), 0.0, 2_000), 0.0)
-    assert statuses(view) == {}
+    (second,) = reports(view)
+    # The store writes statuses only when the digest differs from the newest
+    # report in the database (or the cache differs): the steady state writes none.
+    assert (second.order, second.digest, second.cache_differs) == (2, first.digest, False)
 
 
-def test_a_reordered_older_heartbeat_does_not_revert_statuses() -> None:
+def test_a_reordered_older_heartbeat_writes_no_report() -> None:
     view = loaded_view()
     view.apply(Arrival(heartbeat(5, MemberState.DOWN), 0.0, 2_000, newest=True), 0.0)
-    statuses(view)
+    reports(view)
     late = Arrival(heartbeat(4, MemberState.UP), 0.0, 2_000, newest=False)
     assert view.apply(late, 0.0) is Applied.ACCEPTED  # still proof of life
-    assert statuses(view) == {}
+    assert reports(view) == []
 
 
 def test_topology_change_is_seen_even_when_the_report_repeats() -> None:
     view = loaded_view()
     view.apply(Arrival(heartbeat(1), 0.0, 2_000), 0.0)
-    statuses(view)
-    # The database says member 2 went ERROR (another manager wrote it): the
-    # same all-UP report must now bring it back ONLINE.
+    reports(view)
+    # The database says member 2 went ERROR (the cache was re-read): the same
+    # all-UP report must now bring it back ONLINE, whatever digest the database holds.
     view.install([AMP], {AMP: topology(member_status="ERROR")}, now=1.0)
     view.apply(Arrival(heartbeat(2), 1.0, 3_000), 1.0)
-    assert statuses(view)[("member", M2)] == "ONLINE"
+    assert changes(view)[("member", M2)] == "ONLINE"
 
 
 def test_heartbeat_processed_too_late_does_not_refresh_health() -> None:
@@ -129,8 +157,10 @@ def test_a_failed_flush_merged_back_loses_nothing_and_keeps_newer_values() -> No
     view.pending.merge_back(batch, arrivals)
     merged, _ = view.pending.take()
     assert {b.last_update for b in merged.health} == {dt.datetime(1970, 1, 1, 0, 0, 1, 2000)}
-    written = {(w.table, w.id): w.operating_status for w in merged.statuses}
+    (report,) = merged.reports
+    written = {(w.table, w.id): w.operating_status for w in report.statuses}
     assert written[("member", M2)] == "ONLINE"
+    assert report.cache_differs  # seq 1 changed the cache and was never written
     assert [s.seq for s in merged.stats] == [2]
 
 
@@ -168,15 +198,32 @@ def test_health_update_resolution_skips_bumps_within_it() -> None:
     assert [d.second for d in sent] == [40, 0, 20]
 
 
-def test_stats_update_every_keeps_every_kth_heartbeat_only() -> None:
+def test_stats_update_every_keeps_one_heartbeat_in_k_intervals_by_time() -> None:
     view = View(ttl=300, refresh_min_interval=5, late_after=10, stats_every=3)
     view.install([AMP], {AMP: topology()}, now=0.0)
     seqs = []
-    for seq in range(1, 8):
-        view.apply(Arrival(heartbeat(seq), 0.0, 2_000), 0.0)
+    for seq in range(1, 8):  # one heartbeat per 10 s interval
+        view.apply(Arrival(heartbeat(seq), 0.0, 2_000 + seq * 10_000), 0.0)
         batch, _ = view.pending.take()
         seqs += [s.seq for s in batch.stats]
-    assert seqs == [3, 6]
+    assert seqs == [1, 4, 7]
+
+
+def test_stats_update_every_with_round_robin_managers_never_starves() -> None:
+    """Heartbeat i goes to manager i mod 2: with k = 2 a rule on the sequence
+    number could keep no statistics at all in one of the managers."""
+    managers = [View(ttl=300, refresh_min_interval=5, late_after=10, stats_every=2)
+                for _ in range(2)]
+    for view in managers:
+        view.install([AMP], {AMP: topology()}, now=0.0)
+    kept: list[list[int]] = [[], []]
+    for seq in range(1, 13):
+        view = managers[seq % 2]
+        view.apply(Arrival(heartbeat(seq), 0.0, seq * 10_000), 0.0)
+        batch, _ = view.pending.take()
+        kept[seq % 2] += [s.seq for s in batch.stats]
+    assert kept[0] and kept[1]
+    assert all(b - a <= 4 for part in kept for a, b in itertools.pairwise(part))
 
 
 def test_waiting_heartbeats_beyond_the_bound_are_counted_superseded() -> None:
@@ -186,3 +233,47 @@ def test_waiting_heartbeats_beyond_the_bound_are_counted_superseded() -> None:
     assert view.superseded == 2
     released = view.install([AMP], {AMP: topology()}, now=0.1)
     assert [a.heartbeat.seq for a in released] == [3, 4, 5, 6]
+
+
+def test_late_heartbeat_writes_no_status_and_no_health_but_keeps_its_counters() -> None:
+    """As Octavia: processed heartbeat_interval or more after arrival, it is ignored."""
+    view = loaded_view()
+    arrival = Arrival(heartbeat(1, MemberState.DOWN), 0.0, 2_000)
+    assert view.apply(arrival, 10.0) is Applied.LATE
+    batch, _ = view.pending.take()
+    assert (batch.health, batch.reports) == ((), ())
+    assert [s.seq for s in batch.stats] == [1]
+    (event,) = view.drain_events()
+    assert (event.kind, event.amphora_id, event.detail) == ("late", AMP, {"delay": 10.0})
+
+
+def test_amphora_of_a_deleted_load_balancer_is_not_healthy_in_the_daemon_path() -> None:
+    """R27: the loader keeps a DELETED load balancer (without objects) so that the
+    view does not mistake its amphora for a spare one."""
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    deleted = LoadBalancerTopology(LB, True, "DELETED", "ONLINE", (), ())
+    view.install([AMP], {AMP: AmphoraTopology(AMP, "ALLOCATED", "STANDALONE", deleted)}, 0.0)
+    spare_like = Heartbeat(AMP, 1, 1_001, 10_000, 1, (), ())  # reports no listeners
+    assert view.apply(Arrival(spare_like, 0.0, 2_000), 0.0) is Applied.UNHEALTHY
+    batch, _ = view.pending.take()
+    assert batch.health == ()
+    (report,) = batch.reports
+    assert (report.statuses, report.healthy) == ((), False)
+
+
+def test_spare_amphora_reporting_no_listeners_is_healthy() -> None:
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    view.install([AMP], {AMP: AmphoraTopology(AMP, "READY", None, None)}, 0.0)
+    spare = Heartbeat(AMP, 1, 1_001, 10_000, 1, (), ())
+    assert view.apply(Arrival(spare, 0.0, 2_000), 0.0) is Applied.ACCEPTED
+
+
+def test_listener_count_mismatch_is_an_event_with_the_counts() -> None:
+    view = loaded_view()
+    hb = heartbeat(1)
+    silent = Heartbeat(hb.amphora_id, 1, hb.sent_at_ms, hb.interval_ms, 1, (), ())
+    assert view.apply(Arrival(silent, 0.0, 2_000), 0.0) is Applied.UNHEALTHY
+    (event,) = view.drain_events()
+    assert (event.kind, event.lb_id, event.detail) == (
+        "listener_count_mismatch", LB, {"reported": 0, "expected": 1}
+    )
