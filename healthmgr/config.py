@@ -61,6 +61,9 @@ RELOADABLE: frozenset[str] = frozenset(
         "health_manager.heartbeat_key",
         "health_manager.heartbeat_key_file",
         "health_manager.failover_threshold",
+        "health_manager.failover_settle",
+        "health_manager.failover_rate_limit",
+        "health_manager.observer_timeout",
         "health_manager.heartbeat_interval",
         "health_manager.heartbeat_timeout",
         "health_manager.health_check_interval",
@@ -74,6 +77,7 @@ RELOADABLE: frozenset[str] = frozenset(
         "failover.max_attempts",
         "failover.retry_backoff",
         "failover.shutdown_grace",
+        "failover.lease",
     }
 )
 
@@ -192,8 +196,15 @@ class HealthManagerSettings(_Section):
     heartbeat_interval: Seconds = 10.0
     heartbeat_timeout: Seconds = Field(60.0, validate_default=True)
     health_check_interval: Seconds = 3.0
-    failover_threshold: Annotated[int, Field(ge=1)] | None = None
+    # A count, a share of the monitored fleet ("10%", at least 3 amphorae), or "off".
+    failover_threshold: int | str = "10%"
     failover_threads: Annotated[int, Field(ge=1)] = 10
+    # Hold before a stale amphora may be failed over (default 2 x heartbeat_interval).
+    failover_settle: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    # Failovers started per heartbeat_timeout, all managers (default: half the threshold).
+    failover_rate_limit: Annotated[int, Field(ge=1)] | None = None
+    # Longest deferral of an amphora whose last observer cannot vouch for its silence.
+    observer_timeout: Seconds = 300.0
     octavia_compat: bool = False
     heartbeat_key: str | None = Field(None, repr=False)
     heartbeat_key_file: SecretFile | None = None
@@ -242,6 +253,28 @@ class HealthManagerSettings(_Section):
                 "or every amphora looks dead",
             )
         return value
+
+    @field_validator("failover_threshold")
+    @classmethod
+    def _threshold(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+        text = str(value).strip().lower()
+        if text.isdigit() and int(text) >= 1:
+            return int(text)  # from the environment: every value is a string
+        if text == "off":
+            return "off"
+        if text.endswith("%"):
+            try:
+                share = float(text[:-1])
+            except ValueError:
+                share = -1.0
+            if 0 < share <= 100:
+                return text
+        raise _err(
+            "threshold",
+            f"{value!r} is not a count, a share of the fleet such as \"10%\", or \"off\"",
+        )
 
     @field_validator("heartbeat_key")
     @classmethod
@@ -415,6 +448,9 @@ class FailoverSettings(_Section):
     timeout: Seconds = 120.0
     max_attempts: Annotated[int, Field(ge=1)] = 3
     retry_backoff: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
+    # A claim is a lease, renewed every lease/3 while its driver runs; a claim
+    # not renewed for this long belongs to a dead manager and is taken over.
+    lease: Seconds = 30.0
     # At SIGTERM, in-flight failovers get this long to finish, then are abandoned.
     shutdown_grace: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0
 

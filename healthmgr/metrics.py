@@ -44,6 +44,7 @@ FAILOVER_OUTCOMES: tuple[str, ...] = (
     "retried",
     "abandoned",
     "stopped_by_breaker",
+    "taken_over",
 )
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -200,6 +201,70 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.rows_rejected = Counter(
+            "rows_rejected",
+            "Rows the database refused or that could not be read (quarantined; the rest "
+            "of their batch landed), by table and reason.",
+            ["table", "reason"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.listener_count_mismatches = Counter(
+            "listener_count_mismatches",
+            "Heartbeats whose listener count differs from the enabled listeners in the "
+            "database (amphora_health not refreshed: that amphora heads for a failover).",
+            namespace=ns,
+            registry=reg,
+        )
+        self.impaired = Gauge(
+            "impaired",
+            "1 while this manager cannot see (database failing or stalled, kernel drops, "
+            "event-loop lag): it makes no failover verdict then, nor for a grace period after.",
+            namespace=ns,
+            registry=reg,
+        )
+        self.impairments = Counter(
+            "impairments",
+            "Times this manager became impaired, by reason.",
+            ["reason"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.database_reachable = Gauge(
+            "database_reachable",
+            "1 while the last database write (flush or liveness) succeeded.",
+            namespace=ns,
+            registry=reg,
+        )
+        self.seconds_since_last_commit = Gauge(
+            "seconds_since_last_commit",
+            "Seconds since this manager last committed to the database (flush or liveness).",
+            namespace=ns,
+            registry=reg,
+        )
+        self.failover_verdicts = Counter(
+            "failover_verdicts",
+            "Failover verdicts by verdict (failover, defer, stop) and reason; a verdict is "
+            "counted when an amphora's verdict changes, not at every health check.",
+            ["verdict", "reason"],
+            namespace=ns,
+            registry=reg,
+        )
+        self.silent_amphorae = Gauge(
+            "silent_amphorae",
+            "Amphorae that missed heartbeats (they count toward failover_threshold).",
+            namespace=ns,
+            registry=reg,
+        )
+        self.peer_managers = Gauge(
+            "peer_managers",
+            "Managers sharing the database as this one sees them, by state.",
+            ["state"],
+            namespace=ns,
+            registry=reg,
+        )
+        for state in ("live", "impaired", "stale"):
+            self.peer_managers.labels(state)
         self.build_info = Info(
             "build", "healthmgr version and manager id.", namespace=ns, registry=reg
         )
@@ -233,6 +298,20 @@ class Metrics:
 
     def count_failover(self, outcome: str, n: int = 1) -> None:
         self.failovers.labels(outcome).inc(n)
+
+    def count_rejected_row(self, table: str, reason: str) -> None:
+        self.rows_rejected.labels(table, reason).inc()
+
+    def set_impaired(self, impaired: bool, started: Iterable[str] = ()) -> None:
+        self.impaired.set(1 if impaired else 0)
+        for reason in started:
+            self.impairments.labels(reason).inc()
+
+    def count_verdict(self, verdict: str, reason: str) -> None:
+        self.failover_verdicts.labels(verdict, reason).inc()
+
+    def count_listener_mismatch(self, n: int = 1) -> None:
+        self.listener_count_mismatches.inc(n)
 
     def count_topology_refresh(self, n: int = 1) -> None:
         self.topology_refreshes.inc(n)

@@ -18,98 +18,65 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from healthmgr import constants as C
-from healthmgr.batch import FlushBatch
+from healthmgr.batch import FlushBatch, RefusedRow
 from healthmgr.db import claims as _claims
+from healthmgr.db import managers as _managers
 from healthmgr.db import topology_queries as _topo
-from healthmgr.db import writes as _w
 from healthmgr.db.claims import Claim
-from healthmgr.db.models import Amphora, Base
+from healthmgr.db.errors import classify, is_transient
+from healthmgr.db.flush import Flusher, FlushStats
 from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
-from healthmgr.wire.values import Id, id_bytes, id_str
+from healthmgr.wire.values import Id, id_str
 
-__all__ = ["Claim", "FlushStats", "Store"]
+__all__ = ["Claim", "FlushStats", "Store", "TopologyLoad"]
+
+
+class TopologyLoad(NamedTuple):
+    found: dict[Id, AmphoraTopology]
+    refused: tuple[RefusedRow, ...]
+
 
 T = TypeVar("T")
 
-# IN-list size for the FAILOVER_STOPPED check of a flush: one statement for
-# 10,000 bumps, under SQLite's 32,766 and PostgreSQL's 65,535 parameters.
-RECOVER_CHUNK = 10_000
 RETRIES = 4
-_amp = Amphora.__table__
-
-# Errors after which the whole transaction can simply run again.
-_PG_RETRY = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock not available
-_MYSQL_RETRY = {1205, 1213, 1020}  # lock wait timeout, deadlock (Galera), record changed
-_SQLITE_RETRY = ("database is locked", "database table is locked")
-
-
-@dataclass(frozen=True, slots=True)
-class FlushStats:
-    """What one flush did."""
-
-    health_rows: int  # amphora_health rows upserted (one per amphora)
-    status_rows: int  # status writes issued (after coalescing per object)
-    stats_rows: int  # statistics updates applied or ignored as old (one per heartbeat/listener)
-    statements: int  # SQL statements executed (an executemany counts once)
-    recovered: tuple[Id, ...] = ()  # FAILOVER_STOPPED -> ALLOCATED
-    rejected: tuple[str, ...] = ()  # items the database cannot take, and why (dropped)
-    attempts: int = 1  # transaction attempts (>1 after a deadlock retry)
-    seconds: float = 0.0
-
-
-@dataclass
-class _Counter:
-    n: int = 0
-    recovered: list[Id] = field(default_factory=list)
-
-    def run(self, conn: sa.Connection, stmt: Any, params: Any = None) -> sa.CursorResult:
-        self.n += 1
-        return conn.execute(stmt, params) if params is not None else conn.execute(stmt)
-
-    def driver(self, conn: sa.Connection, sql: str, params: Any) -> sa.CursorResult:
-        """SQL text straight to the driver: a list of rows is one executemany."""
-        self.n += 1
-        return conn.exec_driver_sql(sql, params)
+# Errors after which the whole transaction can simply run again at once: a
+# deadlock or serialization failure (Galera reports a lost certification as a
+# deadlock). A lock or statement timeout is not retried here: the wait was
+# bounded on purpose, and the caller decides (the manager is impaired).
+_PG_RETRY = {"40001", "40P01"}
+_MYSQL_RETRY = {1213, 1020}
 
 
 def is_retryable(error: BaseException) -> bool:
-    """A deadlock, serialization failure or lock timeout: run the transaction again."""
+    """A deadlock or serialization failure: run the transaction again."""
     if not isinstance(error, exc.DBAPIError):
         return False
     orig = error.orig
-    sqlstate = getattr(orig, "sqlstate", None)
-    if sqlstate in _PG_RETRY:
+    if getattr(orig, "sqlstate", None) in _PG_RETRY:
         return True
     args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int) and args[0] in _MYSQL_RETRY:
-        return True
-    return any(text in str(orig) for text in _SQLITE_RETRY)
+    return bool(args) and isinstance(args[0], int) and args[0] in _MYSQL_RETRY
 
 
 class Store:
     """Batch reads, batched writes and failover claims over one engine."""
 
-    def __init__(self, engine: sa.Engine, *, retries: int = RETRIES) -> None:
+    def __init__(
+        self, engine: sa.Engine, *, retries: int = RETRIES, manager_id: str = "healthmgr"
+    ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
         if self.dialect not in ("sqlite", "postgresql", "mysql"):
             raise ValueError(f"unsupported database dialect {self.dialect!r}")
         self.retries = retries
-        self._health_sql = _w.health_statement(self.dialect)
-        self._stats_sql = _w.stats_statement(self.dialect, delta=False)
-        self._delta_sql = _w.stats_statement(self.dialect, delta=True)
-        # Built once: SQLAlchemy caches their compiled form.
-        self._status_update = {
-            t: _w.status_update(Base.metadata.tables[t]) for t in _w.STATUS_TABLE_ORDER
-        }
+        self.manager_id = manager_id
+        self._flusher = Flusher(self.dialect, manager_id)
 
     # --- transactions -----------------------------------------------------
 
@@ -137,18 +104,38 @@ class Store:
 
     # --- topology ---------------------------------------------------------
 
-    def load_topologies(self, amphora_ids: Collection[Id]) -> dict[Id, AmphoraTopology]:
+    def load_topologies(self, amphora_ids: Collection[Id]) -> TopologyLoad:
         """Topologies of these amphorae; unknown or DELETED ones are absent.
 
         Four queries per 1,000 amphorae, whatever their topology: amphorae
-        with their load balancers, then listeners, pools and members.
+        with their load balancers, then listeners, pools and members. Rows that
+        cannot be read are left out and listed in ``refused``; when the
+        database refuses a query for its data, the ids are bisected so that
+        only the amphorae it concerns are left out. Raises only transient
+        errors (connection, locks).
         """
         if not amphora_ids:
-            return {}
-        found, _ = self._transaction(
-            lambda conn: _topo.load_amphorae(conn, amphora_ids), write=False
-        )
-        return found
+            return TopologyLoad({}, ())
+        return self._load_isolated(sorted(set(amphora_ids)))
+
+    def _load_isolated(self, ids: list[Id]) -> TopologyLoad:
+        refusals = _topo.Refusals()
+        try:
+            found, _ = self._transaction(
+                lambda conn: _topo.load_amphorae(conn, ids, refusals), write=False
+            )
+        except exc.DBAPIError as error:
+            if is_transient(error):
+                raise
+            if len(ids) == 1:
+                amp = id_str(ids[0])
+                detail = " ".join(str(error.orig).split())[:200]
+                row = RefusedRow("amphora", amp, amp, classify(error).reason, detail)
+                return TopologyLoad({}, (row,))
+            mid = len(ids) // 2
+            first, second = self._load_isolated(ids[:mid]), self._load_isolated(ids[mid:])
+            return TopologyLoad({**first.found, **second.found}, first.refused + second.refused)
+        return TopologyLoad(found, tuple(refusals.rows))
 
     def load_load_balancer(self, lb_id: Id) -> LoadBalancerTopology | None:
         """One load balancer's topology (None if unknown or DELETED)."""
@@ -159,160 +146,83 @@ class Store:
 
     def load_amphorae_of(self, lb_id: Id) -> dict[Id, AmphoraTopology]:
         """The live amphorae of one load balancer, with its topology."""
-
-        def work(conn: sa.Connection) -> dict[Id, AmphoraTopology]:
-            return _topo.load_amphorae(conn, _topo.amphora_ids_of(conn, lb_id))
-
-        found, _ = self._transaction(work, write=False)
-        return found
+        ids, _ = self._transaction(lambda conn: _topo.amphora_ids_of(conn, lb_id), write=False)
+        return self.load_topologies(ids).found
 
     # --- flush ------------------------------------------------------------
 
     def flush(self, batch: FlushBatch) -> FlushStats:
-        """Write one batch in one transaction, with a handful of statements.
-
-        Health bumps only move ``last_update`` forward and return bumped
-        FAILOVER_STOPPED amphorae to ALLOCATED; status writes touch only
-        ``operating_status`` and only when it differs; statistics are applied
-        in ``seq`` order, conditioned on ``last_seq`` in the database. Items
-        the database cannot take (unknown table or status, counter beyond
-        BIGINT) are dropped and described in ``FlushStats.rejected``: one bad
-        value must not wedge the writer, which retries failed flushes.
-        """
-        started = time.perf_counter()
-        dialect = self.dialect
-        statuses, stats, rejected = _w.valid_parts(batch.statuses, batch.stats)
-        health_ids, health = _w.health_params(dialect, batch.health)
-        status_groups = _w.status_groups(statuses)
-        now = _utcnow()
-        # (statement, driver parameters) per round of statistics, in seq order.
-        absolute = [s for s in stats if not s.is_delta]
-        deltas = [s for s in stats if s.is_delta]
-        stats_work = [
-            (statement, _w.stats_params(dialect, part, now))
-            for statement, updates in ((self._stats_sql, absolute), (self._delta_sql, deltas))
-            if updates
-            for part in _w.stats_rounds(updates)
-        ]
-
-        def work(conn: sa.Connection) -> _Counter:
-            counter = _Counter()
-            if health_ids:
-                counter.driver(conn, self._health_sql.sql, health)
-                counter.recovered = self._recover(conn, counter, health_ids)
-            for table, rows in status_groups:
-                counter.run(conn, self._status_update[table], rows)
-            for statement, params in stats_work:
-                counter.driver(conn, statement.sql, params)
-            return counter
-
-        counter, attempts = self._transaction(work, write=True)
-        return FlushStats(
-            health_rows=len(health_ids),
-            status_rows=sum(len(rows) for _, rows in status_groups),
-            stats_rows=len(stats),
-            statements=counter.n,
-            recovered=tuple(counter.recovered),
-            rejected=tuple(rejected),
-            attempts=attempts,
-            seconds=time.perf_counter() - started,
-        )
-
-    def _recover(self, conn: sa.Connection, counter: _Counter, ids: list[str]) -> list[Id]:
-        """Bumped amphorae in FAILOVER_STOPPED go back to ALLOCATED."""
-        stopped: list[str] = []
-        where = f"status = '{C.FAILOVER_STOPPED}' AND id"
-        if self.dialect == "postgresql":
-            sql = f"SELECT id FROM amphora WHERE {where} = ANY(%(ids)s::varchar[])"
-            stopped = [row[0] for row in counter.driver(conn, sql, {"ids": ids})]
-        else:
-            mark = "?" if self.dialect == "sqlite" else "%s"
-            for part in _topo.chunks(ids, RECOVER_CHUNK):
-                marks = ", ".join(mark for _ in part)
-                sql = f"SELECT id FROM amphora WHERE {where} IN ({marks})"
-                stopped += [row[0] for row in counter.driver(conn, sql, tuple(part))]
-        if stopped:
-            counter.run(
-                conn,
-                sa.update(_amp)
-                .where(_amp.c.id.in_(stopped))
-                .where(_amp.c.status == C.FAILOVER_STOPPED)
-                .values(status=C.ALLOCATED, updated_at=_utcnow()),
-            )
-        return [id_bytes(i) for i in sorted(stopped)]
+        """Write one batch (see :mod:`healthmgr.db.flush`): one transaction, or
+        more when refused rows must be isolated; they come back in
+        ``FlushStats.refused``, never as an exception. Raises only transient
+        errors (connection, locks), after which the caller keeps the batch."""
+        return self._flusher.flush(batch, lambda work: self._transaction(work, write=True))
 
     # --- failure detection and failover ----------------------------------
 
-    def count_stale(self, cutoff: dt.datetime) -> int:
-        """Failover candidates: not busy, ``last_update < cutoff``, amphora
-        ALLOCATED or FAILOVER_STOPPED, load balancer (if any) not PENDING_*."""
-        found, _ = self._transaction(lambda conn: _claims.count_stale(conn, cutoff), write=False)
-        return found
-
-    def claim_stale(
-        self, cutoff: dt.datetime, limit: int, manager: str, reason: str
-    ) -> list[Claim]:
-        """Claim up to ``limit`` candidates (oldest first), exactly once across
-        managers: each becomes busy and gets a PENDING failover_request row
-        (requested_by=manager, attempts 0) in the same transaction. Rows
-        another manager holds locked are skipped, not waited for."""
+    def read_for_check(
+        self, suspect_cutoff: dt.datetime, window_start: dt.datetime, limit: int
+    ) -> _claims.CheckRead:
+        """What one health check needs: silent amphorae (with their last
+        observer), the breaker's counts, and every manager's liveness."""
         found, _ = self._transaction(
-            lambda conn: _claims.claim_stale(conn, cutoff, limit, manager, reason), write=True
+            lambda conn: _claims.read_for_check(conn, suspect_cutoff, window_start, limit),
+            write=False,
         )
         return found
 
-    def stop_stale(self, cutoff: dt.datetime) -> list[Id]:
-        """Circuit breaker: stale ALLOCATED candidates become FAILOVER_STOPPED
-        (a later health bump returns them to ALLOCATED). Returns their ids."""
-        found, _ = self._transaction(lambda conn: _claims.stop_stale(conn, cutoff), write=True)
+    def stop(self, ids: Collection[str], cutoff: dt.datetime) -> list[str]:
+        """Circuit breaker: still-stale ALLOCATED amphorae become FAILOVER_STOPPED."""
+        found, _ = self._transaction(lambda conn: _claims.stop(conn, ids, cutoff), write=True)
         return found
 
-    def update_failover_request(
-        self, request_id: int, state: str, attempts: int, last_error: str | None = None
+    def claim(
+        self, wanted: Mapping[str, str], cutoff: dt.datetime, manager: str, lease: float
+    ) -> list[Claim]:
+        """Claim these amphorae (id -> reason) if still stale, exactly once across
+        managers (see :func:`healthmgr.db.claims.claim`)."""
+        found, _ = self._transaction(
+            lambda conn: _claims.claim(conn, wanted, cutoff, manager, lease), write=True
+        )
+        return found
+
+    def take_over(
+        self, manager: str, lease: float, limit: int, cutoff: dt.datetime
+    ) -> _claims.TakeOver:
+        """Requests whose lease expired become this manager's (see claims.take_over)."""
+        found, _ = self._transaction(
+            lambda conn: _claims.take_over(conn, manager, lease, limit, cutoff), write=True
+        )
+        return found
+
+    def renew_leases(self, manager: str, request_ids: Collection[int], lease: float) -> None:
+        self._transaction(
+            lambda conn: _claims.renew(conn, manager, request_ids, lease), write=True
+        )
+
+    def record_progress(
+        self, request_id: int, manager: str, attempts: int, error: str | None
     ) -> None:
-        """Record progress of a failover (LookupError if the row is missing)."""
         self._transaction(
-            lambda conn: _claims.update_request(conn, request_id, state, attempts, last_error),
-            write=True,
+            lambda conn: _claims.progress(conn, request_id, manager, attempts, error), write=True
         )
 
-    def finish_failover(self, claim: Claim, succeeded: bool) -> None:
-        """Close a claim: request SUCCEEDED or FAILED (attempts and error as
-        recorded by :meth:`update_failover_request`).
-
-        ``busy`` stays True either way: after success the amphora is being
-        replaced (with the ``record`` driver the API's worker owns it now and
-        deletes its health row), after the last failed attempt it needs an
-        operator (its load balancer goes ERROR, see :meth:`mark_lb_error`).
-        Either way no manager must claim it again; :meth:`release` undoes that.
-        """
-        state = C.FAILOVER_SUCCEEDED if succeeded else C.FAILOVER_FAILED
-        self._transaction(
-            lambda conn: _claims.set_request_state(conn, claim.request_id, state), write=True
+    def record_outcome(
+        self, claim: Claim, manager: str, state: str, attempts: int, error: str | None = None
+    ) -> bool:
+        """Close a claim with a known outcome (False: another manager owns it now)."""
+        found, _ = self._transaction(
+            lambda conn: _claims.finish(conn, claim, manager, state, attempts, error), write=True
         )
-
-    def abandon(self, claim: Claim, last_error: str | None = None) -> None:
-        """Give a claim back (shutdown): request ABANDONED, amphora not busy,
-        so any manager claims it again if it is still stale."""
-
-        def work(conn: sa.Connection) -> None:
-            conn.execute(
-                sa.update(_claims._req)
-                .where(_claims._req.c.id == claim.request_id)
-                .values(state=C.FAILOVER_ABANDONED, last_error=last_error, updated_at=_utcnow())
-            )
-            _claims.set_busy(conn, claim.amphora_id, False)
-
-        self._transaction(work, write=True)
-
-    def mark_lb_error(self, lb_id: Id) -> bool:
-        """provisioning_status ERROR after the last failed attempt (as Octavia)."""
-        found, _ = self._transaction(lambda conn: _claims.mark_lb_error(conn, lb_id), write=True)
         return found
 
     def release(self, amphora_id: Id) -> None:
         """``busy = False``: the amphora may be claimed again."""
         self._transaction(lambda conn: _claims.set_busy(conn, amphora_id, False), write=True)
+
+    def write_presence(self, presence: _managers.Presence, *, first: bool = False) -> None:
+        """This manager's liveness and health row (database clock)."""
+        self._transaction(lambda conn: _managers.write(conn, presence, first=first), write=True)
 
 
 def _utcnow() -> dt.datetime:

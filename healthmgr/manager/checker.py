@@ -1,190 +1,80 @@
-"""Failure detection and failover dispatch.
+"""The health check: read the database, let the detector judge, act on its verdicts.
 
-The database is the shared truth: stale amphorae are found by their
-``last_update`` there and claimed with a row lock, so with several managers
-each stale amphora is failed over exactly once.
+Every ``health_check_interval``: one read of the silent amphorae and of every
+manager's liveness (:meth:`Store.read_for_check`), one pure decision
+(:class:`healthmgr.detector.Detector`), then the actions: FAILOVER_STOPPED for
+the breaker, claims (exactly once across managers) for failovers, and the
+take-over of claims whose lease expired. Every verdict is logged with its
+reason when it changes, and counted.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass
 
 import structlog
 import trio
 
-from healthmgr import constants as C
-from healthmgr.db.store import Claim, Store
-from healthmgr.manager.failover import (
-    DriverResult,
-    FailoverFailed,
-    FailoverJob,
-    run_with_retries,
+from healthmgr.db.claims import CheckRead
+from healthmgr.db.store import Store
+from healthmgr.detector import (
+    OBSERVER_PRESUMED_DEAD,
+    Action,
+    Decision,
+    Detector,
+    Observer,
+    SelfHealth,
+    Silent,
+    Snapshot,
+    Verdict,
 )
-from healthmgr.manager.writer import WriterState
+from healthmgr.impairment import Impairment
+from healthmgr.manager.dbcall import DbCalls
+from healthmgr.manager.monitor import CheckState
+from healthmgr.manager.runner import FailoverRunner
+from healthmgr.manager.verdict_log import VerdictLog
 from healthmgr.metrics import Metrics
-from healthmgr.wire.values import id_str
 
 log = structlog.get_logger("healthmgr.checker")
 
-CLEANUP_TIMEOUT = 5.0
-REASON = "heartbeat_timeout"
+SILENT_LIMIT = 10_000  # silent amphorae listed per check (all are counted)
 
 
 @dataclass
 class CheckerSettings:
+    manager_id: str
     heartbeat_timeout: float
     health_check_interval: float
-    failover_threshold: int | None
-    failover_threads: int
-    max_attempts: int
-    retry_backoff: float
-    manager_id: str
-
-
-class FailoverRunner:
-    """Runs claimed failovers with bounded concurrency; owns their tasks."""
-
-    def __init__(self, store: Store, driver: object, metrics: Metrics, cfg: CheckerSettings):
-        self.store = store
-        self.driver = driver
-        self.metrics = metrics
-        self.cfg = cfg
-        self.in_flight = 0
-        self._nursery: trio.Nursery | None = None
-        self._idle = trio.Event()
-        self._idle.set()
-
-    def free_slots(self) -> int:
-        return max(0, self.cfg.failover_threads - self.in_flight)
-
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            task_status.started()
-            await trio.sleep_forever()
-
-    def start(self, claim: Claim) -> None:
-        assert self._nursery is not None, "FailoverRunner.run is not running"
-        self.in_flight += 1
-        self._idle = trio.Event()
-        self._nursery.start_soon(self._run_one, claim)
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
-
-    async def _run_one(self, claim: Claim) -> None:
-        job = FailoverJob(
-            amphora_id=id_str(claim.amphora_id),
-            load_balancer_id=id_str(claim.load_balancer_id) if claim.load_balancer_id else None,
-            reason=REASON,
-            request_id=claim.request_id,
-            attempt=1,
-        )
-        try:
-            await self._drive(claim, job)
-        except BaseException:
-            # Cancelled at shutdown (possibly wrapped in an exception group by
-            # the driver's own nursery) or crashed: never leave the amphora busy
-            # with its request open.
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-                await self._abandon(claim, job)
-            raise
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
-
-    async def _drive(self, claim: Claim, job: FailoverJob) -> None:
-        log.warning("failing over amphora", amphora_id=job.amphora_id, lb_id=job.load_balancer_id)
-        attempts = 0
-
-        async def on_attempt(attempt: int, error: Exception | None) -> None:
-            nonlocal attempts
-            attempts = attempt
-            if error is not None:
-                if attempt < self.cfg.max_attempts:  # the last failure is "failed", not retried
-                    self.metrics.count_failover("retried")
-                await trio.to_thread.run_sync(
-                    self.store.update_failover_request,
-                    claim.request_id, C.FAILOVER_RUNNING, attempt, str(error),
-                )
-
-        try:
-            result = await run_with_retries(
-                self.driver, job,
-                max_attempts=self.cfg.max_attempts,
-                backoff=self.cfg.retry_backoff,
-                on_attempt=on_attempt,
-            )
-        except FailoverFailed as exc:
-            await self._failed(claim, job, attempts, exc)
-            return
-        await self._succeeded(claim, job, attempts, result)
-
-    async def _succeeded(
-        self, claim: Claim, job: FailoverJob, attempts: int, result: DriverResult
-    ) -> None:
-        if result is DriverResult.HANDED_OFF:
-            # The request row stays PENDING for the API's worker to consume.
-            self.metrics.count_failover("requested")
-            log.info("failover requested", amphora_id=job.amphora_id, request=claim.request_id)
-            return
-        await trio.to_thread.run_sync(
-            self.store.update_failover_request,
-            claim.request_id, C.FAILOVER_SUCCEEDED, max(attempts, 1), None,
-        )
-        await trio.to_thread.run_sync(self.store.finish_failover, claim, True)
-        self.metrics.count_failover("succeeded")
-        log.warning("failover succeeded", amphora_id=job.amphora_id, attempts=attempts)
-
-    async def _failed(
-        self, claim: Claim, job: FailoverJob, attempts: int, exc: FailoverFailed
-    ) -> None:
-        await trio.to_thread.run_sync(
-            self.store.update_failover_request,
-            claim.request_id, C.FAILOVER_FAILED, attempts, str(exc),
-        )
-        await trio.to_thread.run_sync(self.store.finish_failover, claim, False)
-        if claim.load_balancer_id is not None:
-            await trio.to_thread.run_sync(self.store.mark_lb_error, claim.load_balancer_id)
-        self.metrics.count_failover("failed")
-        log.error(
-            "failover failed; load balancer set to provisioning_status ERROR",
-            amphora_id=job.amphora_id, lb_id=job.load_balancer_id, attempts=attempts,
-            error=str(exc),
-        )
-
-    async def _abandon(self, claim: Claim, job: FailoverJob) -> None:
-        try:
-            # One transaction: request ABANDONED and busy cleared together.
-            await trio.to_thread.run_sync(self.store.abandon, claim, "manager shutting down")
-        except Exception as exc:  # the database may be gone too; say so and move on
-            log.error("could not record abandoned failover", amphora_id=job.amphora_id,
-                      error=str(exc))
-        self.metrics.count_failover("abandoned")
+    lease: float
+    silent_limit: int = SILENT_LIMIT
 
 
 class Checker:
-    """Every ``health_check_interval``: count, break the circuit, or claim."""
-
     def __init__(
         self,
+        *,
         store: Store,
         runner: FailoverRunner,
+        detector: Detector,
+        impairment: Impairment,
+        checks: CheckState,
+        db: DbCalls,
         metrics: Metrics,
+        verdicts: VerdictLog,
         cfg: CheckerSettings,
-        db_state: WriterState,
     ) -> None:
         self.store = store
         self.runner = runner
+        self.detector = detector
+        self.impairment = impairment
+        self.checks = checks
+        self.db = db
         self.metrics = metrics
+        self.verdicts = verdicts
         self.cfg = cfg
-        self.db_state = db_state
-        self.started_at = time.monotonic()
-        self.breaker_open = False
-        self._db_ok = True
+        self._not_judging: str | None = "starting"
+        self._last: dict[str, tuple[Action, str]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -192,61 +82,181 @@ class Checker:
             await self.check_once()
             await trio.sleep(self.cfg.health_check_interval)
 
-    def in_grace(self, now: float) -> bool:
-        """No failover until a full timeout has passed since start or a database outage."""
-        since = max(self.started_at, self.db_state.recovered_at)
-        return not self.db_state.healthy or now - since < self.cfg.heartbeat_timeout
-
-    async def check_once(self) -> None:
-        cutoff = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(
-            seconds=self.cfg.heartbeat_timeout
-        )
+    async def check_once(self) -> Decision | None:
+        now = trio.current_time()
+        wall = _utcnow()
+        suspect_cutoff = wall - dt.timedelta(seconds=self.detector.config.suspect_after)
+        window_start = wall - dt.timedelta(seconds=self.cfg.heartbeat_timeout)
         try:
-            await self._check(cutoff)
-        except Exception as exc:  # database trouble: grace again once it is back
-            if self._db_ok:
-                log.error("health check failed", error=str(exc).splitlines()[0])
-            self._db_ok = False
-            return
-        if not self._db_ok:
-            self._db_ok = True
-            self.db_state.recovered_at = time.monotonic()
+            read = await self.db.run(
+                self.store.read_for_check, suspect_cutoff, window_start, self.cfg.silent_limit
+            )
+        except Exception as exc:  # database trouble: the monitor makes us impaired
+            if not self.checks.read_failed:
+                log.error("health check could not read the database",
+                          error=(str(exc).splitlines() or [type(exc).__name__])[0][:300])
+            self.checks.read_failed = True
+            return None
+        self.checks.read_failed = False
+        me = SelfHealth(self.impairment.impaired, self.impairment.reason(),
+                        self.impairment.healthy_for(now))
+        snap = self._snapshot(read, wall, me)
+        decision = self.detector.decide(snap, me, now)
+        self.checks.last_check = now
+        self._gauges(read, decision)
+        self._say_judging(decision)
+        if not decision.judging:
+            if not me.impaired:
+                await self._take_over(wall)  # a claim whose owner died: its verdict stands
+            return decision
+        self._breaker(decision)
+        await self._stop(decision, wall)
+        await self._claim(decision, wall)
+        await self._take_over(wall)
+        self._log_verdicts(decision)
+        return decision
 
-    async def _check(self, cutoff: dt.datetime) -> None:
-        stale = await trio.to_thread.run_sync(self.store.count_stale, cutoff)
-        self.metrics.set_stale(stale)
-        threshold = self.cfg.failover_threshold
-        if threshold is None or stale < threshold:
-            self._close_breaker()  # also when none is stale any more: heartbeats came back
-        if self.in_grace(time.monotonic()) or not stale:
+    # -- reading -------------------------------------------------------------
+
+    def _snapshot(self, read: CheckRead, wall: dt.datetime, me: SelfHealth) -> Snapshot:
+        silent = [
+            Silent(
+                r.amphora_id,
+                r.load_balancer_id,
+                (wall - r.last_update).total_seconds(),
+                r.stopped,
+                r.observed_by,
+                r.beating_unhealthy,
+            )
+            for r in read.silent
+        ]
+        observers = {
+            m.manager_id: Observer(m.manager_id, m.age, m.impaired, m.healthy_for, m.stopped)
+            for m in read.managers
+        }
+        # This manager knows itself better than its last row says.
+        observers[self.cfg.manager_id] = Observer(self.cfg.manager_id, 0.0, me.impaired,
+                                                  me.healthy_for)
+        return Snapshot(silent, read.silent_count, read.fleet, read.stopped_count,
+                        read.recent_failovers, observers)
+
+    def _gauges(self, read: CheckRead, decision: Decision) -> None:
+        self.metrics.set_stale(decision.stale if decision.judging else
+                               sum(1 for r in read.silent
+                                   if (read.db_now - r.last_update).total_seconds()
+                                   >= self.cfg.heartbeat_timeout))
+        self.metrics.silent_amphorae.set(read.silent_count)
+        self.metrics.set_breaker(decision.breaker_open)
+        fresh = self.detector.config.observer_fresh
+        states = {"live": 0, "impaired": 0, "stale": 0}
+        for m in read.managers:
+            if m.manager_id == self.cfg.manager_id:
+                continue
+            state = "stale" if m.stopped or m.age > fresh else (
+                "impaired" if m.impaired else "live")
+            states[state] += 1
+        for state, count in states.items():
+            self.metrics.peer_managers.labels(state).set(count)
+
+    # -- acting --------------------------------------------------------------
+
+    def _say_judging(self, decision: Decision) -> None:
+        why = decision.not_judging_because
+        if why == self._not_judging:
             return
-        if threshold is not None and stale >= threshold:
-            await self._break(cutoff, stale, threshold)
+        if why is None:
+            log.info("health check judging again")
+        elif why == "grace":
+            log.info("health check in its grace period: no failover verdict yet")
+        else:
+            log.warning("health check not judging", reason=why)
+        self._not_judging = why
+
+    def _breaker(self, decision: Decision) -> None:
+        self.checks.breaker_open = decision.breaker_open
+        self.checks.breaker_reason = decision.breaker_reason or None
+        if not decision.breaker_changed:
             return
-        slots = self.runner.free_slots()
-        if slots == 0:
+        if decision.breaker_open:
+            log.error("failover circuit breaker open: no failover starts",
+                      reason=decision.breaker_reason, failover_threshold=decision.threshold)
+        else:
+            log.warning("failover circuit breaker closed", reason=decision.breaker_reason)
+
+    async def _stop(self, decision: Decision, wall: dt.datetime) -> None:
+        if not decision.stop:
             return
-        claims = await trio.to_thread.run_sync(
-            self.store.claim_stale, cutoff, slots, self.cfg.manager_id, REASON
-        )
-        for claim in claims:
+        ids = [v.amphora_id for v in decision.stop]
+        stopped = await self._write(self.store.stop, ids, self._cutoff(wall))
+        if stopped:
+            self.metrics.count_failover("stopped_by_breaker", len(stopped))
+
+    async def _claim(self, decision: Decision, wall: dt.datetime) -> None:
+        free = self.runner.free_slots()
+        wanted = {v.amphora_id: v.reason for v in decision.failover[:free]}
+        if not wanted:
+            return
+        claims = await self._write(self.store.claim, wanted, self._cutoff(wall),
+                                   self.cfg.manager_id, self.cfg.lease)
+        for claim in claims or ():
             self.runner.start(claim)
+        if claims:
+            self.checks.last_claim = trio.current_time()
 
-    async def _break(self, cutoff: dt.datetime, stale: int, threshold: int) -> None:
-        stopped = await trio.to_thread.run_sync(self.store.stop_stale, cutoff)
-        opened = not self.breaker_open
-        self.breaker_open = True
-        self.metrics.set_breaker(True)
-        self.metrics.count_failover("stopped_by_breaker", len(stopped))
-        if not (opened or stopped):
-            return  # said already; not once per health check while it stays open
-        log.error(
-            "failover circuit breaker open: too many stale amphorae, no failover started",
-            stale=stale, failover_threshold=threshold, stopped=len(stopped),
-        )
+    async def _take_over(self, wall: dt.datetime) -> None:
+        free = self.runner.free_slots()
+        if not free:
+            return
+        taken = await self._write(self.store.take_over, self.cfg.manager_id, self.cfg.lease,
+                                  free, self._cutoff(wall))
+        if taken is None:
+            return
+        for request, amphora, why in taken.abandoned:
+            log.warning("failover request given up at take-over", request=request,
+                        amphora_id=amphora, reason=why)
+        for claim in taken.claims:
+            self.metrics.count_failover("taken_over")
+            log.warning("taking over a failover request", request=claim.request_id,
+                        previous_owner=claim.taken_over_from, reason=claim.reason)
+            self.runner.start(claim)
+        if taken.claims:
+            self.checks.last_claim = trio.current_time()
 
-    def _close_breaker(self) -> None:
-        if self.breaker_open:
-            log.warning("failover circuit breaker closed")
-        self.breaker_open = False
-        self.metrics.set_breaker(False)
+    async def _write(self, fn, *args):  # type: ignore[no-untyped-def]
+        try:
+            return await self.db.run(fn, *args)
+        except Exception as exc:  # the next check tries again; the monitor sees the trouble
+            log.error("health check could not write its verdict",
+                      action=getattr(fn, "__name__", str(fn)),
+                      error=(str(exc).splitlines() or [type(exc).__name__])[0][:300])
+            return None
+
+    def _cutoff(self, wall: dt.datetime) -> dt.datetime:
+        return wall - dt.timedelta(seconds=self.cfg.heartbeat_timeout)
+
+    # -- reasons ---------------------------------------------------------------
+
+    def _log_verdicts(self, decision: Decision) -> None:
+        seen: dict[str, tuple[Action, str]] = {}
+        for v in (*decision.failover, *decision.stop, *decision.deferred):
+            seen[v.amphora_id] = (v.action, v.reason)
+            if self._last.get(v.amphora_id) != (v.action, v.reason):
+                self._announce(v)
+        self._last = seen
+
+    def _announce(self, v: Verdict) -> None:
+        self.metrics.count_verdict(v.action.value, v.reason)
+        if v.action is Action.FAILOVER:
+            event, level = "failover verdict", "error" if v.reason == OBSERVER_PRESUMED_DEAD \
+                else "warning"
+        elif v.action is Action.STOP:
+            event, level = "failover stopped by the circuit breaker", "warning"
+        else:
+            event, level = "failover deferred", "info"
+        self.verdicts.say(event, kind=f"{v.action.value}:{v.reason}", amphora_id=v.amphora_id,
+                          lb_id=v.load_balancer_id, level=level, verdict=v.action.value,
+                          reason=v.reason)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

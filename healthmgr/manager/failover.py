@@ -18,6 +18,7 @@ import enum
 import os
 import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import trio
 
 from healthmgr.config import FAILOVER_DRIVER_GROUP, ConfigError, available_failover_drivers
+from healthmgr.manager.exec_guard import CANNOT_RUN
 
 if TYPE_CHECKING:
     from healthmgr.config import Settings
@@ -81,7 +83,10 @@ class ExecDriver:
     """Runs ``[failover] command`` (no shell) with the job's ids, bounded by ``timeout``.
 
     Exit status 0 is success. The command runs in its own process group, so a
-    timeout or a shutdown ends the children it started too.
+    timeout or a shutdown ends the children it started too, and under
+    :mod:`healthmgr.manager.exec_guard`, so it never outlives a manager that
+    dies (SIGKILL): the manager that takes the lease over runs it again, so the
+    command must be idempotent (docs/operations.md, "The driver contract").
     """
 
     name = "exec"
@@ -103,11 +108,15 @@ class ExecDriver:
             **os.environ,
             **{f"HEALTHMGR_FAILOVER_{k.upper()}": v for k, v in _job_values(job).items()},
         }
+        guarded = [sys.executable, "-m", "healthmgr.manager.exec_guard", str(os.getpid()), "--",
+                   *argv]
         try:
-            returncode, stderr_tail = await _run(argv, env, self.timeout)
+            returncode, stderr_tail = await _run(guarded, env, self.timeout)
         except OSError as exc:
             raise FailoverFailed(f"cannot run {argv[0]}: {exc.strerror or exc}") from None
         tail = stderr_tail.decode("utf-8", "replace").strip()
+        if returncode == CANNOT_RUN and tail.startswith("cannot run "):
+            raise FailoverFailed(tail)
         detail = f": {tail}" if tail else ""
         if returncode is None:
             raise FailoverFailed(f"{argv[0]} timed out after {self.timeout:g}s{detail}")

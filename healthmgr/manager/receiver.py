@@ -74,3 +74,19 @@ class Receiver:
         finally:
             self.received += n
         return False
+
+
+SO_MEMINFO = 55  # Linux: struct sk_meminfo as an array of u32
+SK_MEMINFO_DROPS = 8
+
+
+def socket_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel dropped at this socket (receive buffer full), cumulative.
+
+    0 where the kernel does not offer SO_MEMINFO.
+    """
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, 4 * (SK_MEMINFO_DROPS + 1))
+    except OSError:
+        return 0
+    return int.from_bytes(raw[4 * SK_MEMINFO_DROPS : 4 * SK_MEMINFO_DROPS + 4], "little")

@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 import trio
@@ -26,13 +26,20 @@ import trio
 from healthmgr.config import Settings, diff_reloadable, load_settings
 from healthmgr.db.engine import make_engine
 from healthmgr.db.store import Store
+from healthmgr.detector import Detector, DetectorConfig, Threshold
+from healthmgr.impairment import Impairment
 from healthmgr.logging import RateLimitedLogger, set_level
-from healthmgr.manager.checker import Checker, CheckerSettings, FailoverRunner
+from healthmgr.manager.checker import Checker, CheckerSettings
+from healthmgr.manager.dbcall import DbCalls
 from healthmgr.manager.decoder import Decoder
 from healthmgr.manager.failover import load_driver
 from healthmgr.manager.ingest import Ingest
-from healthmgr.manager.receiver import Receiver, bind_udp
+from healthmgr.manager.monitor import CheckState, Monitor
+from healthmgr.manager.quarantine import Quarantine
+from healthmgr.manager.receiver import Receiver, bind_udp, socket_drops
 from healthmgr.manager.refresher import Refresher
+from healthmgr.manager.runner import FailoverRunner, RunnerSettings
+from healthmgr.manager.verdict_log import VerdictLog
 from healthmgr.manager.view import View
 from healthmgr.manager.writer import Writer
 from healthmgr.metrics import Metrics, serve_metrics
@@ -48,16 +55,56 @@ def manager_id(settings: Settings) -> str:
     return settings.health_manager.effective_manager_id
 
 
+def presence_interval(settings: Settings) -> float:
+    """How often a manager writes its liveness: often enough for peers to see
+    it gone well within a heartbeat_timeout."""
+    return min(1.0, settings.health_manager.heartbeat_timeout / 4)
+
+
+def db_stall_after(settings: Settings) -> float:
+    """A database call running longer than this makes the manager impaired:
+    before live amphorae could look stale because of it."""
+    hm = settings.health_manager
+    margin = (hm.heartbeat_timeout - hm.heartbeat_interval) / 2
+    return max(4 * hm.flush_interval, min(margin, 10.0))
+
+
+def detector_config(settings: Settings) -> DetectorConfig:
+    hm = settings.health_manager
+    threshold = hm.failover_threshold
+    return DetectorConfig(
+        heartbeat_timeout=hm.heartbeat_timeout,
+        heartbeat_interval=hm.heartbeat_interval,
+        threshold=Threshold.parse(None if threshold == "off" else threshold),
+        settle=hm.failover_settle,
+        rate_limit=hm.failover_rate_limit,
+        observer_fresh=3 * presence_interval(settings),
+        observer_timeout=hm.observer_timeout,
+    )
+
+
+def runner_settings(settings: Settings) -> RunnerSettings:
+    hm, fo = settings.health_manager, settings.failover
+    return RunnerSettings(manager_id(settings), hm.failover_threads, fo.max_attempts,
+                          fo.retry_backoff, fo.lease)
+
+
 @dataclass
 class Daemon:
     settings: Settings
     config_path: str | None = None
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics | None = None
 
     def __post_init__(self) -> None:
         hm = self.settings.health_manager
+        mid = manager_id(self.settings)
+        if self.metrics is None:
+            self.metrics = Metrics(manager_id=mid)
         self.engine = make_engine(self.settings.database.connection)
-        self.store = Store(self.engine)
+        self.store = Store(self.engine, manager_id=mid)
+        self.db = DbCalls()
+        self.quarantine = Quarantine(self.metrics)
+        self.verdicts = VerdictLog()
         self.decoder = Decoder.from_settings(self.settings)
         self.view = View(
             ttl=hm.topology_ttl,
@@ -67,38 +114,53 @@ class Daemon:
             stats_every=hm.stats_update_every,
         )
         self.rejected_log = RateLimitedLogger(self.settings.logging.rejected_log_interval)
-        self.ingest = Ingest(self.decoder.decode, self.view, self.metrics, self._on_reject)
-        self.refresher = Refresher(self.store, self.ingest, self.metrics)
-        self.writer = Writer(self.view, self.store.flush, self.metrics, interval=hm.flush_interval)
-        self.checker_cfg = self._checker_settings()
-        self.runner = FailoverRunner(
-            self.store,
-            load_driver(self.settings.failover.driver, self.settings),
-            self.metrics,
-            self.checker_cfg,
+        self.ingest = Ingest(
+            self.decoder.decode, self.view, self.metrics, self._on_reject, self.verdicts
         )
-        self.checker = Checker(
-            self.store, self.runner, self.metrics, self.checker_cfg, self.writer.state
+        self.refresher = Refresher(self.store, self.ingest, self.metrics, self.quarantine)
+        self.writer = Writer(
+            self.view, self.store.flush, self.metrics, interval=hm.flush_interval,
+            quarantine=self.quarantine, db=self.db,
+        )
+        self.checks = CheckState()
+        self.detector = Detector(detector_config(self.settings))
+        self.runner = FailoverRunner(
+            self.store, load_driver(self.settings.failover.driver, self.settings), self.metrics,
+            runner_settings(self.settings), self.db,
         )
         self.sock: socket.socket | None = None
         self.early_signals: list[int] = []
 
-    def _checker_settings(self) -> CheckerSettings:
-        hm, fo = self.settings.health_manager, self.settings.failover
-        return CheckerSettings(
-            heartbeat_timeout=hm.heartbeat_timeout,
-            health_check_interval=hm.health_check_interval,
-            failover_threshold=hm.failover_threshold,
-            failover_threads=hm.failover_threads,
-            max_attempts=fo.max_attempts,
-            retry_backoff=fo.retry_backoff,
-            manager_id=manager_id(self.settings),
+    def _judgment(self) -> tuple[Impairment, Checker, Monitor]:
+        """Built when the run starts: their clocks are trio's."""
+        hm = self.settings.health_manager
+        assert self.metrics is not None and self.sock is not None
+        impairment = Impairment(
+            db_stall_after=db_stall_after(self.settings),
+            lag_after=max(0.5, hm.heartbeat_interval / 2),
+            started_at=trio.current_time(),
         )
+        checker = Checker(
+            store=self.store, runner=self.runner, detector=self.detector,
+            impairment=impairment, checks=self.checks, db=self.db, metrics=self.metrics,
+            verdicts=self.verdicts,
+            cfg=CheckerSettings(manager_id(self.settings), hm.heartbeat_timeout,
+                                hm.health_check_interval, self.settings.failover.lease),
+        )
+        sock = self.sock
+        monitor = Monitor(
+            manager_id=manager_id(self.settings), store=self.store, db=self.db,
+            impairment=impairment, writer=self.writer.state, checks=self.checks,
+            kernel_drops=lambda: socket_drops(sock), metrics=self.metrics,
+            presence_interval=presence_interval(self.settings),
+        )
+        return impairment, checker, monitor
 
     def _on_reject(self, addr: object, exc: Rejected) -> None:
         self.rejected_log.rejected(exc.reason.value, addr, exc.detail)
 
     def _after_burst(self, datagrams: int, started: float) -> None:
+        assert self.metrics is not None
         self.metrics.count_datagrams(datagrams)
         self.metrics.observe_processing_lag(time.monotonic() - started)
         self.ingest.publish()
@@ -131,14 +193,17 @@ class Daemon:
     async def _serve(
         self, sock: socket.socket, sigs: AsyncIterator[int], task_status: trio.TaskStatus[None]
     ) -> None:
+        assert self.metrics is not None
         receiver = Receiver(sock, self.ingest.datagram, self._after_burst)
         notifier = _Notifier()
+        _, checker, monitor = self._judgment()
         async with trio.open_nursery() as root:
             await root.start(self.runner.run)
             async with trio.open_nursery() as main:
+                await main.start(monitor.run)
                 await main.start(self.writer.run)
                 await main.start(self.refresher.run)
-                await main.start(self.checker.run)
+                await main.start(checker.run)
                 if self.settings.metrics.bind:
                     await main.start(serve_metrics, self.settings.metrics.bind, self.metrics)
                 await main.start(receiver.run)
@@ -148,7 +213,7 @@ class Daemon:
                 log.info(
                     "healthmgr serving",
                     bind=f"{self.settings.health_manager.bind_ip}:{sock.getsockname()[1]}",
-                    manager_id=self.checker_cfg.manager_id,
+                    manager_id=manager_id(self.settings),
                     octavia_compat=self.settings.health_manager.octavia_compat,
                 )
                 task_status.started(sock.getsockname()[1])
@@ -156,6 +221,7 @@ class Daemon:
             notifier.stopping()
             await self._drain_failovers()
             root.cancel_scope.cancel()
+        await monitor.stopped()
 
     def catch_signals_outside_trio(self) -> None:
         """Before and after trio's own receiver, SIGTERM/SIGINT are only noted:
@@ -204,11 +270,8 @@ class Daemon:
                         options=sorted(restart))
         self.decoder.update(new)
         hm = new.health_manager
-        self.checker_cfg.failover_threshold = hm.failover_threshold
-        self.checker_cfg.heartbeat_timeout = hm.heartbeat_timeout
-        self.checker_cfg.health_check_interval = hm.health_check_interval
-        self.checker_cfg.max_attempts = new.failover.max_attempts
-        self.checker_cfg.retry_backoff = new.failover.retry_backoff
+        self.detector.config = detector_config(new)
+        self.runner.cfg = runner_settings(new)
         self.runner.driver = load_driver(self.settings.failover.driver, new)
         self.view.late_after = hm.heartbeat_interval
         self.view.health_resolution_ms = int(hm.health_update_resolution * 1000)
@@ -223,6 +286,8 @@ class Daemon:
         while True:
             await trio.sleep(1.0)
             self.rejected_log.flush()
+            self.quarantine.flush()
+            self.verdicts.flush()
 
 
 def _keep_restart_only(old: Settings, new: Settings, restart: frozenset[str]) -> Settings:

@@ -39,7 +39,8 @@ def _soak(db_url: str, workdir: Path, *, amphorae: int, rounds: int) -> None:
     fleet = Fleet(topology, MASTER, faults=FAULTS, seed=3, interval_ms=500)
     cfg = write_config(workdir / "hm.toml", db_url, sections={"health_manager": {
         "heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "health_check_interval": 0.3,
-        "flush_interval": 0.1, "manager_id": "soak", "sock_rlimit": 4 << 20}})
+        "flush_interval": 0.1, "manager_id": "soak", "sock_rlimit": 4 << 20,
+        "failover_threshold": "off"}})  # 10 % die together on purpose
     daemon = start_daemon(cfg)
     try:
         for r in range(rounds):

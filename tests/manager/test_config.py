@@ -44,7 +44,7 @@ def test_defaults_without_a_file() -> None:
         60.0,
     )
     assert hm.health_check_interval == 3.0
-    assert hm.failover_threshold is None
+    assert hm.failover_threshold == "10%"
     assert hm.failover_threads == 10
     assert settings.failover.driver == "record"
     assert settings.database.connection == "sqlite:////var/lib/healthmgr/healthmgr.db"

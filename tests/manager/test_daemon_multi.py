@@ -28,7 +28,9 @@ def start_managers(url: str, config_dir: Path, count: int, **hm: object) -> list
         cfg = write_config(
             config_dir / f"hm{i}.toml",
             url,
-            sections={"health_manager": {"manager_id": f"hm-{i}", **hm}},
+            # 20 amphorae stale at once on purpose: no breaker here.
+            sections={"health_manager": {"manager_id": f"hm-{i}", "failover_threshold": "off",
+                                         **hm}},
         )
         daemons.append(start_daemon(cfg, wait=False))
     for d in daemons:

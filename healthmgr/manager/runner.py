@@ -1,0 +1,226 @@
+"""The failover runner: runs claimed failovers, owns every error they meet.
+
+Each claim is a lease on a RUNNING ``failover_request``; the runner renews
+the leases of what it runs, and records an outcome only when it is known:
+
+- the driver handed off (PENDING), succeeded or failed (after its retries):
+  recorded, retrying until the database accepts it (another manager may have
+  taken the request over meanwhile: then it is theirs);
+- the driver was stopped at shutdown with the outcome unknown: ABANDONED and
+  ``busy`` cleared, so any manager claims the amphora again if it is still
+  stale (drivers are idempotent);
+- anything else unexpected (a bug, the database gone at the last moment): the
+  request stays RUNNING and its lease expires, after which any manager takes
+  it over and runs the driver again.
+
+No exception from a driver or from the database leaves this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import structlog
+import trio
+
+from healthmgr import constants as C
+from healthmgr.db.claims import Claim
+from healthmgr.db.store import Store
+from healthmgr.manager.dbcall import DbCalls
+from healthmgr.manager.failover import (
+    DriverResult,
+    FailoverFailed,
+    FailoverJob,
+    run_with_retries,
+)
+from healthmgr.metrics import Metrics
+from healthmgr.wire.values import id_str
+
+log = structlog.get_logger("healthmgr.runner")
+
+CLEANUP_TIMEOUT = 5.0
+RECORD_BACKOFF = (0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class RunnerSettings:
+    manager_id: str
+    failover_threads: int
+    max_attempts: int
+    retry_backoff: float
+    lease: float  # seconds a claim is held without renewal
+
+
+class FailoverRunner:
+    """Runs claimed failovers with bounded concurrency; owns their tasks."""
+
+    def __init__(
+        self, store: Store, driver: object, metrics: Metrics, cfg: RunnerSettings, db: DbCalls
+    ) -> None:
+        self.store = store
+        self.driver = driver
+        self.metrics = metrics
+        self.cfg = cfg
+        self.db = db
+        self._held: dict[int, Claim] = {}
+        self._nursery: trio.Nursery | None = None
+        self._idle = trio.Event()
+        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._held)
+
+    def free_slots(self) -> int:
+        return max(0, self.cfg.failover_threads - self.in_flight)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._renew_leases)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def start(self, claim: Claim) -> None:
+        assert self._nursery is not None, "FailoverRunner.run is not running"
+        self._held[claim.request_id] = claim
+        self._idle = trio.Event()
+        self._nursery.start_soon(self._run_one, claim)
+
+    async def wait_idle(self) -> None:
+        await self._idle.wait()
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await trio.sleep(self.cfg.lease / 3)
+            if not self._held:
+                continue
+            try:
+                await self.db.run(self.store.renew_leases, self.cfg.manager_id,
+                                  list(self._held), self.cfg.lease)
+            except Exception as exc:  # the database is gone: the lease may lapse
+                log.warning("could not renew failover leases", error=_line(exc),
+                            requests=sorted(self._held))
+
+    async def _run_one(self, claim: Claim) -> None:
+        job = FailoverJob(
+            amphora_id=id_str(claim.amphora_id),
+            load_balancer_id=id_str(claim.load_balancer_id) if claim.load_balancer_id else None,
+            reason=claim.reason,
+            request_id=claim.request_id,
+            attempt=claim.attempts + 1,
+        )
+        try:
+            state, attempts, error = await self._drive(claim, job)
+        except BaseException:
+            # Cancelled at shutdown (possibly wrapped in an exception group by
+            # the driver's own nursery) with the outcome unknown: give it back.
+            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                await self._record(claim, job, C.FAILOVER_ABANDONED, claim.attempts,
+                                   "manager shutting down", retry=False)
+            self.metrics.count_failover("abandoned")
+            self._done(claim)
+            raise
+        try:
+            await self._record(claim, job, state, attempts, error)
+        except Exception as exc:  # a bug: the lease will lapse and someone retries
+            log.exception("failover outcome not recorded; its lease will expire",
+                          amphora_id=job.amphora_id, request=claim.request_id, error=_line(exc))
+        finally:
+            self._done(claim)
+
+    def _done(self, claim: Claim) -> None:
+        self._held.pop(claim.request_id, None)
+        if not self._held:
+            self._idle.set()
+
+    async def _drive(self, claim: Claim, job: FailoverJob) -> tuple[str, int, str | None]:
+        """Run the driver; (state to record, attempts, last error)."""
+        log.warning("failing over amphora", amphora_id=job.amphora_id, lb_id=job.load_balancer_id,
+                    reason=claim.reason, request=claim.request_id,
+                    taken_over_from=claim.taken_over_from)
+        self.metrics.count_failover("requested")
+        attempts = claim.attempts
+
+        async def on_attempt(attempt: int, error: Exception | None) -> None:
+            nonlocal attempts
+            attempts = claim.attempts + attempt
+            if error is None:
+                return
+            if attempt < self.cfg.max_attempts:  # the last failure is "failed", not retried
+                self.metrics.count_failover("retried")
+            try:  # progress is best effort: the outcome carries it too
+                await self.db.run(self.store.record_progress, claim.request_id,
+                                  self.cfg.manager_id, attempts, str(error))
+            except Exception as exc:
+                log.warning("could not record failover progress", error=_line(exc))
+
+        try:
+            result = await run_with_retries(
+                self.driver, job,
+                max_attempts=self.cfg.max_attempts,
+                backoff=self.cfg.retry_backoff,
+                on_attempt=on_attempt,
+            )
+        except FailoverFailed as exc:
+            return C.FAILOVER_FAILED, attempts, str(exc)
+        if result is DriverResult.HANDED_OFF:
+            return C.FAILOVER_PENDING, attempts, None
+        return C.FAILOVER_SUCCEEDED, max(attempts, 1), None
+
+    async def _record(
+        self,
+        claim: Claim,
+        job: FailoverJob,
+        state: str,
+        attempts: int,
+        error: str | None,
+        *,
+        retry: bool = True,
+    ) -> None:
+        """Write a known outcome; retry until the database takes it."""
+        delays = iter(RECORD_BACKOFF)
+        while True:
+            try:
+                owned = await self.db.run(self.store.record_outcome, claim,
+                                          self.cfg.manager_id, state, attempts, error)
+                break
+            except Exception as exc:
+                if not retry:
+                    log.error("could not record abandoned failover; its lease will expire",
+                              amphora_id=job.amphora_id, error=_line(exc))
+                    return
+                delay = next(delays, RECORD_BACKOFF[-1])
+                log.error("could not record failover outcome; retrying",
+                          amphora_id=job.amphora_id, state=state, error=_line(exc),
+                          retry_in=delay)
+                await trio.sleep(delay)
+        if not owned:
+            log.warning("failover outcome not recorded: another manager took the request over",
+                        amphora_id=job.amphora_id, request=claim.request_id, state=state)
+            return
+        self._announce(claim, job, state, attempts, error)
+
+    def _announce(
+        self, claim: Claim, job: FailoverJob, state: str, attempts: int, error: str | None
+    ) -> None:
+        if state == C.FAILOVER_PENDING:
+            self.metrics.count_failover("handed_off")
+            log.info("failover requested", amphora_id=job.amphora_id, request=claim.request_id,
+                     reason=claim.reason)
+        elif state == C.FAILOVER_SUCCEEDED:
+            self.metrics.count_failover("succeeded")
+            log.warning("failover succeeded", amphora_id=job.amphora_id, attempts=attempts,
+                        reason=claim.reason)
+        elif state == C.FAILOVER_FAILED:
+            self.metrics.count_failover("failed")
+            log.error(
+                "failover failed; load balancer set to provisioning_status ERROR",
+                amphora_id=job.amphora_id, lb_id=job.load_balancer_id, attempts=attempts,
+                error=error, reason=claim.reason,
+            )
+
+
+def _line(exc: BaseException) -> str:
+    text = str(exc)
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
