@@ -6,11 +6,13 @@ leaves BOOTING, READY, DELETED, PENDING_DELETE, ERROR alone), and whose load
 balancer, if it has one, is not PENDING_* (the API's worker is changing it).
 An amphora with no load balancer is a candidate too.
 
-Claiming: ``SELECT ... FOR UPDATE SKIP LOCKED`` on ``amphora_health`` on
-PostgreSQL and MariaDB (the amphora and load balancer tests are subqueries,
-which a locking read does not lock, so a claim never blocks the writer's
-status updates), then ``busy = true`` and a RUNNING ``failover_request`` row
-with a lease, all in the caller's transaction. On SQLite the transaction
+Claiming: the candidates among the wanted ids are read without a lock (the
+amphora and load balancer tests join other tables, and a locking read on
+MariaDB locks every row of every table it reads), then their
+``amphora_health`` rows alone are locked with ``SELECT ... FOR UPDATE SKIP
+LOCKED`` on PostgreSQL and MariaDB and re-checked (not busy, still stale),
+then ``busy = true`` and a RUNNING ``failover_request`` row with a lease, all
+in the caller's transaction. On SQLite the transaction
 starts with BEGIN IMMEDIATE (one writer at a time) and the claim is a single
 ``UPDATE ... RETURNING``.
 
@@ -246,18 +248,33 @@ def claim(
     if conn.dialect.name == "sqlite":
         got = _mark_busy_sqlite(conn, ids, cutoff)
     else:
-        got = list(
+        candidates = list(
             conn.execute(
                 sa.select(_health.c.amphora_id)
                 .where(_health.c.amphora_id.in_(ids))
                 .where(_stale(_health, cutoff))
-                .order_by(_health.c.amphora_id)
-                .with_for_update(skip_locked=True)
             ).scalars()
         )
+        got = _lock_health(conn, candidates, cutoff) if candidates else []
         if got:
             conn.execute(sa.update(_health).where(_health.c.amphora_id.in_(got)).values(busy=True))
     return _request_rows(conn, got, wanted, manager, lease_seconds)
+
+
+def _lock_health(conn: sa.Connection, ids: list[str], cutoff: dt.datetime) -> list[str]:
+    """Lock these health rows (by primary key only), skipping rows another manager
+    holds, and keep those still not busy and stale.
+
+    Only the key in the WHERE: with a range on the (busy, last_update) index,
+    MariaDB locks every row the range scan passes, not only the ones it returns.
+    """
+    rows = conn.execute(
+        sa.select(_health.c.amphora_id, _health.c.busy, _health.c.last_update)
+        .where(_health.c.amphora_id.in_(sorted(ids)))
+        .order_by(_health.c.amphora_id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    return [r.amphora_id for r in rows if not r.busy and r.last_update < cutoff]
 
 
 def _mark_busy_sqlite(conn: sa.Connection, ids: list[str], cutoff: dt.datetime) -> list[str]:

@@ -48,6 +48,21 @@ def column(engine: sa.Engine, table: sa.Table, col: str, obj: Id) -> str:
         return conn.execute(sa.select(table.c[col]).where(table.c.id == id_str(obj))).scalar_one()
 
 
+WINDOW = dt.timedelta(minutes=1)
+LEASE = 30.0
+
+
+def stale_ids(store: Store, limit: int = 100) -> list[str]:
+    read = store.read_for_check(cutoff(), utcnow() - WINDOW, limit)
+    return [r.amphora_id for r in read.silent]
+
+
+def claim_all(
+    store: Store, manager: str = "hm-1", limit: int = 100, reason: str = "r"
+) -> list[Claim]:
+    return store.claim(dict.fromkeys(stale_ids(store, limit), reason), cutoff(), manager, LEASE)
+
+
 def test_what_counts_as_stale(engine: sa.Engine, store: Store) -> None:
     old = utcnow() - OLD
     stale = make_seed_lb(engine, last_update=old)
@@ -63,18 +78,25 @@ def test_what_counts_as_stale(engine: sa.Engine, store: Store) -> None:
     orphan_health = new_id()  # a health row whose amphora row is gone
     store.flush(FlushBatch(health=(HealthBump(orphan_health, utcnow() - OLD),)))
 
-    assert store.count_stale(cutoff()) == 3
-    claimed = store.claim_stale(cutoff(), 10, "hm-1", "heartbeat timeout")
+    read = store.read_for_check(cutoff(), utcnow() - WINDOW, 100)
+    expected = {id_str(a) for a in (stale.amphora, stopped, no_lb)}
+    assert {r.amphora_id for r in read.silent} == expected
+    assert read.silent_count == 3
+    assert {r.amphora_id for r in read.silent if r.stopped} == {id_str(stopped)}
+    assert read.stopped_count == 1
+    claimed = claim_all(store)
     assert {c.amphora_id for c in claimed} == {stale.amphora, stopped, no_lb}
     by_amp = {c.amphora_id: c for c in claimed}
     assert by_amp[stale.amphora].load_balancer_id == stale.load_balancer
     assert by_amp[no_lb].load_balancer_id is None
-    assert store.count_stale(cutoff()) == 0
+    assert stale_ids(store) == []
 
 
-def test_claim_marks_busy_and_records_a_request(engine: sa.Engine, store: Store) -> None:
+def test_claim_marks_busy_and_records_a_running_request_under_a_lease(
+    engine: sa.Engine, store: Store
+) -> None:
     seed = make_seed_lb(engine, last_update=utcnow() - OLD)
-    (claim,) = store.claim_stale(cutoff(), 5, "hm-1", "heartbeat timeout")
+    (claim,) = claim_all(store, reason="heartbeat_timeout")
     assert isinstance(claim, Claim)
     assert busy_of(engine, seed.amphora)
     (req,) = requests(engine)
@@ -83,87 +105,165 @@ def test_claim_marks_busy_and_records_a_request(engine: sa.Engine, store: Store)
         id_str(seed.amphora),
         id_str(seed.load_balancer),
     )
-    assert (req.state, req.requested_by, req.reason, req.attempts) == (
-        C.FAILOVER_PENDING,
-        "hm-1",
-        "heartbeat timeout",
-        0,
+    assert (req.state, req.requested_by, req.owner, req.reason, req.attempts) == (
+        C.FAILOVER_RUNNING, "hm-1", "hm-1", "heartbeat_timeout", 0,
     )
-    assert store.claim_stale(cutoff(), 5, "hm-1", "again") == []
+    assert req.lease_expires_at > utcnow() + dt.timedelta(seconds=LEASE - 5)
+    # Claimed once: no second claim, from anyone, for a busy amphora.
+    assert store.claim({id_str(seed.amphora): "again"}, cutoff(), "hm-2", LEASE) == []
 
 
-def test_claim_takes_the_oldest_first_up_to_the_limit(engine: sa.Engine, store: Store) -> None:
+def test_a_claim_takes_only_amphorae_still_stale(engine: sa.Engine, store: Store) -> None:
+    amp = stale_amp(engine)
+    ids = stale_ids(store)
+    store.flush(FlushBatch(health=(HealthBump(amp, utcnow()),)))  # it beat meanwhile
+    assert store.claim(dict.fromkeys(ids, "r"), cutoff(), "hm-1", LEASE) == []
+
+
+def test_silent_amphorae_are_listed_oldest_first_and_all_counted(
+    engine: sa.Engine, store: Store
+) -> None:
     now = utcnow()
     amps = [make_amphora(engine, last_update=now - OLD - dt.timedelta(seconds=i)) for i in range(5)]
-    first = store.claim_stale(cutoff(), 2, "hm-1", "r")
-    assert [c.amphora_id for c in first] == [amps[4], amps[3]]
-    assert store.claim_stale(cutoff(), 0, "hm-1", "r") == []
-    rest = store.claim_stale(cutoff(), 10, "hm-1", "r")
-    assert [c.amphora_id for c in rest] == [amps[2], amps[1], amps[0]]
+    read = store.read_for_check(cutoff(), now - WINDOW, 2)
+    assert [r.amphora_id for r in read.silent] == [id_str(amps[4]), id_str(amps[3])]
+    assert (read.silent_count, read.fleet) == (5, 5)
 
 
 def test_circuit_breaker_stops_and_a_heartbeat_brings_back(engine: sa.Engine, store: Store) -> None:
     a, b = stale_amp(engine), stale_amp(engine)
     fresh = make_amphora(engine)
     pending = make_seed_lb(engine, last_update=utcnow() - OLD, provisioning_status=C.PENDING_UPDATE)
-    stopped = store.stop_stale(cutoff())
-    assert sorted(stopped) == sorted([a, b])
+    stopped = store.stop([id_str(a), id_str(b), id_str(fresh), id_str(pending.amphora)], cutoff())
+    assert sorted(stopped) == sorted([id_str(a), id_str(b)])
     amp = Amphora.__table__
     assert column(engine, amp, "status", a) == C.FAILOVER_STOPPED
     assert column(engine, amp, "status", fresh) == C.ALLOCATED
     assert column(engine, amp, "status", pending.amphora) == C.ALLOCATED
     assert not busy_of(engine, a)
-    # Still stale (the breaker counts them), and a heartbeat brings one back.
-    assert store.count_stale(cutoff()) == 2
+    # Still silent (the breaker counts them), and a heartbeat brings one back.
+    assert len(stale_ids(store)) == 2
     result = store.flush(FlushBatch(health=(HealthBump(a, utcnow()),)))
     assert result.recovered == (a,)
     assert column(engine, amp, "status", a) == C.ALLOCATED
-    assert store.count_stale(cutoff()) == 1
+    assert stale_ids(store) == [id_str(b)]
 
 
 def test_failover_outcomes(engine: sa.Engine, store: Store) -> None:
     seed = make_seed_lb(engine, last_update=utcnow() - OLD)
-    spare = stale_amp(engine)
-    claims_ = {c.amphora_id: c for c in store.claim_stale(cutoff(), 5, "hm-1", "r")}
+    spare, handed, gone = stale_amp(engine), stale_amp(engine), stale_amp(engine)
+    claims_ = {c.amphora_id: c for c in claim_all(store)}
     ok, bad = claims_[spare], claims_[seed.amphora]
-
-    store.update_failover_request(ok.request_id, C.FAILOVER_RUNNING, 1, None)
-    store.update_failover_request(ok.request_id, C.FAILOVER_SUCCEEDED, 1, None)
-    store.finish_failover(ok, True)
-    store.update_failover_request(bad.request_id, C.FAILOVER_FAILED, 3, "exit status 2")
-    store.finish_failover(bad, False)
-    assert store.mark_lb_error(seed.load_balancer)
+    store.record_progress(bad.request_id, "hm-1", 2, "exit status 2")
+    # Only the owner records an outcome.
+    assert not store.record_outcome(ok, "hm-2", C.FAILOVER_SUCCEEDED, 1)
+    assert store.record_outcome(ok, "hm-1", C.FAILOVER_SUCCEEDED, 1)
+    assert store.record_outcome(bad, "hm-1", C.FAILOVER_FAILED, 3, "exit status 2")
+    assert store.record_outcome(claims_[handed], "hm-1", C.FAILOVER_PENDING, 1)
+    assert store.record_outcome(claims_[gone], "hm-1", C.FAILOVER_ABANDONED, 0, "shutting down")
 
     rows = {r.id: r for r in requests(engine)}
     assert (rows[ok.request_id].state, rows[ok.request_id].attempts) == (C.FAILOVER_SUCCEEDED, 1)
     assert (rows[bad.request_id].state, rows[bad.request_id].attempts) == (C.FAILOVER_FAILED, 3)
     assert rows[bad.request_id].last_error == "exit status 2"
+    assert rows[claims_[handed].request_id].state == C.FAILOVER_PENDING
+    assert all(r.owner is None and r.lease_expires_at is None for r in rows.values())
     lb = LoadBalancer.__table__
     assert column(engine, lb, "provisioning_status", seed.load_balancer) == C.ERROR
-    # Both stay busy: never claimed again until released.
-    assert busy_of(engine, spare) and busy_of(engine, seed.amphora)
-    assert store.claim_stale(cutoff(), 5, "hm-1", "r") == []
+    # Known outcomes stay busy (never claimed again until released); an
+    # abandoned one is given back.
+    assert busy_of(engine, spare) and busy_of(engine, seed.amphora) and busy_of(engine, handed)
+    assert not busy_of(engine, gone)
+    assert [c.amphora_id for c in claim_all(store, "hm-2")] == [gone]
     store.release(spare)
-    assert [c.amphora_id for c in store.claim_stale(cutoff(), 5, "hm-1", "r")] == [spare]
+    assert [c.amphora_id for c in claim_all(store)] == [spare]
 
 
-def test_abandon_gives_the_amphora_back(engine: sa.Engine, store: Store) -> None:
-    amp = stale_amp(engine)
-    (claim,) = store.claim_stale(cutoff(), 5, "hm-1", "r")
-    store.abandon(claim, "manager shutting down")
-    assert not busy_of(engine, amp)
-    (req,) = requests(engine)
-    assert (req.state, req.last_error) == (C.FAILOVER_ABANDONED, "manager shutting down")
-    (again,) = Store(engine).claim_stale(cutoff(), 5, "hm-2", "r")
-    assert again.amphora_id == amp and again.request_id != claim.request_id
-
-
-def test_bad_request_updates_name_the_problem(store: Store) -> None:
+def test_bad_outcome_states_name_the_problem(engine: sa.Engine, store: Store) -> None:
+    stale_amp(engine)
+    (claim,) = claim_all(store)
     with pytest.raises(ValueError, match="'DONE' is not one of"):
-        store.update_failover_request(1, "DONE", 1, None)
-    with pytest.raises(LookupError, match="no failover request with id 424242"):
-        store.update_failover_request(424242, C.FAILOVER_RUNNING, 1, None)
-    assert not store.mark_lb_error(new_id())
+        store.record_outcome(claim, "hm-1", "DONE", 1)
+
+
+# --- leases ----------------------------------------------------------------------
+
+
+def expire_leases(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.update(FailoverRequest.__table__)
+                     .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1)))
+
+
+def test_an_expired_lease_is_taken_over_and_a_renewed_one_is_not(
+    engine: sa.Engine, store: Store
+) -> None:
+    stale_amp(engine)
+    (claim,) = claim_all(store, "hm-dead")
+    store.record_progress(claim.request_id, "hm-dead", 1, "killed")
+    assert store.take_over("hm-2", LEASE, 10, cutoff()).claims == []  # lease still valid
+    expire_leases(engine)
+    store.renew_leases("hm-dead", [claim.request_id], LEASE)  # its owner is alive after all
+    assert store.take_over("hm-2", LEASE, 10, cutoff()).claims == []
+    expire_leases(engine)
+    (taken,) = store.take_over("hm-2", LEASE, 10, cutoff()).claims
+    assert (taken.request_id, taken.amphora_id, taken.attempts, taken.taken_over_from) == (
+        claim.request_id, claim.amphora_id, 1, "hm-dead"
+    )
+    (req,) = requests(engine)
+    assert (req.state, req.owner) == (C.FAILOVER_RUNNING, "hm-2")
+    assert store.take_over("hm-3", LEASE, 10, cutoff()).claims == []
+    # The old owner can no longer record an outcome; the new one can.
+    assert not store.record_outcome(claim, "hm-dead", C.FAILOVER_SUCCEEDED, 1)
+    assert store.record_outcome(taken, "hm-2", C.FAILOVER_SUCCEEDED, 2)
+
+
+def test_a_taken_over_amphora_that_beats_again_is_given_up(
+    engine: sa.Engine, store: Store
+) -> None:
+    amp = stale_amp(engine)
+    claim_all(store, "hm-dead")
+    store.flush(FlushBatch(health=(HealthBump(amp, utcnow()),)))
+    expire_leases(engine)
+    taken = store.take_over("hm-2", LEASE, 10, cutoff())
+    assert taken.claims == []
+    ((_, amphora, why),) = taken.abandoned
+    assert (amphora, why) == (id_str(amp), "amphora beats again")
+    (req,) = requests(engine)
+    assert req.state == C.FAILOVER_ABANDONED and not busy_of(engine, amp)
+
+
+def test_a_manual_request_without_lease_is_taken_over_even_for_a_live_amphora(
+    engine: sa.Engine, store: Store
+) -> None:
+    amp = make_amphora(engine)  # fresh: alive
+    now = utcnow()
+    with engine.begin() as conn:
+        conn.execute(sa.insert(FailoverRequest.__table__).values(
+            amphora_id=id_str(amp), load_balancer_id=None, reason="manual",
+            requested_by="cli:op@host", requested_at=now, state=C.FAILOVER_RUNNING,
+            attempts=0, updated_at=now,
+        ))
+    (taken,) = store.take_over("hm-1", LEASE, 10, cutoff()).claims
+    assert (taken.amphora_id, taken.reason, taken.taken_over_from) == (amp, "manual", None)
+    assert busy_of(engine, amp)
+
+
+def test_liveness_rows_and_observers_in_the_check_reading(engine: sa.Engine, store: Store) -> None:
+    from healthmgr.db.managers import Presence
+
+    def presence(mid: str, impaired: bool) -> Presence:
+        return Presence(mid, "host", 1, "0", impaired, "kernel_drops" if impaired else None,
+                        None if impaired else 12.0, 0.5, 1.0, None, False, None)
+
+    store.write_presence(presence("hm-a", False), first=True)
+    store.write_presence(presence("hm-b", True), first=True)
+    read = store.read_for_check(cutoff(), utcnow() - WINDOW, 10)
+    rows = {m.manager_id: m for m in read.managers}
+    assert rows["hm-a"].age < 5 and not rows["hm-a"].impaired
+    assert 11.0 < rows["hm-a"].healthy_for < 20.0
+    assert rows["hm-b"].impaired and rows["hm-b"].healthy_for is None
+    assert rows["hm-b"].impaired_reason == "kernel_drops"
 
 
 # --- several managers -------------------------------------------------------
@@ -186,7 +286,7 @@ def test_concurrent_managers_claim_each_stale_amphora_exactly_once(engine: sa.En
         store = Store(eng)
         try:
             start.wait()
-            while claimed := store.claim_stale(cutoff(), 3, name, "heartbeat timeout"):
+            while claimed := claim_all(store, name, limit=3):
                 results[name].extend(claimed)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
@@ -204,7 +304,7 @@ def test_concurrent_managers_claim_each_stale_amphora_exactly_once(engine: sa.En
     reqs = requests(engine)
     assert len(reqs) == 40
     assert {r.requested_by for r in reqs} <= set(results)
-    assert Store(engine).count_stale(cutoff()) == 0
+    assert stale_ids(Store(engine)) == []
 
 
 def test_a_second_manager_skips_rows_the_first_holds(server_db_url: str) -> None:
@@ -212,16 +312,21 @@ def test_a_second_manager_skips_rows_the_first_holds(server_db_url: str) -> None
     engine1 = make_test_engine(server_db_url)
     engine2 = make_test_engine(server_db_url, create=False)
     try:
-        stale = {stale_amp(engine1) for _ in range(5)}
+        stale = {id_str(stale_amp(engine1)) for _ in range(5)}
+        held_ids = sorted(stale)[:2]
         with engine1.connect() as conn1:
+            if conn1.dialect.name == "mysql":
+                conn1.execution_options(isolation_level="READ COMMITTED")  # as Store writes
             tx = conn1.begin()
-            held = set(claims._lock_candidates(conn1, cutoff(), 2))
-            assert len(held) == 2
+            held = {id_str(c.amphora_id) for c in
+                    claims.claim(conn1, dict.fromkeys(held_ids, "r"), cutoff(), "hm-1", LEASE)}
+            assert held == set(held_ids)
             # Returns at once (SKIP LOCKED), without the two locked rows.
-            got = Store(engine2, retries=0).claim_stale(cutoff(), 10, "hm-2", "r")
-            assert {id_str(c.amphora_id) for c in got} == {id_str(a) for a in stale} - held
+            got = Store(engine2, retries=0).claim(dict.fromkeys(stale, "r"), cutoff(), "hm-2",
+                                                  LEASE)
+            assert {id_str(c.amphora_id) for c in got} == stale - held
             tx.rollback()
-        again = Store(engine2).claim_stale(cutoff(), 10, "hm-2", "r")
+        again = Store(engine2).claim(dict.fromkeys(stale, "r"), cutoff(), "hm-2", LEASE)
         assert {id_str(c.amphora_id) for c in again} == held
     finally:
         engine1.dispose()
@@ -233,14 +338,15 @@ def test_sqlite_claims_wait_for_the_writer_then_skip_its_claims(tmp_path) -> Non
     engine2 = make_test_engine(f"sqlite:///{tmp_path / 'hm.db'}", create=False)
     try:
         stale = {stale_amp(engine1) for _ in range(4)}
+        wanted = {id_str(a): "r" for a in stale}
         first: list[Claim] = []
         with engine1.connect() as conn1:
             conn1.execution_options(sqlite_begin="IMMEDIATE")
             tx = conn1.begin()
-            first = claims.claim_stale(conn1, cutoff(), 2, "hm-1", "r")
+            first = claims.claim(conn1, dict(list(wanted.items())[:2]), cutoff(), "hm-1", LEASE)
             done: list[list[Claim]] = []
             t = threading.Thread(
-                target=lambda: done.append(Store(engine2).claim_stale(cutoff(), 10, "hm-2", "r"))
+                target=lambda: done.append(Store(engine2).claim(wanted, cutoff(), "hm-2", LEASE))
             )
             t.start()
             t.join(0.3)
