@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 import trio
@@ -52,10 +52,12 @@ def manager_id(settings: Settings) -> str:
 class Daemon:
     settings: Settings
     config_path: str | None = None
-    metrics: Metrics = field(default_factory=Metrics)
+    metrics: Metrics | None = None  # None: the daemon's own, labelled with its manager id
 
     def __post_init__(self) -> None:
         hm = self.settings.health_manager
+        if self.metrics is None:
+            self.metrics = Metrics(manager_id=manager_id(self.settings))
         self.engine = make_engine(self.settings.database.connection)
         self.store = Store(self.engine)
         self.decoder = Decoder.from_settings(self.settings)
