@@ -12,7 +12,7 @@ import argparse
 import datetime as dt
 import shlex
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from cliff import columns, command, lister, show
 
@@ -50,6 +50,17 @@ class Guarded:
                 message = keep_location(str(error), *hint_location(parsed_args))
                 self.app.stderr.write(f"healthmgr: error: {message}\n")
             return int(error.code)
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)  # type: ignore[misc]
+
+        def error(message: str) -> NoReturn:
+            # One line, not argparse's usage block: the usage is in --help.
+            self.app.stderr.write(f"{parser.prog}: error: {message} (see --help)\n")
+            raise SystemExit(int(Exit.USAGE))
+
+        parser.error = error  # type: ignore[method-assign]
+        return parser
 
     def _generate_columns_and_selector(self, parsed_args: argparse.Namespace, column_names: Any):
         try:
@@ -122,7 +133,7 @@ def status_choices(kind: str) -> Callable[[str], str]:
         value = text.strip().upper()
         if value not in vocabulary:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a {kind} status (choose from {', '.join(vocabulary)})"
+                f"{text!r} is not a valid {kind} status (choose from {', '.join(vocabulary)})"
             )
         return value
 

@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from cliff.app import App
 from cliff.commandmanager import CommandManager
@@ -89,11 +90,13 @@ class _Commands(CommandManager):
 class HealthmgrApp(App):
     NAME = "healthmgr"
 
-    def __init__(self) -> None:
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
         super().__init__(
             description=DESCRIPTION,
             version=__version__,
             command_manager=_Commands(),
+            stdout=stdout,
+            stderr=stderr,
             deferred_help=True,
         )
 
