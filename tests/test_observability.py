@@ -123,3 +123,11 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
     tests = subprocess.run([tool, "test", "rules", RULE_TESTS.name], capture_output=True,
                            text=True, timeout=60, check=False, cwd=RULE_TESTS.parent)  # fmt: skip
     assert tests.returncode == 0, tests.stdout + tests.stderr
+
+
+def test_flush_batch_size_is_documented_as_rows() -> None:
+    """It counts rows (health refreshes, status changes, statistics updates), not amphorae."""
+    (family,) = [m for m in Metrics(process=False).registry.collect()
+                 if m.name == "healthmgr_flush_batch_size"]  # fmt: skip
+    assert family.documentation.startswith("Rows written by one flush")
+    assert "Amphorae" not in family.documentation
