@@ -99,3 +99,18 @@ def migrated(url: str) -> Iterator[Db]:
         yield Db(url, engine)
     finally:
         engine.dispose()
+
+
+# Fixtures: tests/conftest.py loads this module as a plugin.
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Db]:
+    """A database at this release's schema head, on SQLite, PostgreSQL and MariaDB."""
+    yield from migrated(db_url)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path) -> Iterator[Db]:
+    """A database at head on SQLite only: for what the database plays no part in."""
+    yield from migrated(f"sqlite:///{tmp_path / 'hm.db'}")

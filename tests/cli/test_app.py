@@ -12,7 +12,12 @@ import pytest
 from healthmgr import __version__
 from healthmgr.cli.errors import Exit
 from healthmgr.cli.main import COMMANDS
-from tests.cli.clitest import ROOT, clean_env, cli, healthmgr
+from tests.cli.clitest import (
+    ROOT,
+    clean_env,
+    cli,
+    healthmgr,
+)
 
 pytestmark = pytest.mark.usefixtures("no_healthmgr_env")
 
