@@ -40,6 +40,7 @@ ERROR_LOG_EVERY = 60.0
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="amphora-agent", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"amphora-agent {_version()}")
     p.add_argument("--config", type=Path, help="TOML config file")
     p.add_argument("--amphora-id", help="this amphora's UUID")
     p.add_argument("--key-id", type=int, help="id of the master key the key derives from")
@@ -57,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="send one heartbeat and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log every heartbeat")
     return p
+
+
+def _version() -> str:
+    """The installed distribution's version (the agent ships in the healthmgr package)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("healthmgr")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def load_config(args: argparse.Namespace) -> AgentConfig:

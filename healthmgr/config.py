@@ -12,6 +12,7 @@ and raised as one :class:`ConfigError`.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -23,7 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -32,6 +34,7 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -167,8 +170,6 @@ def _strict_int(value: object) -> int:
         raise _err("int_type", f"expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
     raise _err("int_type", f"expected an integer, got {value!r}")
 
 
@@ -182,8 +183,31 @@ def _problem(option: str, text: str) -> PydanticCustomError:
     return PydanticCustomError("healthmgr_option", "{text}", {"option": option, "text": text})
 
 
+def _failover_threshold(value: object) -> int | str:
+    """A count (>= 1), a share of the fleet ("10%"), or "off"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    text = str(value).strip().lower() if isinstance(value, str) else ""
+    if text.isdigit() and int(text) >= 1:
+        return int(text)  # from the environment: every value is a string
+    if text == "off":
+        return "off"
+    if text.endswith("%"):
+        try:
+            share = float(text[:-1])
+        except ValueError:
+            share = -1.0
+        if 0 < share <= 100:
+            return text
+    raise _err(
+        "threshold",
+        f"{value!r} is not a count, a share of the fleet such as \"10%\", or \"off\"",
+    )
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=False)
+    # strict: `octavia_compat = "yes"` or `bind_port = "5555"` in the file is an error.
+    model_config = ConfigDict(extra="forbid", validate_default=False, strict=True)
 
 
 # -- sections ----------------------------------------------------------------
@@ -197,7 +221,7 @@ class HealthManagerSettings(_Section):
     heartbeat_timeout: Seconds = Field(60.0, validate_default=True)
     health_check_interval: Seconds = 3.0
     # A count, a share of the monitored fleet ("10%", at least 3 amphorae), or "off".
-    failover_threshold: int | str = "10%"
+    failover_threshold: Annotated[int | str, PlainValidator(_failover_threshold)] = "10%"
     failover_threads: Annotated[int, Field(ge=1)] = 10
     # Hold before a stale amphora may be failed over (default 2 x heartbeat_interval).
     failover_settle: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
@@ -253,28 +277,6 @@ class HealthManagerSettings(_Section):
                 "or every amphora looks dead",
             )
         return value
-
-    @field_validator("failover_threshold")
-    @classmethod
-    def _threshold(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-            return value
-        text = str(value).strip().lower()
-        if text.isdigit() and int(text) >= 1:
-            return int(text)  # from the environment: every value is a string
-        if text == "off":
-            return "off"
-        if text.endswith("%"):
-            try:
-                share = float(text[:-1])
-            except ValueError:
-                share = -1.0
-            if 0 < share <= 100:
-                return text
-        raise _err(
-            "threshold",
-            f"{value!r} is not a count, a share of the fleet such as \"10%\", or \"off\"",
-        )
 
     @field_validator("heartbeat_key")
     @classmethod
@@ -607,7 +609,9 @@ def load_settings(
     if problems:
         raise ConfigError(problems, source)
     try:
-        settings = Settings(**_deep_merge(data, overrides))
+        # The sections are strict: a TOML value of the wrong type is an error, never
+        # coerced. Environment values are text, so they are typed first (_typed_env).
+        settings = Settings(**_deep_merge(data, _typed_env(overrides)))
     except ValidationError as exc:
         raise ConfigError(_problems(exc, overrides), source) from None
     settings._source = source
@@ -689,6 +693,39 @@ def _unknown_env_names(env: Mapping[str, str]) -> list[str]:
         if section not in sections:
             problems.append(f"{name}: unknown section {section!r} (known: {', '.join(sections)})")
     return problems
+
+
+def _scalar_type(annotation: Any) -> type | None:
+    """bool, int or float when that is what an option holds (through Annotated and Optional)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _scalar_type(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        found = {_scalar_type(a) for a in get_args(annotation) if a is not type(None)}
+        return found.pop() if len(found) == 1 else None
+    return annotation if annotation in (bool, int, float) else None
+
+
+def _typed_env(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Environment overrides with the text of boolean and numeric options parsed (leniently,
+    as pydantic parses text: "true", "1", "yes", "5", "2.5"); text that does not parse is left
+    for strict validation to report, naming the variable."""
+    out: dict[str, Any] = {}
+    for section, options in overrides.items():
+        model = Settings.model_fields.get(section)
+        fields = getattr(model.annotation, "model_fields", {}) if model else {}
+        if not isinstance(options, Mapping):
+            out[section] = options
+            continue
+        typed = {}
+        for option, value in options.items():
+            scalar = _scalar_type(fields[option].annotation) if option in fields else None
+            if scalar is not None and isinstance(value, str):
+                with contextlib.suppress(ValidationError):
+                    value = TypeAdapter(scalar).validate_python(value.strip())
+            typed[option] = value
+        out[section] = typed
+    return out
 
 
 def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -783,10 +820,26 @@ def redacted(settings: Settings) -> dict[str, dict[str, Any]]:
                 values[option] = REDACTED
         if section == "keys":
             for entry in values["master"]:
-                entry["secret"] = REDACTED
+                # A secret read from a file stays a file reference: the output is a valid config.
                 if entry["secret_file"] is None:
                     del entry["secret_file"]
+                    entry["secret"] = REDACTED
+                else:
+                    del entry["secret"]
+        if section == "health_manager" and values["heartbeat_key_file"] is not None:
+            values["heartbeat_key"] = None
         if section == "database":
-            values["connection"] = settings.database.redacted_connection
+            values.update(_shown_database(settings.database))
         out[section] = values
     return out
+
+
+def _shown_database(db: DatabaseSettings) -> dict[str, Any]:
+    """connection as a valid config shows it: unset beside connection_file, and without
+    the password that password_file adds."""
+    if db.connection_file is not None:
+        return {"connection": None}
+    if db.password_file is not None:
+        url = _parse_url(db.connection)._replace(password=None)  # URL.set() ignores None
+        return {"connection": url.render_as_string(hide_password=False)}
+    return {"connection": db.redacted_connection}

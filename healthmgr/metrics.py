@@ -164,7 +164,8 @@ class Metrics:
         )
         self.flush_batch_size = Histogram(
             "flush_batch_size",
-            "Amphorae written by one flush.",
+            "Rows written by one flush: amphora_health refreshes, status changes and "
+            "statistics updates.",
             namespace=ns,
             buckets=BATCH_BUCKETS,
             registry=reg,
@@ -343,6 +344,10 @@ LINGER_SECONDS = 1.0
 MAX_LINGER_BYTES = 1 << 20
 
 
+class MetricsBindError(OSError):
+    """The metrics endpoint cannot listen on its address (in use, not local, ...)."""
+
+
 async def serve_metrics(
     bind: str,
     metrics: Metrics,
@@ -355,7 +360,12 @@ async def serve_metrics(
     trio's own nursery; no threads. A misbehaving client only loses its connection.
     """
     host, port = split_host_port(bind, allow_zero_port=True)
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host)
+    except OSError as exc:
+        raise MetricsBindError(
+            f"cannot bind the metrics endpoint ([metrics] bind = {bind}): {exc.strerror or exc}"
+        ) from exc
     task_status.started(listeners[0].socket.getsockname()[1])
 
     async def handler(stream: trio.SocketStream) -> None:

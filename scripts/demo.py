@@ -367,54 +367,40 @@ def haproxy_config(engine: sa.Engine, seed: Seed, sock: Path) -> str:
 
 @dataclass(frozen=True)
 class Tree:
-    """The status tree of one load balancer: (name, operating_status) at each level."""
+    """A status tree as `healthmgr status show LB -f json` gives it (Octavia's shape)."""
 
-    lb: tuple[str, str, str]  # name, provisioning, operating
-    listener: tuple[str, int, str]  # name, port, operating
-    pool: tuple[str, str, str]  # name, algorithm, operating
-    members: tuple[tuple[str, int, str], ...]  # name, port, operating
+    lb: dict[str, Any]
+
+    @property
+    def listener(self) -> dict[str, Any]:
+        return self.lb["listeners"][0]
+
+    @property
+    def pool(self) -> dict[str, Any]:
+        return self.listener["pools"][0]
 
     def member(self, name: str) -> str:
-        return next(status for n, _, status in self.members if n == name)
+        return next(m["operating_status"] for m in self.pool["members"] if m["name"] == name)
 
-    def render(self) -> str:
-        lb_name, lb_prov, lb_op = self.lb
-        li_name, li_port, li_op = self.listener
-        pool_name, algorithm, pool_op = self.pool
-        lines = [
-            f"load balancer {lb_name:<12} {lb_prov:<8} {lb_op}",
-            f"└── listener {li_name} HTTP:{li_port:<6} {li_op}",
-            f"    └── pool {pool_name} {algorithm:<11} {pool_op}",
-        ]
-        for i, (name, port, status) in enumerate(self.members):
-            branch = "└──" if i == len(self.members) - 1 else "├──"
-            lines.append(f"        {branch} member {name} 127.0.0.1:{port:<6} {status}")
-        return "\n".join(lines)
+    def all_online(self) -> bool:
+        statuses = [self.lb, self.listener, self.pool, *self.pool["members"]]
+        return all(node["operating_status"] == C.ONLINE for node in statuses)
 
 
-def read_tree(engine: sa.Engine, seed: Seed) -> Tree:
-    with engine.connect() as conn:
-        lb = conn.execute(
-            sa.select(
-                LoadBalancer.name, LoadBalancer.provisioning_status, LoadBalancer.operating_status
-            ).where(LoadBalancer.id == seed.load_balancer)
-        ).one()
-        li = conn.execute(
-            sa.select(Listener.name, Listener.protocol_port, Listener.operating_status).where(
-                Listener.id == seed.listener
-            )
-        ).one()
-        pool = conn.execute(
-            sa.select(Pool.name, Pool.lb_algorithm, Pool.operating_status).where(
-                Pool.id == seed.pool
-            )
-        ).one()
-        members = conn.execute(
-            sa.select(Member.name, Member.protocol_port, Member.operating_status)
-            .where(Member.pool_id == seed.pool)
-            .order_by(Member.name)
-        ).all()
-    return Tree(tuple(lb), tuple(li), tuple(pool), tuple(tuple(m) for m in members))  # type: ignore[arg-type]
+def status_show(workdir: Path, *fmt: str) -> str:
+    """`healthmgr status show lb1` against the demo's database (its stdout)."""
+    argv = [*console_script("healthmgr"), "status", "show", "lb1", "--config", "healthmgr.toml"]
+    done = subprocess.run(
+        [*argv, *fmt], cwd=workdir, capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DemoFailed(f"healthmgr status show failed (exit {done.returncode}): {reason}")
+    return done.stdout
+
+
+def read_tree(workdir: Path) -> Tree:
+    return Tree(json.loads(status_show(workdir, "-f", "json"))["statuses"]["loadbalancer"])
 
 
 def read_failover(engine: sa.Engine, seed: Seed) -> tuple[Any, Any] | None:
@@ -687,16 +673,10 @@ class Demo:
     # 5
     def step_online(self) -> None:
         self.out.step(5, "Status tree (from the database), once the manager has it ONLINE")
-        tree = self.wait_tree(
-            lambda t: (
-                t.lb[2] == t.listener[2] == t.pool[2] == C.ONLINE
-                and all(m[2] == C.ONLINE for m in t.members)
-            ),
-            20,
-            "everything ONLINE",
-            ("agent", "manager", "haproxy"),
+        self.wait_tree(
+            Tree.all_online, 20, "everything ONLINE", ("agent", "manager", "haproxy")
         )
-        self.out.say(tree.render())
+        self.show_tree()
         self.out.say(
             f"everything ONLINE {time.monotonic() - self.agent_started:.1f} s after "
             "the agent started"
@@ -711,9 +691,11 @@ class Demo:
         self.procs.stop(web2, signal.SIGKILL)
         t0 = time.monotonic()
         self.out.say(f"kill -KILL {web2.proc.pid}   (web-2)")
-        tree = self.wait_tree(
+        self.wait_tree(
             lambda t: (
-                t.member("web-2") == C.ERROR and t.pool[2] == C.DEGRADED and t.lb[2] == C.DEGRADED
+                t.member("web-2") == C.ERROR
+                and t.pool["operating_status"] == C.DEGRADED
+                and t.lb["operating_status"] == C.DEGRADED
             ),
             20,
             "web-2 ERROR, pool and load balancer DEGRADED",
@@ -724,7 +706,7 @@ class Demo:
             f"{time.monotonic() - t0:.1f} s (HAProxy's checks: {self.check_options}; "
             "then the next heartbeat)"
         )
-        self.out.say(tree.render())
+        self.show_tree()
         for line in self.children["haproxy"].log.read_text(errors="replace").splitlines():
             found = HAPROXY_DOWN.search(line)
             if found:
@@ -798,20 +780,22 @@ class Demo:
     def wait_tree(
         self, ok: Callable[[Tree], bool], timeout: float, what: str, alive: Sequence[str]
     ) -> Tree:
-        assert self.engine is not None and self.seed is not None
-        last: list[Tree] = []
+        """Poll `healthmgr status show -f json` until ``ok``; show the last tree on failure."""
 
         def check() -> Tree | None:
-            tree = read_tree(self.engine, self.seed)  # type: ignore[arg-type]
-            last[:] = [tree]
+            tree = read_tree(self.workdir)
             return tree if ok(tree) else None
 
         try:
             return self.wait(check, timeout, f"not {what}", alive)
         except DemoFailed:
-            if last:
-                self.out.say("last status tree read:\n" + last[0].render())
+            with contextlib.suppress(DemoFailed):
+                self.out.say("last status tree read:\n" + status_show(self.workdir))
             raise
+
+    def show_tree(self) -> None:
+        self.out.say("$ healthmgr status show lb1 --config healthmgr.toml")
+        self.out.say(status_show(self.workdir).rstrip("\n"))
 
 
 # --- entry point ----------------------------------------------------------------------------

@@ -28,6 +28,17 @@ if ! command -v haproxy >/dev/null 2>&1; then
     fi
 fi
 
+# promtool checks the Prometheus alert rules in docs/prometheus/ (the tests run it).
+if ! command -v promtool >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "setup: installing promtool (Debian's prometheus package)" >&2
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends prometheus >/dev/null
+    else
+        echo "setup: promtool is missing; run: sudo apt-get install prometheus" >&2
+    fi
+fi
+
 [ "${1:-}" = "--services" ] || exit 0
 
 PG_HOST=${HEALTHMGR_PG_HOST:-127.0.0.1}

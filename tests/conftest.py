@@ -22,6 +22,9 @@ MYSQL_ADMIN_URL = os.environ.get(
     "HEALTHMGR_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/healthmgr_test"
 )
 DIALECTS = ("sqlite", "postgresql", "mysql")
+# The CLI tests' fixtures (db, sqlite_db, no_healthmgr_env): a plugin, not a
+# tests/cli/conftest.py, which would shadow the `conftest` that tests/agent imports.
+pytest_plugins = ["tests.cli.clitest"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

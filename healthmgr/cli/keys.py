@@ -1,8 +1,8 @@
 """`healthmgr keys`: heartbeat keys.
 
-    healthmgr keys derive AMPHORA_ID [--key-id N]      key an agent is provisioned with
+    healthmgr keys derive AMPHORA_ID [--key-id N] > heartbeat.key   an agent's key file
     healthmgr keys derive AMPHORA_ID --master-key-file FILE --key-id N
-    healthmgr keys generate                              a new random master secret
+    healthmgr keys generate > master-1.key                           a new master secret
 
 Master keys come from ``[[keys.master]]`` of the configuration (``--config
 PATH``, ``$HEALTHMGR_CONFIG`` or the default path); ``derive`` uses the active
@@ -14,13 +14,12 @@ in ``secret_file`` (its UTF-8 text, one trailing newline ignored).
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
-import sys
 import uuid
 from pathlib import Path
 
-from healthmgr.cli.main import UsageError
+from healthmgr.cli.base import ShowOne, add_config_option
+from healthmgr.cli.errors import UsageError
 from healthmgr.wire.keys import (
     MAX_KEY_ID,
     MIN_MASTER_SECRET_BYTES,
@@ -28,68 +27,60 @@ from healthmgr.wire.keys import (
     derive_amphora_key,
 )
 
-FORMATS = ("text", "json", "value")
+KEY_FIELDS = ("amphora_id", "key_id", "key")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("keys", help="heartbeat keys: derive an amphora's key, generate")
-    commands = parser.add_subparsers(dest="keys_command", required=True, metavar="KEYS_COMMAND")
+class Derive(ShowOne):
+    """Print the key id and key an amphora's agent is provisioned with.
 
-    derive = commands.add_parser(
-        "derive", help="print the key id and key an amphora agent is provisioned with"
-    )
-    derive.add_argument("amphora_id", metavar="AMPHORA_ID", help="the amphora's UUID")
-    derive.add_argument(
-        "--key-id",
-        type=int,
-        metavar="N",
-        help="master key id (default: keys.active_key_id; required with --master-key-file)",
-    )
-    derive.add_argument(
-        "--master-key-file",
-        metavar="FILE",
-        help="read the master secret from FILE instead of the configuration",
-    )
-    derive.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file (default: $HEALTHMGR_CONFIG or /etc/healthmgr/healthmgr.toml)",
-    )
-    derive.add_argument(
-        "-f", "--format", choices=FORMATS, default="text",
-        help="text (default), json, or value: 'KEY_ID KEY_HEX' on one line",
-    )  # fmt: skip
-    derive.set_defaults(func=cmd_derive)
+    The default output (JSON) is a key file the agent reads as it is:
+    ``healthmgr keys derive AMPHORA_ID > heartbeat.key``; so is
+    ``-f value -c key_id -c key`` ("KEY_ID" and "KEY" on two lines).
+    """
 
-    generate = commands.add_parser(
-        "generate", help="print a new random master secret (64 hex characters)"
-    )
-    generate.set_defaults(func=cmd_generate)
+    @property
+    def formatter_default(self) -> str:
+        return "json"
 
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("amphora_id", metavar="AMPHORA_ID", help="the amphora's UUID")
+        parser.add_argument(
+            "--key-id",
+            type=int,
+            metavar="N",
+            help="master key id (default: keys.active_key_id; required with --master-key-file)",
+        )
+        parser.add_argument(
+            "--master-key-file",
+            metavar="FILE",
+            help="read the master secret from FILE instead of the configuration",
+        )
+        add_config_option(parser)
+        return parser
 
-def cmd_derive(args: argparse.Namespace) -> int:
-    amphora = _amphora_id(args.amphora_id)
-    if args.master_key_file is not None:
-        master = _master_from_file(args.master_key_file, args.key_id)
-    else:
-        from healthmgr.config import ConfigError
-
+    def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], tuple]:
+        amphora = _amphora_id(parsed_args.amphora_id)
+        if parsed_args.master_key_file is not None:
+            master = _master_from_file(parsed_args.master_key_file, parsed_args.key_id)
+        else:
+            master = _master_from_config(parsed_args.config, parsed_args.key_id)
         try:
-            master = _master_from_config(args.config, args.key_id)
-        except ConfigError as exc:
-            print(f"healthmgr: error: {exc}", file=sys.stderr)
-            return 1
-    try:
-        key = derive_amphora_key(master, amphora.bytes)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    _print(args.format, str(amphora), master.id, key.hex())
-    return 0
+            key = derive_amphora_key(master, amphora.bytes)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return KEY_FIELDS, (str(amphora), master.id, key.hex())
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    print(secrets.token_hex(32))
-    return 0
+class Generate(ShowOne):
+    """Print a new random master secret (64 hex characters) for a [[keys.master]] secret_file."""
+
+    @property
+    def formatter_default(self) -> str:
+        return "value"
+
+    def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], tuple]:
+        return ("secret",), (secrets.token_hex(32),)
 
 
 def _amphora_id(text: str) -> uuid.UUID:
@@ -134,12 +125,3 @@ def _master_from_config(config: str | None, key_id: int | None) -> MasterKey:
             f"--key-id: {wanted} is not a configured master key id (ids: {sorted(masters)})"
         )
     return masters[wanted]
-
-
-def _print(fmt: str, amphora_id: str, key_id: int, key_hex: str) -> None:
-    if fmt == "json":
-        print(json.dumps({"amphora_id": amphora_id, "key_id": key_id, "key": key_hex}))
-    elif fmt == "value":
-        print(f"{key_id} {key_hex}")
-    else:
-        print(f"amphora_id: {amphora_id}\nkey_id: {key_id}\nkey: {key_hex}")

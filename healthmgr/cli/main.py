@@ -1,7 +1,9 @@
-"""Entry point: one sub-command module per area, each with ``register``.
+"""``healthmgr``: one cliff application, every command in :data:`COMMANDS`.
 
-A sub-command module exposes ``register(subparsers) -> None`` and sets
-``func`` on its parser; ``func(args) -> int`` is the exit status.
+Commands are cliff commands (see healthmgr/cli/base.py), so every one that
+prints data has OpenStack's output options: ``-f table|json|yaml|value|csv|shell``,
+``-c COLUMN``, ``--sort-column``, ``--noindent``, ``--max-width``. Exit statuses
+are those of :class:`healthmgr.cli.errors.Exit` (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -10,31 +12,121 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
-COMMAND_MODULES = ("keys", "db", "config", "serve")
+from cliff.app import App
+from cliff.commandmanager import CommandManager
+
+from healthmgr import __version__
+from healthmgr.cli.errors import Exit, UsageError
+
+__all__ = ["COMMANDS", "HealthmgrApp", "UsageError", "main"]
+
+DESCRIPTION = (
+    "healthmgr: the health manager of load-balancer amphorae. `healthmgr serve` runs the "
+    "daemon; the other commands show the load balancers, amphorae, failovers and statistics "
+    "in the database it shares with the API, act on amphorae and failover requests, and "
+    "manage heartbeat keys, the configuration and the database schema. "
+    "`healthmgr help COMMAND` describes a command."
+)
+
+# command name -> "module:Class" under healthmgr.cli (imported when the command runs)
+COMMANDS: dict[str, str] = {
+    "serve": "serve:Serve",
+    "config check": "config:Check",
+    "config show": "config:Show",
+    "db upgrade": "db:Upgrade",
+    "db current": "db:Current",
+    "db stamp": "db:Stamp",
+    "db ddl": "db:Ddl",
+    "keys derive": "keys:Derive",
+    "keys generate": "keys:Generate",
+    "status show": "status:StatusShow",
+    "loadbalancer list": "objects:LoadBalancerList",
+    "loadbalancer show": "objects:LoadBalancerShow",
+    "listener list": "objects:ListenerList",
+    "listener show": "objects:ListenerShow",
+    "pool list": "objects:PoolList",
+    "pool show": "objects:PoolShow",
+    "member list": "objects:MemberList",
+    "member show": "objects:MemberShow",
+    "amphora list": "amphora:AmphoraList",
+    "amphora show": "amphora:AmphoraShow",
+    "amphora failover": "amphora:AmphoraFailover",
+    "amphora release": "amphora:AmphoraRelease",
+    "amphora resume": "amphora:AmphoraResume",
+    "failover list": "failover:FailoverList",
+    "failover show": "failover:FailoverShow",
+    "failover retry": "failover:FailoverRetry",
+    "stats show": "stats:StatsShow",
+    "health": "health:Health",
+}
 
 
-class UsageError(Exception):
-    """A bad argument: printed as ``healthmgr: error: ...``, exit status 2."""
+class _LazyCommand:
+    """A command class imported only when cliff asks for it (keeps start-up fast)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def load(self) -> type:
+        module, _, name = self.target.partition(":")
+        return getattr(importlib.import_module(f"healthmgr.cli.{module}"), name)
+
+    @property
+    def value(self) -> str:
+        return f"healthmgr.cli.{self.target}"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="healthmgr", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"healthmgr.cli.{name}").register(sub)
-    return parser
+class _Commands(CommandManager):
+    """COMMANDS, and no entry-point scan: the table is the whole CLI."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        for name, target in COMMANDS.items():
+            self.commands[name] = _LazyCommand(target)  # type: ignore[assignment]
+
+
+class HealthmgrApp(App):
+    NAME = "healthmgr"
+
+    def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        super().__init__(
+            description=DESCRIPTION,
+            version=__version__,
+            command_manager=_Commands(),
+            stdout=stdout,
+            stderr=stderr,
+            deferred_help=True,
+        )
+
+    def build_option_parser(self, description, version, argparse_kwargs=None):  # type: ignore[no-untyped-def]
+        parser = super().build_option_parser(description, version, argparse_kwargs)
+        parser.prog = self.NAME
+        for action in parser._actions:
+            if isinstance(action, argparse._VersionAction):
+                action.version = f"{self.NAME} {version}"
+        return parser
+
+    def configure_logging(self) -> None:
+        # `serve` configures its own logging; the other commands log only with -v/--log-file.
+        if self.options.verbose_level > 1 or self.options.log_file:
+            super().configure_logging()
+
+    def run(self, argv: list[str]) -> int:
+        if not argv:
+            self.parser.print_usage(self.stderr)
+            self.stderr.write("healthmgr: error: no command given; see `healthmgr --help`\n")
+            return int(Exit.USAGE)
+        return super().run(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args) or 0)
-    except UsageError as exc:
-        parser.exit(2, f"healthmgr: error: {exc}\n")
+        return HealthmgrApp().run(args)
     except KeyboardInterrupt:
-        return 130
+        return int(Exit.INTERRUPTED)
 
 
 if __name__ == "__main__":

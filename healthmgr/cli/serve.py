@@ -5,54 +5,74 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 
-import trio
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the health manager daemon")
-    p.add_argument("--config", metavar="PATH", help="TOML config file (default: "
-                   "$HEALTHMGR_CONFIG or /etc/healthmgr/healthmgr.toml)")
-    p.set_defaults(func=run)
+from healthmgr.cli.base import Command, add_config_option
+from healthmgr.cli.errors import CliError, Exit
 
 
-def _fail(message: str, status: int = 1) -> int:
-    print(f"healthmgr: error: {message}", file=sys.stderr)
-    return status
+class Serve(Command):
+    """Run the health manager daemon until SIGTERM or SIGINT (exit 0); SIGHUP reloads.
 
+    Start-up errors are one line on stderr with the statuses of docs/cli.md: a bad
+    configuration 3, an unreachable database 4, a schema not at head 5, a port in use 1.
+    """
 
-def run(args: argparse.Namespace) -> int:
-    from healthmgr.config import ConfigError, load_settings
-    from healthmgr.db.engine import DatabaseError
-    from healthmgr.db.migrate import check_current
-    from healthmgr.logging import configure_logging
-    from healthmgr.manager.service import Daemon
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        add_config_option(parser)
+        return parser
 
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        return _fail(f"{exc} (run `healthmgr config check` for details)", 2)
-    configure_logging(settings.logging.level, settings.logging.format)
-    # The schema check goes through Alembic, whose INFO chatter ("Context impl
-    # SQLiteImpl.") is noise in the daemon's log and before a one-line error.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    try:
-        daemon = Daemon(settings, config_path=args.config)
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        import trio
+
+        from healthmgr.config import ConfigError, load_settings
+        from healthmgr.db.migrate import check_current
+        from healthmgr.logging import configure_logging
+        from healthmgr.manager.service import Daemon
+        from healthmgr.metrics import MetricsBindError
+
+        try:
+            settings = load_settings(parsed_args.config)
+        except ConfigError as exc:
+            raise CliError(
+                f"{exc} (run `healthmgr config check` for details)", Exit.CONFIG
+            ) from None
+        configure_logging(settings.logging.level, settings.logging.format)
+        # The schema check goes through Alembic, whose INFO chatter ("Context impl
+        # SQLiteImpl.") is noise in the daemon's log and before a one-line error.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        daemon = Daemon(settings, config_path=parsed_args.config)
         daemon.catch_signals_outside_trio()
         check_current(daemon.engine)
-        daemon.bind()
-    except ConfigError as exc:
-        return _fail(str(exc), 2)
-    except DatabaseError as exc:
-        return _fail(str(exc))
-    except OSError as exc:
-        hm = settings.health_manager
-        return _fail(f"cannot bind {hm.bind_ip}:{hm.bind_port}: {exc.strerror or exc}")
-    trio.run(daemon.run)
-    # Everything is flushed. CPython puts Python-level handlers back to the
-    # default while it finalizes, so a late SIGTERM would still end this exit
-    # with -15; ignoring is kept through finalization.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, signal.SIG_IGN)
-    return 0
+        try:
+            daemon.bind()
+        except OSError as exc:
+            hm = settings.health_manager
+            raise CliError(
+                f"cannot bind {hm.bind_ip}:{hm.bind_port}: {exc.strerror or exc}"
+            ) from None
+        try:
+            trio.run(daemon.run)
+        except (MetricsBindError, BaseExceptionGroup) as exc:
+            raise CliError(_bind_error(exc)) from None
+        # Everything is flushed. CPython puts Python-level handlers back to the
+        # default while it finalizes, so a late SIGTERM would still end this exit
+        # with -15; ignoring is kept through finalization.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
+        return 0
+
+
+def _bind_error(exc: BaseException) -> str:
+    """The message of a MetricsBindError, alone or in trio's exception groups; else re-raise."""
+    from healthmgr.metrics import MetricsBindError
+
+    if isinstance(exc, MetricsBindError):
+        return str(exc)
+    assert isinstance(exc, BaseExceptionGroup)
+    found, rest = exc.split(MetricsBindError)
+    if found is None or rest is not None:
+        raise exc
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return str(found)

@@ -93,7 +93,7 @@ def runner_settings(settings: Settings) -> RunnerSettings:
 class Daemon:
     settings: Settings
     config_path: str | None = None
-    metrics: Metrics | None = None
+    metrics: Metrics | None = None  # None: the daemon's own, labelled with its manager id
 
     def __post_init__(self) -> None:
         hm = self.settings.health_manager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from healthmgr.cli.main import main
 from healthmgr.db import migrate
+from tests.cli.clitest import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,42 +30,43 @@ def healthmgr(*args: str, cwd: Path | None = None, **env: str) -> subprocess.Com
     )
 
 
-def in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """The same command through healthmgr.cli.main.main, without a process (faster)."""
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, out, err)
+def in_process(_capsys: object, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same command in this process (faster)."""
+    return cli(*args)
 
 
 def test_upgrade_then_current_on_sqlite(tmp_path: Path) -> None:
     url = "sqlite:///data/hm.db"  # relative: the directory is created
-    before = healthmgr("db", "current", "--db-url", url, cwd=tmp_path)
+    before = healthmgr(
+        "db", "current", "--db-url", url, "-f", "value", "-c", "revision", cwd=tmp_path
+    )
     assert before.returncode == 0, before.stderr
-    assert before.stdout.startswith("none ")
+    assert before.stdout == "None\n"
 
     first = healthmgr("db", "upgrade", "--db-url", url, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
-    assert f"upgraded from none to {migrate.head()}" in first.stdout
+    assert f"upgraded from none to {migrate.head()}" in first.stderr  # the confirmation line
+    assert "| after    | " + migrate.head() in first.stdout
     assert (tmp_path / "data" / "hm.db").is_file()
 
     again = healthmgr("db", "upgrade", "--db-url", url, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert "nothing to do" in again.stdout
+    assert "nothing to do" in again.stderr
 
-    current = healthmgr("db", "current", "--check", "--db-url", url, cwd=tmp_path)
+    current = healthmgr(
+        "db", "current", "--check", "--db-url", url, "-f", "value", "-c", "revision", "-c",
+        "position", cwd=tmp_path,
+    )  # fmt: skip
     assert current.returncode == 0, current.stderr
-    assert current.stdout == f"{migrate.head()} (head)\n"
+    assert current.stdout == f"{migrate.head()}\nhead\n"
 
 
 def test_upgrade_then_current_on_a_server(server_db_url: str) -> None:
     upgraded = healthmgr("db", "upgrade", "--db-url", server_db_url)
     assert upgraded.returncode == 0, upgraded.stderr
-    current = healthmgr("db", "current", "--db-url", server_db_url)
+    current = healthmgr("db", "current", "--db-url", server_db_url, "-f", "json")
     assert current.returncode == 0, current.stderr
-    assert current.stdout.split()[0] == migrate.head()
+    assert json.loads(current.stdout)["revision"] == migrate.head()
 
 
 def test_url_from_the_config_file_and_the_environment(
@@ -89,25 +91,34 @@ def test_url_from_the_config_file_and_the_environment(
 def test_current_check_fails_on_an_empty_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = in_process(
-        capsys, "db", "current", "--check", "--db-url", f"sqlite:///{tmp_path / 'e.db'}"
-    )
-    assert result.returncode == 1
-    assert "run `healthmgr db upgrade`" in result.stderr
+    url = f"sqlite:///{tmp_path / 'e.db'}"
+    result = in_process(capsys, "db", "current", "--check", "--db-url", url)
+    assert result.returncode == 5
+    # The hint names the database the command was given, so following it acts on that one.
+    assert f"run `healthmgr db upgrade --db-url {url}`" in result.stderr
+
+
+def test_hints_keep_the_users_config(tmp_path: Path) -> None:
+    config = tmp_path / "my healthmgr.toml"
+    config.write_text(f'[database]\nconnection = "sqlite:///{tmp_path / "e.db"}"\n')
+    result = cli("db", "current", "--config", str(config), "-f", "value", "-c", "position")
+    assert result.returncode == 0
+    assert f"run `healthmgr db upgrade --config '{config}'`" in result.stdout
 
 
 def test_stamp_records_a_revision(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert in_process(capsys, "db", "upgrade", "--db-url", url).returncode == 0
     assert in_process(capsys, "db", "stamp", "base", "--db-url", url).returncode == 0
-    assert in_process(capsys, "db", "current", "--db-url", url).stdout.startswith("none ")
+    revision = in_process(capsys, "db", "current", "--db-url", url, "-f", "value", "-c", "revision")
+    assert revision.stdout == "None\n"
     assert in_process(capsys, "db", "stamp", "head", "--db-url", url).returncode == 0
     assert migrate.current(url) == migrate.head()
 
 
-def test_unreachable_database_is_one_line_and_exit_1() -> None:
+def test_unreachable_database_is_one_line_and_exit_4() -> None:
     result = healthmgr("db", "upgrade", "--db-url", "postgresql://hm:s3cret@127.0.0.1:1/hm")
-    assert result.returncode == 1
+    assert result.returncode == 4
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(
@@ -116,11 +127,11 @@ def test_unreachable_database_is_one_line_and_exit_1() -> None:
     assert "s3cret" not in result.stderr
 
 
-def test_bad_config_file_is_one_line_and_exit_1(
+def test_bad_config_file_is_one_line_and_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     result = in_process(capsys, "db", "current", "--config", str(tmp_path / "missing.toml"))
-    assert result.returncode == 1
+    assert result.returncode == 3
     assert "missing.toml" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 

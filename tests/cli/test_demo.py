@@ -71,19 +71,22 @@ def test_demo_runs_the_seed_scenario(haproxy_bin: str) -> None:
     assert before[:2] in (["web-1", "web-2"], ["web-2", "web-1"])
     assert set(after) == {"web-1"}
 
-    # The trees: all ONLINE, then web-2 ERROR with pool and LB DEGRADED.
+    # The trees, drawn by `healthmgr status show`: all ONLINE, then web-2 ERROR with pool
+    # and LB DEGRADED (each line: the object, its provisioning and operating status).
     online, degraded = out.split("6. Kill web-2")
     tree = online.split("5. Status tree")[1]
+    assert "$ healthmgr status show lb1 --config healthmgr.toml" in tree
     assert re.search(r"load balancer lb1\s+ACTIVE\s+ONLINE", tree)
-    assert re.search(r"listener listener1 HTTP:\d+\s+ONLINE", tree)
-    assert re.search(r"pool pool1 ROUND_ROBIN\s+ONLINE", tree)
-    assert re.search(r"member web-1 \S+\s+ONLINE", tree)
-    assert re.search(r"member web-2 \S+\s+ONLINE", tree)
+    assert re.search(r"└── listener listener1 HTTP:\d+\s+ACTIVE\s+ONLINE", tree)
+    assert re.search(r"└── pool pool1 ROUND_ROBIN\s+ACTIVE\s+ONLINE", tree)
+    assert re.search(r"├── health monitor hm1 HTTP\s+ACTIVE\s+ONLINE", tree)
+    assert re.search(r"├── member web-1 \S+\s+ACTIVE\s+ONLINE", tree)
+    assert re.search(r"└── member web-2 \S+\s+ACTIVE\s+ONLINE", tree)
     tree = degraded.split("7. Kill the amphora")[0]
     assert re.search(r"load balancer lb1\s+ACTIVE\s+DEGRADED", tree)
-    assert re.search(r"pool pool1 ROUND_ROBIN\s+DEGRADED", tree)
-    assert re.search(r"member web-1 \S+\s+ONLINE", tree)
-    assert re.search(r"member web-2 \S+\s+ERROR", tree)
+    assert re.search(r"pool pool1 ROUND_ROBIN\s+ACTIVE\s+DEGRADED", tree)
+    assert re.search(r"member web-1 \S+\s+ACTIVE\s+ONLINE", tree)
+    assert re.search(r"member web-2 \S+\s+ACTIVE\s+ERROR", tree)
     assert re.search(r"member web-2 ERROR, pool and load balancer DEGRADED after [\d.]+ s", tree)
 
     # The failover of the killed amphora, recorded for the API's worker.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from healthmgr.cli.main import main
+from agent.config import parse_key_text
 from healthmgr.wire.keys import MasterKey, derive_amphora_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,23 +52,20 @@ def no_env_config(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+def run(_capsys: object, *argv: str) -> tuple[int, str, str]:
+    from tests.cli.clitest import cli
+
+    done = cli(*argv)
+    return done.returncode, done.stdout, done.stderr
 
 
 def test_derive_uses_the_active_key_of_the_config(config, capsys):
     code, out, _ = run(capsys, "keys", "derive", AMPHORA, "--config", str(config))
     assert code == 0
-    assert out.splitlines() == [
-        f"amphora_id: {AMPHORA}",
-        "key_id: 2",
-        f"key: {expected(2, SECRET_2)}",
-    ]
+    assert json.loads(out) == {"amphora_id": AMPHORA, "key_id": 2, "key": expected(2, SECRET_2)}
+    # The default output is a key file the agent reads as it is.
+    provisioned = parse_key_text(out)
+    assert (provisioned.key_id, provisioned.key.hex()) == (2, expected(2, SECRET_2))
 
 
 def test_derive_with_another_key_id_and_json(config, capsys):
@@ -93,9 +90,14 @@ def test_derive_from_a_master_key_file(tmp_path, capsys):
         "1",
         "-f",
         "value",
+        "-c",
+        "key_id",
+        "-c",
+        "key",
     )
     assert code == 0
-    assert out == f"1 {expected(1, SECRET_1)}\n"
+    assert out == f"1\n{expected(1, SECRET_1)}\n"
+    assert parse_key_text(out).key_id == 1  # also a key file the agent reads
 
 
 def test_matches_the_golden_vectors(tmp_path, capsys):
@@ -116,8 +118,10 @@ def test_matches_the_golden_vectors(tmp_path, capsys):
         "1",
         "-f",
         "value",
+        "-c",
+        "key",
     )
-    assert (code, out.split()[1]) == (0, case["key_hex"])
+    assert (code, out.strip()) == (0, case["key_hex"])
 
 
 DERIVE = ["keys", "derive", AMPHORA]
@@ -159,11 +163,11 @@ def test_config_without_master_keys(tmp_path, capsys):
     assert code == 2 and "no [[keys.master]] entries are configured" in err
 
 
-def test_bad_config_is_one_line_exit_1(tmp_path, capsys):
+def test_bad_config_is_one_line_exit_3(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("[keys]\nactive_key_id = 5\n")
     code, _, err = run(capsys, "keys", "derive", AMPHORA, "--config", str(bad))
-    assert code == 1 and err.startswith("healthmgr: error: invalid configuration")
+    assert code == 3 and err.startswith("healthmgr: error: invalid configuration")
 
 
 def test_generate_prints_a_fresh_secret(capsys):
@@ -177,8 +181,9 @@ def test_real_process(config):
     environ["PYTHONPATH"] = str(ROOT)
     environ["HEALTHMGR_CONFIG"] = str(config)
     done = subprocess.run(
-        [sys.executable, "-m", "healthmgr", "keys", "derive", AMPHORA, "-f", "value"],
+        [sys.executable, "-m", "healthmgr", "keys", "derive", AMPHORA, "-f", "value", "-c",
+         "key_id", "-c", "key"],
         capture_output=True, text=True, timeout=60, env=environ, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert done.stdout == f"2 {expected(2, SECRET_2)}\n"
+    assert done.stdout == f"2\n{expected(2, SECRET_2)}\n"

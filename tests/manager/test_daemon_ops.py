@@ -93,26 +93,37 @@ def test_startup_errors_are_one_line_and_non_zero(tmp_path: Path, pg_url: str) -
     def config(name: str, url: str, **hm: object) -> Path:
         return write_config(tmp_path / f"{name}.toml", url, sections={"health_manager": hm})
 
+    busy_tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    busy_tcp.bind(("127.0.0.1", 0))
+    busy_tcp.listen()
+    metrics_port = busy_tcp.getsockname()[1]
+    empty = config("empty", f"sqlite:///{tmp_path / 'empty.db'}")
+    metrics = write_config(tmp_path / "metrics.toml", migrated,
+                           sections={"metrics": {"bind": f"127.0.0.1:{metrics_port}"}})
+    # Exit statuses: docs/cli.md (3 configuration, 4 database unreachable, 5 schema, 1 other).
     cases = {
         # name: (config, expected exit status, text the line must contain)
-        "bad option": (config("bad", migrated, bind_port=70000), 2,
+        "bad option": (config("bad", migrated, bind_port=70000), 3,
                        "health_manager.bind_port: 70000 is not a valid port"),
-        "bad value type": (config("type", migrated, heartbeat_timeout="soon"), 2,
+        "bad value type": (config("type", migrated, heartbeat_timeout="soon"), 3,
                            "health_manager.heartbeat_timeout"),
-        "unreachable database": (config("unreachable", "postgresql://127.0.0.1:1/x"), 1,
+        "unreachable database": (config("unreachable", "postgresql://127.0.0.1:1/x"), 4,
                                  "cannot reach the database (PostgreSQL at 127.0.0.1:1/x)"),
-        "empty SQLite database": (config("empty", f"sqlite:///{tmp_path / 'empty.db'}"), 1,
-                                  "run `healthmgr db upgrade`"),
-        "empty PostgreSQL database": (config("empty_pg", pg_url), 1,
-                                      "run `healthmgr db upgrade`"),
+        # The hint keeps the user's --config, so following it upgrades this database.
+        "empty SQLite database": (empty, 5, f"run `healthmgr db upgrade --config {empty}`"),
+        "empty PostgreSQL database": (config("empty_pg", pg_url), 5,
+                                      "run `healthmgr db upgrade --config"),
         "port in use": (config("port", migrated, bind_port=busy_port), 1,
                         f"cannot bind 127.0.0.1:{busy_port}: Address already in use"),
-    }
+        "metrics port in use": (metrics, 1, "cannot bind the metrics endpoint ([metrics] bind = "
+                                f"127.0.0.1:{metrics_port}): Address already in use"),
+    }  # fmt: skip
     try:
         procs = {name: _serve(cfg) for name, (cfg, _, _) in cases.items()}
         results = {name: (p.wait(60), p.stderr.read()) for name, p in procs.items()}
     finally:
         busy.close()
+        busy_tcp.close()
     for name, (_, status, text) in cases.items():
         code, stderr = results[name]
         lines = stderr.strip().splitlines()

@@ -1,0 +1,161 @@
+"""Output formatters of our own, registered as cliff formatter plugins (pyproject.toml).
+
+* ``healthmgr.formatter.config``: ``toml`` (the default of ``config show``), beside
+  cliff's json and yaml: the effective configuration, as a file ``config check`` accepts.
+* ``healthmgr.formatter.status``: ``table`` (the default of ``status show``) draws the
+  status tree; json and yaml print Octavia's ``{"statuses": {"loadbalancer": ...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from cliff import columns
+from cliff.formatters import base
+
+
+def _machine(value: Any) -> Any:
+    return value.machine_readable() if isinstance(value, columns.FormattableColumn) else value
+
+
+class TomlFormatter(base.SingleFormatter):
+    """Sections (the columns) as TOML tables."""
+
+    def add_argument_group(self, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    def emit_one(
+        self,
+        column_names: Sequence[str],
+        data: Sequence[Any],
+        stdout: TextIO,
+        parsed_args: argparse.Namespace,
+    ) -> None:
+        sections = {name: _machine(value) for name, value in zip(column_names, data, strict=True)}
+        stdout.write(to_toml(sections))
+
+
+def to_toml(data: dict[str, dict[str, Any]]) -> str:
+    """TOML for the configuration's shapes: tables of scalars and lists, arrays of tables."""
+    lines: list[str] = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        tables = []
+        for key, value in values.items():
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                tables.append((key, value))
+            elif value is None:
+                lines.append(f"# {key} = (unset)")
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        for key, entries in tables:
+            for entry in entries:
+                lines.append(f"\n[[{section}.{key}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+
+
+class StatusTree(columns.FormattableColumn[dict[str, Any]]):
+    """Octavia's status tree; ``extras`` (protocols, ports, algorithms) only for drawing."""
+
+    def __init__(self, value: dict[str, Any], extras: dict[str, dict[str, Any]]) -> None:
+        super().__init__(value)
+        self.extras = extras
+
+    def machine_readable(self) -> dict[str, Any]:
+        return self._value
+
+    def human_readable(self) -> str:
+        return draw_tree(self._value["loadbalancer"], self.extras)
+
+
+class TreeFormatter(base.SingleFormatter):
+    """The status tree drawn with box-drawing branches, statuses in aligned columns."""
+
+    def add_argument_group(self, parser: argparse.ArgumentParser) -> None:
+        pass
+
+    def emit_one(
+        self,
+        column_names: Sequence[str],
+        data: Sequence[Any],
+        stdout: TextIO,
+        parsed_args: argparse.Namespace,
+    ) -> None:
+        for value in data:
+            text = value.human_readable() if isinstance(value, StatusTree) else str(value)
+            stdout.write(text + "\n")
+
+
+def draw_tree(lb: dict[str, Any], extras: dict[str, dict[str, Any]]) -> str:
+    """load balancer -> listeners -> pools -> health monitor and members, one per line:
+    the object, then its provisioning and operating status."""
+    lines: list[tuple[str, str, str]] = []
+
+    def add(prefix: str, label: str, node: dict[str, Any]) -> None:
+        lines.append(
+            (prefix + label, node.get("provisioning_status", ""), node.get("operating_status", ""))
+        )
+
+    add("", f"load balancer {_name(lb)}", lb)
+    children: list[tuple[str, dict[str, Any]]] = [
+        ("listener", li) for li in lb.get("listeners", [])
+    ]
+    children += [("pool", p) for p in lb.get("pools", [])]
+    _branches(children, "", extras, add)
+    width = max(len(text) for text, _, _ in lines)
+    prov_width = max(len(prov) for _, prov, _ in lines)
+    return "\n".join(
+        f"{text:<{width}}  {prov:<{prov_width}}  {op}".rstrip() for text, prov, op in lines
+    )
+
+
+def _branches(
+    children: list[tuple[str, dict[str, Any]]],
+    indent: str,
+    extras: dict[str, dict[str, Any]],
+    add: Any,
+) -> None:
+    for i, (kind, node) in enumerate(children):
+        last = i == len(children) - 1
+        branch = indent + ("└── " if last else "├── ")
+        add(branch, _label(kind, node, extras), node)
+        below: list[tuple[str, dict[str, Any]]] = []
+        if kind == "listener":
+            below = [("pool", p) for p in node.get("pools", [])]
+        elif kind == "pool":
+            if node.get("health_monitor"):
+                below.append(("health monitor", node["health_monitor"]))
+            below += [("member", m) for m in node.get("members", [])]
+        _branches(below, indent + ("    " if last else "│   "), extras, add)
+
+
+def _label(kind: str, node: dict[str, Any], extras: dict[str, dict[str, Any]]) -> str:
+    more = extras.get(node.get("id", ""), {})
+    if kind == "listener" and more:
+        return f"listener {_name(node)} {more['protocol']}:{more['protocol_port']}"
+    if kind == "pool" and more:
+        return f"pool {_name(node)} {more['lb_algorithm']}"
+    if kind == "member":
+        return f"member {_name(node)} {node['address']}:{node['protocol_port']}"
+    if kind == "health monitor":
+        return " ".join(filter(None, ("health monitor", node.get("name"), node["type"])))
+    return f"{kind} {_name(node)}"
+
+
+def _name(node: dict[str, Any]) -> str:
+    return node.get("name") or node.get("id", "")
