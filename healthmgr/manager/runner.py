@@ -141,6 +141,9 @@ class FailoverRunner:
                     taken_over_from=claim.taken_over_from)
         self.metrics.count_failover("requested")
         attempts = claim.attempts
+        # Attempts are counted when they start: a manager that takes this
+        # request over after our death knows an attempt ran.
+        await self._progress(claim, attempts + 1, None)
 
         async def on_attempt(attempt: int, error: Exception | None) -> None:
             nonlocal attempts
@@ -149,11 +152,7 @@ class FailoverRunner:
                 return
             if attempt < self.cfg.max_attempts:  # the last failure is "failed", not retried
                 self.metrics.count_failover("retried")
-            try:  # progress is best effort: the outcome carries it too
-                await self.db.run(self.store.record_progress, claim.request_id,
-                                  self.cfg.manager_id, attempts, str(error))
-            except Exception as exc:
-                log.warning("could not record failover progress", error=_line(exc))
+                await self._progress(claim, attempts + 1, str(error))
 
         try:
             result = await run_with_retries(
@@ -167,6 +166,13 @@ class FailoverRunner:
         if result is DriverResult.HANDED_OFF:
             return C.FAILOVER_PENDING, attempts, None
         return C.FAILOVER_SUCCEEDED, max(attempts, 1), None
+
+    async def _progress(self, claim: Claim, attempts: int, error: str | None) -> None:
+        try:  # progress is best effort: the outcome carries it too
+            await self.db.run(self.store.record_progress, claim.request_id,
+                              self.cfg.manager_id, attempts, error)
+        except Exception as exc:
+            log.warning("could not record failover progress", error=_line(exc))
 
     async def _record(
         self,
