@@ -25,8 +25,10 @@ from healthmgr.wire.values import (
     Heartbeat,
     Id,
     ListenerReport,
+    ListenerState,
     MemberReport,
     PoolReport,
+    PoolState,
     id_bytes,
 )
 
@@ -133,6 +135,24 @@ def reports(rows: Iterable[StatRow]) -> tuple[tuple[ListenerReport, ...], tuple[
             )
         )
     return tuple(listeners), tuple(pools)
+
+
+Summary = tuple[
+    tuple[tuple[Id, ListenerState], ...],
+    tuple[tuple[Id, Id, PoolState, tuple[MemberReport, ...]], ...],
+]
+
+
+def summary(listeners: Iterable[ListenerReport], pools: Iterable[PoolReport]) -> Summary:
+    """What a heartbeat reports, without its counters: a change in it is news to send at once.
+
+    Listener, pool and member statuses, and which of them exist (a listener
+    appearing or disappearing; HAProxy gone reports none at all).
+    """
+    return (
+        tuple((li.id, li.status) for li in listeners),
+        tuple((p.id, p.listener_id, p.status, p.members) for p in pools),
+    )
 
 
 def build_heartbeat(
