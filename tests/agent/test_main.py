@@ -10,7 +10,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from agent_testlib import MASTER, agent_cmd, provision, receive, stop, udp_socket, wait_for
+from agent_testlib import (
+    MASTER,
+    agent_cmd,
+    provision,
+    receive,
+    silent,
+    stop,
+    udp_socket,
+    wait_for,
+)
 from conftest import LoadBalancer
 
 from agent import haproxy
@@ -219,6 +228,20 @@ def test_unusable_state_dir(tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == "amphora-agent: error: state_dir good.key/state: Not a directory"
     )
+
+
+def test_once_sends_nothing_while_keepalived_is_down(tmp_path: Path) -> None:
+    (tmp_path / "good.key").write_text("11" * 32)
+    with udp_socket() as rx:
+        result = _run_agent(
+            "--amphora-id", str(uuid.uuid4()), "--controller", f"127.0.0.1:{rx.getsockname()[1]}",
+            "--key-file", "good.key", "--key-id", "1", "--state-dir", "state",
+            "--keepalived-pid-file", "keepalived.pid", "--once",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert silent(rx, 0.2)
+    assert result.returncode == 1
+    assert "keepalived pid file keepalived.pid is missing: sending no heartbeats" in result.stderr
 
 
 def _agent(tmp_path: Path, rx: socket.socket) -> Agent:
