@@ -8,10 +8,15 @@ Option names follow Octavia's amphora agent where it has them
     amphora_id = "6f1c0d2e-..."
     haproxy_socket = "/run/haproxy/stats.sock"   # or "127.0.0.1:9000"
     state_dir = "/var/lib/amphora-agent"          # sequence reservation lives here
+    # ACTIVE_STANDBY: no heartbeats while keepalived is not running (Octavia's paths)
+    keepalived_pid_file = "/var/lib/octavia/vrrp/octavia-keepalived.pid"
+    keepalived_config_file = "/var/lib/octavia/vrrp/octavia-keepalived.conf"
 
     [health_manager]
     controller_ip_port_list = ["192.0.2.10:5555", "[2001:db8::1]:5555"]
-    heartbeat_interval = 10                        # seconds
+    heartbeat_interval = 10                        # seconds, at most between heartbeats
+    poll_interval = 1                              # seconds between HAProxy readings
+    coalesce_window = 0.2                          # seconds: changes within go out as one
     heartbeat_key_id = 1                           # id of the master key it derives from
     heartbeat_key_file = "/etc/amphora-agent/heartbeat.key"
     send_to = "round_robin"                        # or "all"
@@ -32,7 +37,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from agent.cadence import Timing
 from agent.haproxy import parse_address
+from agent.vrrp import KeepalivedCheck
 from healthmgr.wire.limits import MAX_KEY_ID
 
 DEFAULT_PORT = 5555
@@ -82,6 +89,8 @@ class AmphoraAgentSection(_Section):
     haproxy_socket: str = "/run/haproxy/stats.sock"
     state_dir: Path = Path("/var/lib/amphora-agent")
     haproxy_timeout: float = Field(default=5.0, gt=0)
+    keepalived_pid_file: Path | None = None
+    keepalived_config_file: Path | None = None
 
     @field_validator("amphora_id")
     @classmethod
@@ -103,6 +112,8 @@ class AmphoraAgentSection(_Section):
 class HealthManagerSection(_Section):
     controller_ip_port_list: list[str] = Field(default_factory=list)
     heartbeat_interval: float = Field(default=10.0, gt=0, le=3600)
+    poll_interval: float = Field(default=1.0, gt=0, le=3600)
+    coalesce_window: float = Field(default=0.2, ge=0, le=60)
     heartbeat_key_id: int | None = Field(default=None, ge=0, le=MAX_KEY_ID)
     heartbeat_key_file: Path | None = None
     # Octavia's agent sends each heartbeat to ONE controller, rotating through
@@ -135,6 +146,13 @@ class AgentConfig:
     state_dir: Path
     send_to: str = "round_robin"
     haproxy_timeout: float = 5.0
+    poll_interval: float = 1.0
+    coalesce_window: float = 0.2
+    keepalived: KeepalivedCheck | None = None
+
+    @property
+    def timing(self) -> Timing:
+        return Timing(self.interval, self.poll_interval, self.coalesce_window)
 
 
 def _pydantic_message(exc: ValidationError) -> str:
@@ -251,7 +269,7 @@ def resolve(file: FileConfig, overrides: Mapping[str, Any]) -> AgentConfig:
     """Merge flags over the file and check that everything needed is there.
 
     ``overrides`` keys: amphora_id, key_id, key_file, controllers, haproxy_socket,
-    interval, state_dir (None or missing = not given).
+    interval, poll_interval, state_dir, keepalived_pid_file (None or missing = not given).
     """
 
     def pick(name: str, default: Any) -> Any:
@@ -265,10 +283,14 @@ def resolve(file: FileConfig, overrides: Mapping[str, Any]) -> AgentConfig:
             haproxy_socket=pick("haproxy_socket", agent.haproxy_socket),
             state_dir=pick("state_dir", agent.state_dir),
             haproxy_timeout=agent.haproxy_timeout,
+            keepalived_pid_file=pick("keepalived_pid_file", agent.keepalived_pid_file),
+            keepalived_config_file=agent.keepalived_config_file,
         )
         health = HealthManagerSection(
             controller_ip_port_list=pick("controllers", hm.controller_ip_port_list),
             heartbeat_interval=pick("interval", hm.heartbeat_interval),
+            poll_interval=pick("poll_interval", hm.poll_interval),
+            coalesce_window=hm.coalesce_window,
             heartbeat_key_id=pick("key_id", hm.heartbeat_key_id),
             heartbeat_key_file=pick("key_file", hm.heartbeat_key_file),
             send_to=hm.send_to,
@@ -280,6 +302,10 @@ def resolve(file: FileConfig, overrides: Mapping[str, Any]) -> AgentConfig:
     if not health.controller_ip_port_list:
         raise ConfigError(
             "health_manager.controller_ip_port_list is empty (or pass --controller ip:port)"
+        )
+    if section.keepalived_config_file is not None and section.keepalived_pid_file is None:
+        raise ConfigError(
+            "amphora_agent.keepalived_config_file is set but keepalived_pid_file is not"
         )
     if health.heartbeat_key_file is None:
         raise ConfigError("health_manager.heartbeat_key_file is not set (or pass --key-file)")
@@ -311,4 +337,9 @@ def resolve(file: FileConfig, overrides: Mapping[str, Any]) -> AgentConfig:
         state_dir=section.state_dir,
         send_to=health.send_to,
         haproxy_timeout=section.haproxy_timeout,
+        poll_interval=health.poll_interval,
+        coalesce_window=health.coalesce_window,
+        keepalived=None
+        if section.keepalived_pid_file is None
+        else KeepalivedCheck(section.keepalived_pid_file, section.keepalived_config_file),
     )

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import csv
 import enum
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -50,7 +51,15 @@ class StatRow:
     bout: int
     stot: int
     ereq: int
-    fields: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # The whole line, paired with the header only when asked (``fields``):
+    # building a dict of ~100 columns per row was most of a poll's cost.
+    header: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    values: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    @property
+    def fields(self) -> Mapping[str, str]:
+        """Every column of the line by name."""
+        return dict(zip(self.header, self.values, strict=False))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,23 +111,35 @@ def parse_info(text: str) -> Info:
     )
 
 
-def _row(record: Mapping[str, str]) -> StatRow:
-    try:
-        row_type = RowType(int(record.get("type") or "-1"))
-    except ValueError:
-        raise HAProxyError(f"show stat: unknown row type {record.get('type')!r}") from None
+_TYPED = ("pxname", "svname", "type", "status", "weight", "scur", "bin", "bout", "stot", "ereq")
+_NEEDED = ("pxname", "svname", "type", "status")
+_ROW_TYPES = {str(t.value): t for t in RowType}
+
+
+def _row(header: tuple[str, ...], pick: Callable[[list[str]], tuple[str, ...]],
+         values: list[str]) -> StatRow:  # fmt: skip
+    """One line, padded with "" to a column past the header's end (where absent columns point)."""
+    if len(values) < 2:
+        raise HAProxyError(f"show stat: short line {','.join(values)!r}")
+    line = tuple(values)
+    values.extend([""] * (len(header) + 1 - len(values)))
+    px, sv, kind, status, weight, scur, bin_, bout, stot, ereq = pick(values)
+    row_type = _ROW_TYPES.get(kind)
+    if row_type is None:
+        raise HAProxyError(f"show stat: unknown row type {kind!r}")
     return StatRow(
-        pxname=record["pxname"],
-        svname=record["svname"],
+        pxname=px,
+        svname=sv,
         type=row_type,
-        status=record.get("status", ""),
-        weight=_int(record.get("weight"), "weight", None),
-        scur=_int(record.get("scur"), "scur") or 0,
-        bin=_int(record.get("bin"), "bin") or 0,
-        bout=_int(record.get("bout"), "bout") or 0,
-        stot=_int(record.get("stot"), "stot") or 0,
-        ereq=_int(record.get("ereq"), "ereq") or 0,
-        fields=dict(record),
+        status=status,
+        weight=_int(weight, "weight", None),
+        scur=_int(scur, "scur") or 0,
+        bin=_int(bin_, "bin") or 0,
+        bout=_int(bout, "bout") or 0,
+        stot=_int(stot, "stot") or 0,
+        ereq=_int(ereq, "ereq") or 0,
+        header=header,
+        values=line,
     )
 
 
@@ -128,18 +149,16 @@ def parse_stat(text: str) -> tuple[StatRow, ...]:
     start = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
     if start is None:
         raise HAProxyError("show stat: no '# pxname,...' header line")
-    header = [name.strip() for name in lines[start][2:].split(",")]
-    for needed in ("pxname", "svname", "type", "status"):
+    header = tuple(name.strip() for name in lines[start][2:].split(","))
+    for needed in _NEEDED:
         if needed not in header:
             raise HAProxyError(f"show stat: header has no {needed!r} column")
+    # Typed columns by position; an absent one reads the padding past the end.
+    pick = operator.itemgetter(
+        *(header.index(name) if name in header else len(header) for name in _TYPED)
+    )
     body = [line for line in lines[start + 1 :] if line.strip()]
-    rows = []
-    for values in csv.reader(body):
-        record = dict(zip(header, values, strict=False))
-        if "pxname" not in record or "svname" not in record:
-            raise HAProxyError(f"show stat: short line {','.join(values)!r}")
-        rows.append(_row(record))
-    return tuple(rows)
+    return tuple(_row(header, pick, values) for values in csv.reader(body))
 
 
 def parse_snapshot(text: str) -> Snapshot:

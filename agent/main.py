@@ -1,4 +1,4 @@
-"""``amphora-agent``: every interval, read HAProxy's stats, build a heartbeat, sign it, send it.
+"""``amphora-agent``: poll HAProxy's stats; send a signed heartbeat on a change and every interval.
 
     amphora-agent --config /etc/amphora-agent/amphora-agent.toml
     amphora-agent --amphora-id UUID --key-id 1 --key-file KEY \\
@@ -23,11 +23,12 @@ from pathlib import Path
 import trio
 
 from agent import haproxy
+from agent.cadence import Cadence, Why
 from agent.config import AgentConfig, ConfigError, FileConfig, load_file, resolve
-from agent.report import ReportError, build_heartbeat, counters_epoch
+from agent.report import ReportError, Summary, counters_epoch, reports, summary
 from agent.sender import SequenceFile, UdpSender, prepare_state_dir
 from healthmgr.wire.native import encode_native
-from healthmgr.wire.values import Heartbeat
+from healthmgr.wire.values import Heartbeat, ListenerReport, PoolReport
 
 log = logging.getLogger("amphora-agent")
 
@@ -53,9 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="health manager address (repeatable; replaces controller_ip_port_list)",
     )
     p.add_argument("--haproxy-socket", help="stats socket: a path or ip:port")
-    p.add_argument("--interval", type=float, help="seconds between heartbeats")
+    p.add_argument("--interval", type=float, help="seconds between heartbeats (at most)")
+    p.add_argument("--poll-interval", type=float, help="seconds between HAProxy readings")
+    p.add_argument(
+        "--keepalived-pid-file",
+        type=Path,
+        help="send heartbeats only while the keepalived of this pid file runs",
+    )
     p.add_argument("--state-dir", type=Path, help="where the sequence reservation is kept")
-    p.add_argument("--once", action="store_true", help="send one heartbeat and exit")
+    p.add_argument(
+        "--once", action="store_true", help="send one heartbeat and exit (1: keepalived is down)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every heartbeat")
     return p
 
@@ -79,6 +88,8 @@ def load_config(args: argparse.Namespace) -> AgentConfig:
         "controllers": args.controllers,
         "haproxy_socket": args.haproxy_socket,
         "interval": args.interval,
+        "poll_interval": args.poll_interval,
+        "keepalived_pid_file": args.keepalived_pid_file,
         "state_dir": args.state_dir,
     }
     config = resolve(file, overrides)
@@ -104,9 +115,21 @@ class ErrorLog:
             self._last = None
 
 
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one HAProxy reading reports: listeners and pools (none when HAProxy is gone)."""
+
+    listeners: tuple[ListenerReport, ...] = ()
+    pools: tuple[PoolReport, ...] = ()
+
+    @property
+    def summary(self) -> Summary:
+        return summary(self.listeners, self.pools)
+
+
 @dataclass
 class Agent:
-    """The loop's state: sequence, last counters epoch, sockets."""
+    """The loop's state: the schedule, sequence, last counters epoch, sockets."""
 
     config: AgentConfig
     sequence: SequenceFile
@@ -117,6 +140,8 @@ class Agent:
     def __post_init__(self) -> None:
         self.haproxy_errors = ErrorLog()
         self.send_errors = ErrorLog()
+        self.vrrp_errors = ErrorLog()
+        self.cadence = Cadence(self.config.timing)
 
     async def poll(self) -> haproxy.Snapshot | None:
         """One HAProxy reading, retried briefly; None when HAProxy cannot be read."""
@@ -137,11 +162,13 @@ class Agent:
                 return snapshot
         return None
 
-    def heartbeat(self, snapshot: haproxy.Snapshot | None, seq: int) -> Heartbeat:
-        now = time.time()
+    def read(self, snapshot: haproxy.Snapshot | None) -> Reading:
+        """The reading's listeners and pools; keeps the counters epoch current."""
         if snapshot is not None:
             try:
-                self.epoch = counters_epoch(snapshot.info, now=now, previous=self.epoch or None)
+                self.epoch = counters_epoch(
+                    snapshot.info, now=time.time(), previous=self.epoch or None
+                )
             except ReportError as exc:
                 self.haproxy_errors.error(f"HAProxy stats unusable, reporting no listeners: {exc}")
                 snapshot = None
@@ -149,19 +176,22 @@ class Agent:
             # HAProxy down or unreadable: say so with an empty heartbeat. The
             # manager marks the listeners missing, and the listener count no
             # longer matches, so the amphora is failed over after the timeout.
-            snapshot = haproxy.Snapshot(haproxy.Info(pid=0, start_time_sec=0, uptime_sec=0), ())
-        return build_heartbeat(
-            snapshot,
+            return Reading()
+        return Reading(*reports(snapshot.rows))
+
+    def heartbeat(self, reading: Reading, seq: int) -> Heartbeat:
+        return Heartbeat(
             amphora_id=self.config.amphora_id,
             seq=seq,
-            sent_at_ms=int(now * 1000),
+            sent_at_ms=int(time.time() * 1000),
             interval_ms=max(1, round(self.config.interval * 1000)),
             counters_epoch=self.epoch,
+            listeners=reading.listeners,
+            pools=reading.pools,
         )
 
-    async def beat(self) -> None:
-        """Poll, build, sign and send one heartbeat."""
-        snapshot = await self.poll()
+    async def send(self, reading: Reading, why: Why = Why.FIRST) -> None:
+        """Number, build, sign and send one heartbeat."""
         try:
             seq = await trio.to_thread.run_sync(self.sequence.next)
         except OSError as exc:
@@ -169,14 +199,14 @@ class Agent:
             # restart: send nothing rather than something replayable.
             self.send_errors.error(f"cannot store the sequence reservation: {exc}")
             return
-        hb = self.heartbeat(snapshot, seq)
+        hb = self.heartbeat(reading, seq)
         try:
             datagram = encode_native(hb, self.config.key_id, self.config.key)
         except ValueError as exc:
             # schema/heartbeat.md 9.1: a heartbeat beyond the format's limits
             # (over 65 000 bytes, about 3 000 members) is not sent, not split
             # or trimmed (parts left out would look missing: ERROR/OFFLINE);
-            # logged every interval; the amphora ends up failed over.
+            # logged every time; the amphora ends up failed over.
             log.error("heartbeat seq=%d not sent: %s", seq, exc)
             return
         results = await self.sender.send(datagram)
@@ -187,23 +217,48 @@ class Agent:
             self.send_errors.ok("heartbeats are going out again")
         if self.verbose:
             log.info(
-                "heartbeat seq=%d listeners=%d pools=%d bytes=%d to %s",
+                "heartbeat seq=%d (%s) listeners=%d pools=%d bytes=%d to %s",
                 seq,
+                why.value,
                 len(hb.listeners),
                 len(hb.pools),
                 len(datagram),
                 ", ".join(str(dest) for dest, _ in results),
             )
 
-    async def run(self, *, once: bool = False) -> None:
-        next_at = trio.current_time()
+    async def beat(self) -> None:
+        """Poll and send one heartbeat, whatever changed."""
+        await self.send(self.read(await self.poll()))
+
+    def vrrp_allows(self) -> bool:
+        """False while a configured keepalived is not running (agent/vrrp.py)."""
+        check = self.config.keepalived
+        if check is None:
+            return True
+        problem = check.problem()
+        if problem is None:
+            self.vrrp_errors.ok("keepalived is running: heartbeats resume")
+            return True
+        self.vrrp_errors.error(f"{problem}: sending no heartbeats, so that the pair fails over")
+        return False
+
+    async def cycle(self, now: float) -> Why | None:
+        """One poll at ``now`` (trio time); sends when the schedule says so, and says why."""
+        if not self.vrrp_allows():
+            self.cadence = self.cadence.paused(now)
+            return None
+        reading = self.read(await self.poll())
+        why, self.cadence = self.cadence.decide(now, reading.summary)
+        if why is not None:
+            await self.send(reading, why)
+            self.cadence = self.cadence.sent(now, reading.summary)
+        return why
+
+    async def run(self) -> None:
         while True:
-            await self.beat()
-            if once:
-                return
-            # Keep the cadence; after a stall, start again from now (no burst).
-            next_at = max(next_at + self.config.interval, trio.current_time())
-            await trio.sleep_until(next_at)
+            # Never a burst after a stall: the next wake counts from the last poll.
+            await trio.sleep_until(self.cadence.next_wake())
+            await self.cycle(trio.current_time())
 
 
 async def run(config: AgentConfig, *, once: bool = False, verbose: bool = False) -> int:
@@ -213,12 +268,26 @@ async def run(config: AgentConfig, *, once: bool = False, verbose: bool = False)
     sender = UdpSender(config.destinations, config.send_to)
     agent = Agent(config, sequence, sender, verbose=verbose)
     log.info(
-        "amphora-agent started: %d controller(s) (%s), HAProxy %s, every %gs",
+        "amphora-agent started: %d controller(s) (%s), HAProxy %s polled every %gs, "
+        "heartbeats every %gs and at once on a change%s",
         len(config.destinations),
         config.send_to,
         config.haproxy_socket,
+        config.timing.poll_every,
         config.interval,
+        ""
+        if config.keepalived is None
+        else f", only while keepalived runs ({config.keepalived.pid_file})",
     )
+    if once:
+        if not agent.vrrp_allows():
+            sender.close()
+            return 1
+        try:
+            await agent.beat()
+        finally:
+            sender.close()
+        return 0
     try:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async with trio.open_nursery() as nursery:
@@ -230,8 +299,7 @@ async def run(config: AgentConfig, *, once: bool = False, verbose: bool = False)
                         return
 
                 nursery.start_soon(stop_on_signal)
-                await agent.run(once=once)
-                nursery.cancel_scope.cancel()
+                await agent.run()
     finally:
         sender.close()
     return 0

@@ -12,6 +12,7 @@ hand-written backend) are not ours and are left out of the heartbeat.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -25,8 +26,10 @@ from healthmgr.wire.values import (
     Heartbeat,
     Id,
     ListenerReport,
+    ListenerState,
     MemberReport,
     PoolReport,
+    PoolState,
     id_bytes,
 )
 
@@ -46,8 +49,13 @@ class ReportError(Exception):
     """The HAProxy reading cannot make a heartbeat (said why)."""
 
 
+@functools.lru_cache(maxsize=16384)
 def uuid_id(name: str) -> Id | None:
-    """16-byte id of a canonical UUID name, None for any other name."""
+    """16-byte id of a canonical UUID name, None for any other name.
+
+    Cached: the same names come back at every poll (a large amphora has a few
+    thousand), and parsing them was a fifth of a poll's cost.
+    """
     return id_bytes(name) if _UUID.match(name) else None
 
 
@@ -133,6 +141,24 @@ def reports(rows: Iterable[StatRow]) -> tuple[tuple[ListenerReport, ...], tuple[
             )
         )
     return tuple(listeners), tuple(pools)
+
+
+Summary = tuple[
+    tuple[tuple[Id, ListenerState], ...],
+    tuple[tuple[Id, Id, PoolState, tuple[MemberReport, ...]], ...],
+]
+
+
+def summary(listeners: Iterable[ListenerReport], pools: Iterable[PoolReport]) -> Summary:
+    """What a heartbeat reports, without its counters: a change in it is news to send at once.
+
+    Listener, pool and member statuses, and which of them exist (a listener
+    appearing or disappearing; HAProxy gone reports none at all).
+    """
+    return (
+        tuple((li.id, li.status) for li in listeners),
+        tuple((p.id, p.listener_id, p.status, p.members) for p in pools),
+    )
 
 
 def build_heartbeat(

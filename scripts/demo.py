@@ -704,7 +704,7 @@ class Demo:
         self.out.say(
             f"member web-2 ERROR, pool and load balancer DEGRADED after "
             f"{time.monotonic() - t0:.1f} s (HAProxy's checks: {self.check_options}; "
-            "then the next heartbeat)"
+            "then a heartbeat at once)"
         )
         self.show_tree()
         for line in self.children["haproxy"].log.read_text(errors="replace").splitlines():

@@ -1,13 +1,22 @@
-"""Helpers for the agent tests: free ports, tiny web servers, process teardown."""
+"""Helpers for the agent tests: free ports, tiny web servers, process teardown, keys, UDP."""
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from healthmgr.wire.keys import Keyring, MasterKey, derive_amphora_key
+from healthmgr.wire.native import decode_native
+from healthmgr.wire.values import Heartbeat
+
+MASTER = MasterKey(7, b"agent-e2e-master-secret-0123456789")
+KEYS = Keyring([MASTER], 7)
 
 
 def free_port() -> int:
@@ -52,3 +61,57 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def agent_cmd(*args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from agent.main import main; sys.exit(main())",
+        *args,
+    ]
+
+
+def provision(tmp_path: Path, amphora_id: str) -> Path:
+    """The amphora's key file, as `healthmgr keys derive` prints it."""
+    master_file = tmp_path / "master.key"
+    master_file.write_text(MASTER.secret.decode() + "\n")
+    cmd = [sys.executable, "-m", "healthmgr", "keys", "derive", amphora_id]
+    cmd += ["--master-key-file", str(master_file), "--key-id", str(MASTER.id)]
+    derived = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    key_file = tmp_path / "heartbeat.key"
+    key_file.write_text(derived.stdout)
+    assert derive_amphora_key(MASTER, uuid.UUID(amphora_id).bytes).hex() in derived.stdout
+    return key_file
+
+
+def receive(sock: socket.socket, timeout: float = 10.0) -> Heartbeat:
+    ready, _, _ = select.select([sock], [], [], timeout)
+    assert ready, "no heartbeat arrived"
+    return decode_native(sock.recv(65536), KEYS)
+
+
+def silent(sock: socket.socket, seconds: float) -> bool:
+    """True when no datagram arrives within ``seconds``."""
+    ready, _, _ = select.select([sock], [], [], seconds)
+    return not ready
+
+
+def drain(sock: socket.socket) -> list[Heartbeat]:
+    """Every heartbeat already waiting on the socket."""
+    out = []
+    while not silent(sock, 0):
+        out.append(decode_native(sock.recv(65536), KEYS))
+    return out
+
+
+def udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock

@@ -63,6 +63,19 @@ def test_parse_stat_errors() -> None:
         haproxy.parse_stat("# pxname,svname,status\nfoo,FRONTEND,OPEN\n")
     with pytest.raises(HAProxyError, match="scur"):
         haproxy.parse_stat("# pxname,svname,type,status,scur\nfoo,FRONTEND,0,OPEN,many\n")
+    with pytest.raises(HAProxyError, match="unknown row type '7'"):
+        haproxy.parse_stat("# pxname,svname,type,status\nfoo,FRONTEND,7,OPEN\n")
+    with pytest.raises(HAProxyError, match="short line 'foo'"):
+        haproxy.parse_stat("# pxname,svname,type,status\nfoo\n")
+
+
+def test_parse_stat_absent_and_missing_columns() -> None:
+    # Columns the header lacks, or a line cuts short, read as empty.
+    (row,) = haproxy.parse_stat("# pxname,svname,status,type,scur\nfoo,FRONTEND,OPEN,0\n")
+    assert (row.type, row.status, row.weight, row.scur, row.bin) == (
+        RowType.FRONTEND, "OPEN", None, 0, 0
+    )  # fmt: skip
+    assert row.fields == {"pxname": "foo", "svname": "FRONTEND", "status": "OPEN", "type": "0"}
 
 
 def test_parse_snapshot_rejects_error_text() -> None:

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import logging
-import select
 import signal
 import socket
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from agent_testlib import stop, wait_for
+from agent_testlib import (
+    MASTER,
+    agent_cmd,
+    provision,
+    receive,
+    silent,
+    stop,
+    udp_socket,
+    wait_for,
+)
 from conftest import LoadBalancer
 
 from agent import haproxy
@@ -20,53 +27,10 @@ from agent.config import AgentConfig, Destination
 from agent.main import Agent
 from agent.main import main as agent_main
 from agent.sender import SequenceFile, UdpSender
-from healthmgr.wire.keys import Keyring, MasterKey, derive_amphora_key
 from healthmgr.wire.native import decode_native
-from healthmgr.wire.values import Heartbeat, ListenerState, MemberState, PoolState, id_bytes
+from healthmgr.wire.values import ListenerState, MemberState, PoolState, id_bytes
 
 BASE = ("--amphora-id", str(uuid.uuid4()), "--controller", "127.0.0.1:5555")
-MASTER = MasterKey(7, b"agent-e2e-master-secret-0123456789")
-KEYS = Keyring([MASTER], 7)
-
-
-def agent_cmd(*args: str) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        "import sys; from agent.main import main; sys.exit(main())",
-        *args,
-    ]
-
-
-def provision(tmp_path: Path, amphora_id: str) -> Path:
-    """The amphora's key file, as `healthmgr keys derive` prints it."""
-    master_file = tmp_path / "master.key"
-    master_file.write_text(MASTER.secret.decode() + "\n")
-    cmd = [sys.executable, "-m", "healthmgr", "keys", "derive", amphora_id]
-    cmd += ["--master-key-file", str(master_file), "--key-id", str(MASTER.id)]
-    derived = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    key_file = tmp_path / "heartbeat.key"
-    key_file.write_text(derived.stdout)
-    assert derive_amphora_key(MASTER, uuid.UUID(amphora_id).bytes).hex() in derived.stdout
-    return key_file
-
-
-def receive(sock: socket.socket, timeout: float = 10.0) -> Heartbeat:
-    ready, _, _ = select.select([sock], [], [], timeout)
-    assert ready, "no heartbeat arrived"
-    return decode_native(sock.recv(65536), KEYS)
-
-
-def udp_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    return sock
 
 
 @pytest.mark.haproxy
@@ -264,6 +228,20 @@ def test_unusable_state_dir(tmp_path: Path) -> None:
     assert (
         result.stderr.strip() == "amphora-agent: error: state_dir good.key/state: Not a directory"
     )
+
+
+def test_once_sends_nothing_while_keepalived_is_down(tmp_path: Path) -> None:
+    (tmp_path / "good.key").write_text("11" * 32)
+    with udp_socket() as rx:
+        result = _run_agent(
+            "--amphora-id", str(uuid.uuid4()), "--controller", f"127.0.0.1:{rx.getsockname()[1]}",
+            "--key-file", "good.key", "--key-id", "1", "--state-dir", "state",
+            "--keepalived-pid-file", "keepalived.pid", "--once",
+            cwd=tmp_path,
+        )  # fmt: skip
+        assert silent(rx, 0.2)
+    assert result.returncode == 1
+    assert "keepalived pid file keepalived.pid is missing: sending no heartbeats" in result.stderr
 
 
 def _agent(tmp_path: Path, rx: socket.socket) -> Agent:

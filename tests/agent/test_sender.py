@@ -18,6 +18,7 @@ from agent.config import (
     resolve,
 )
 from agent.sender import SequenceFile, UdpSender, pick_destinations, state_file
+from agent.vrrp import KeepalivedCheck
 
 A, B, C = Destination("10.0.0.1", 5555), Destination("10.0.0.2", 5555), Destination("::1", 5556)
 
@@ -237,11 +238,13 @@ def test_key_id_from_json_key_file(tmp_path: Path) -> None:
     assert config.key_id == 3
 
 
-def _resolve_with_key(tmp_path: Path, key_text: str, **over: object):
+def _resolve_with_key(
+    tmp_path: Path, key_text: str, file: FileConfig | None = None, **over: object
+):
     key = tmp_path / "k"
     key.write_text(key_text)
     base = {"amphora_id": AMP, "controllers": ["10.0.0.1"], "key_file": key}
-    return resolve(FileConfig(), {**base, **over})
+    return resolve(file or FileConfig(), {**base, **over})
 
 
 def test_key_file_for_another_amphora(tmp_path: Path) -> None:
@@ -254,3 +257,46 @@ def test_key_id_conflict(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="holds a key for key id 1"):
         _resolve_with_key(tmp_path, f"1 {HEX}", key_id=2)
     assert _resolve_with_key(tmp_path, f"1 {HEX}", key_id=1).key_id == 1
+
+
+def test_timing_and_keepalived_options(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_text(HEX)
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(
+        f'[amphora_agent]\namphora_id = "{AMP}"\n'
+        'keepalived_pid_file = "/run/k.pid"\nkeepalived_config_file = "/etc/k.conf"\n'
+        '[health_manager]\ncontroller_ip_port_list = ["10.0.0.1"]\nheartbeat_key_id = 1\n'
+        f'heartbeat_key_file = "{key}"\npoll_interval = 0.5\ncoalesce_window = 0.1\n'
+    )
+    config = resolve(load_file(cfg), {})
+    assert (config.poll_interval, config.coalesce_window) == (0.5, 0.1)
+    assert config.timing.poll_every == 0.5
+    assert config.keepalived == KeepalivedCheck(Path("/run/k.pid"), Path("/etc/k.conf"))
+    over = resolve(load_file(cfg), {"poll_interval": 2.0, "keepalived_pid_file": Path("/x")})
+    assert over.poll_interval == 2.0 and over.keepalived is not None
+    assert over.keepalived.pid_file == Path("/x")
+    # Defaults: poll every second, 200 ms window, no keepalived check.
+    plain = _resolve_with_key(tmp_path, HEX, key_id=1)
+    assert (plain.poll_interval, plain.coalesce_window, plain.keepalived) == (1.0, 0.2, None)
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[health_manager]\npoll_interval = 0\n", "health_manager.poll_interval"),
+        ("[health_manager]\ncoalesce_window = -1\n", "health_manager.coalesce_window"),
+    ],
+)
+def test_bad_timing_options(tmp_path: Path, toml: str, message: str) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_file(cfg)
+
+
+def test_keepalived_config_file_needs_the_pid_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[amphora_agent]\nkeepalived_config_file = "/etc/k.conf"\n')
+    with pytest.raises(ConfigError, match="keepalived_pid_file is not"):
+        _resolve_with_key(tmp_path, HEX, key_id=1, file=load_file(cfg))
