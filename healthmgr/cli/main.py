@@ -113,6 +113,21 @@ class HealthmgrApp(App):
         if self.options.verbose_level > 1 or self.options.log_file:
             super().configure_logging()
 
+    def run_subcommand(self, argv: list[str]) -> int:
+        try:
+            self.command_manager.find_command(argv)
+        except ValueError:
+            # cliff says this on stdout; an error belongs on stderr, with the usage status.
+            self.stderr.write(
+                f"healthmgr: error: {' '.join(argv)!r} is not a healthmgr command; "
+                "see `healthmgr --help`\n"
+            )
+            matches = [m for m in self.get_fuzzy_matches(argv[0]) if m not in ("complete",)]
+            if matches:
+                self.stderr.write(f"did you mean: {', '.join(matches)}?\n")
+            return int(Exit.USAGE)
+        return super().run_subcommand(argv)
+
     def run(self, argv: list[str]) -> int:
         if not argv:
             self.parser.print_usage(self.stderr)

@@ -200,12 +200,12 @@ class Daemon:
         async with trio.open_nursery() as root:
             await root.start(self.runner.run)
             async with trio.open_nursery() as main:
+                if self.settings.metrics.bind:  # first: a port in use fails before anything runs
+                    await main.start(serve_metrics, self.settings.metrics.bind, self.metrics)
                 await main.start(monitor.run)
                 await main.start(self.writer.run)
                 await main.start(self.refresher.run)
                 await main.start(checker.run)
-                if self.settings.metrics.bind:
-                    await main.start(serve_metrics, self.settings.metrics.bind, self.metrics)
                 await main.start(receiver.run)
                 main.start_soon(notifier.watchdog)
                 main.start_soon(self._housekeeping)
