@@ -389,8 +389,12 @@ class Relay(_Controls):
 
     def start(self) -> Self:
         ready = threading.Event()
+        # A daemon thread: a test that fails before close() must not hang the interpreter.
         self._thread = threading.Thread(
-            target=self._run, args=(ready,), name=f"relay->{_format(self._server.target)}"
+            target=self._run,
+            args=(ready,),
+            name=f"relay->{_format(self._server.target)}",
+            daemon=True,
         )
         self._thread.start()
         if not ready.wait(READY_TIMEOUT_S) or self._token is None:
