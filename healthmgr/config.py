@@ -391,6 +391,9 @@ class DatabaseSettings(_Section):
     connection: str = Field("sqlite:////var/lib/healthmgr/healthmgr.db", repr=False)
     connection_file: SecretFile | None = None
     password_file: SecretFile | None = None
+    # Bounds every statement, lock wait and reply (healthmgr.db.engine.Bounds): far
+    # above a healthy flush or claim (milliseconds), far below heartbeat_timeout.
+    timeout: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 10.0
 
     @field_validator("connection")
     @classmethod

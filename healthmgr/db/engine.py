@@ -1,15 +1,22 @@
 """Engines for the three supported databases, configured once here.
 
 * SQLite (the embedded default): WAL journal, foreign keys on, a busy timeout
-  (5 s, or ``?timeout=SECONDS`` in the URL) and ``synchronous=NORMAL`` on
-  every new connection. SQLAlchemy emits BEGIN
+  (``?timeout=SECONDS`` in the URL, else ``timeout``, else 5 s) and
+  ``synchronous=NORMAL`` on every new connection. SQLAlchemy emits BEGIN
   itself (the sqlite3 driver's legacy mode skips it for SELECT and DDL), so
   transactions are real; ``conn.execution_options(sqlite_begin="IMMEDIATE")``
   takes the write lock at BEGIN, the single-writer equivalent of a row lock.
 * PostgreSQL through psycopg 3, MariaDB/MySQL through PyMySQL: bare
   ``postgresql://`` / ``mysql://`` / ``mariadb://`` URLs are pointed at those
   drivers, connections are pinged before use and recycled before MariaDB's
-  ``wait_timeout`` drops them.
+  ``wait_timeout`` drops them, and MariaDB sessions run in strict mode (a
+  value out of range is an error, never silently clamped).
+
+``make_engine(url, timeout=T)`` bounds every wait of the engine's connections
+(:class:`Bounds`): statements, lock waits, pool checkout, connecting, and
+every read of a reply, so that a stalled or silent database raises an error
+instead of hanging a thread. Without ``timeout`` (migrations, the CLI) only
+the connect timeout and SQLite's busy timeout apply.
 
 A database that cannot be reached raises :class:`DatabaseUnavailable` with a
 one-line message naming the host and port (or the file), never the password.
@@ -17,7 +24,12 @@ one-line message naming the host and port (or the file), never the password.
 
 from __future__ import annotations
 
+import functools
+import math
 import sqlite3
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -83,28 +95,222 @@ def describe(url: str | URL) -> str:
     return f"{name} at {u.host or 'localhost'}:{u.port or port}/{u.database or ''}"
 
 
-def make_engine(url: str | URL, **kw: Any) -> Engine:
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Every wait of an engine's connections, derived from one ``timeout`` (seconds).
+
+    The server gives up first, with a clean error on a connection that stays
+    usable: lock waits after half the timeout (so the error says "lock"),
+    statements after the timeout. The client gives up on a silent server a
+    little later (``reply_s``) and drops the connection: the server may be
+    gone, frozen, or unreachable with the kernel still acknowledging.
+    """
+
+    timeout: float
+
+    @property
+    def statement_ms(self) -> int:
+        return max(1, round(self.timeout * 1000))
+
+    @property
+    def lock_ms(self) -> int:
+        return max(1, round(self.timeout * 500))
+
+    @property
+    def lock_s(self) -> int:
+        """Lock waits in whole seconds (InnoDB's and MariaDB's metadata-lock timeout)."""
+        return max(1, math.ceil(self.timeout / 2))
+
+    @property
+    def reply_s(self) -> float:
+        """Client side: the longest wait for a reply before the connection is dropped."""
+        return self.timeout + max(1.0, self.timeout / 4)
+
+    @property
+    def connect_s(self) -> int:
+        # libpq counts whole seconds and takes at least 2.
+        return max(2, min(CONNECT_TIMEOUT_S, math.ceil(self.timeout)))
+
+    @property
+    def keepalive_s(self) -> int:
+        """Idle time before the first TCP keepalive probe, and between probes."""
+        return max(1, math.ceil(self.timeout / 2))
+
+    def postgresql(self) -> dict[str, Any]:
+        """libpq connection parameters (psycopg's ``connect`` keywords)."""
+        return {
+            "connect_timeout": self.connect_s,
+            "options": f"-c statement_timeout={self.statement_ms} -c lock_timeout={self.lock_ms}",
+            # A silent peer (packets dropped): the kernel gives up on unacknowledged
+            # data after tcp_user_timeout, and on an idle wait (query sent and
+            # acknowledged, no reply) after a keepalive probe goes unanswered.
+            "keepalives": 1,
+            "keepalives_idle": self.keepalive_s,
+            "keepalives_interval": self.keepalive_s,
+            "keepalives_count": 2,
+            "tcp_user_timeout": self.statement_ms,
+        }
+
+    def mysql(self) -> dict[str, Any]:
+        """PyMySQL's ``connect`` keywords (socket timeouts)."""
+        return {
+            "connect_timeout": self.connect_s,
+            "read_timeout": self.reply_s,
+            "write_timeout": self.reply_s,
+        }
+
+    def mysql_session(self, server_version: str) -> str:
+        """The SET statement of a new MariaDB (or MySQL) session."""
+        if "mariadb" in server_version.lower():
+            statement = f"max_statement_time = {self.timeout:.3f}"
+        else:  # MySQL bounds only SELECT, in milliseconds
+            statement = f"max_execution_time = {self.statement_ms}"
+        return (
+            f"SET SESSION {statement}, innodb_lock_wait_timeout = {self.lock_s},"
+            f" lock_wait_timeout = {self.lock_s}"
+        )
+
+
+def make_engine(url: str | URL, *, timeout: float | None = None, **kw: Any) -> Engine:
     """A configured engine for ``url``; ``kw`` go to :func:`sqlalchemy.create_engine`.
 
-    Does not connect: use :func:`connect` or :func:`ping` for an early,
-    clear :class:`DatabaseUnavailable`.
+    ``timeout`` (seconds, ``[database] timeout``) bounds every statement, lock
+    wait, pool checkout and reply (see :class:`Bounds`); options given in the
+    URL's query win over it. Does not connect: use :func:`connect` or
+    :func:`ping` for an early, clear :class:`DatabaseUnavailable`.
     """
     u = normalize_url(url)
+    bounds = None if timeout is None else Bounds(_positive(timeout))
     if u.get_backend_name() == "sqlite":
-        return _sqlite_engine(u, **kw)
+        return _sqlite_engine(u, bounds, **kw)
     options: dict[str, Any] = {
         "pool_pre_ping": True,
         "pool_size": POOL_SIZE,
         "max_overflow": MAX_OVERFLOW,
         "pool_recycle": POOL_RECYCLE_S,
     }
+    if bounds is not None:
+        options["pool_timeout"] = bounds.timeout
     options.update(kw)
-    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S}
+    connect_args = _server_connect_args(u, bounds)
     connect_args.update(options.pop("connect_args", {}))
-    return create_engine(u, connect_args=connect_args, **options)
+    engine = create_engine(u, connect_args=connect_args, **options)
+    if u.get_backend_name() == "postgresql" and bounds is not None:
+        _bound_psycopg_replies(engine, bounds.reply_s)
+    if u.get_backend_name() == "mysql":
+        _set_mysql_session(engine, bounds)
+    return engine
 
 
-def _sqlite_engine(u: URL, **kw: Any) -> Engine:
+def _positive(timeout: float) -> float:
+    if not (isinstance(timeout, int | float) and 0 < timeout < math.inf):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    return float(timeout)
+
+
+def _server_connect_args(u: URL, bounds: Bounds | None) -> dict[str, Any]:
+    """Driver keywords for ``bounds``; a parameter in the URL's query wins over ours."""
+    if bounds is None:
+        return {"connect_timeout": CONNECT_TIMEOUT_S}
+    ours = bounds.postgresql() if u.get_backend_name() == "postgresql" else bounds.mysql()
+    args = {key: value for key, value in ours.items() if key not in u.query}
+    if "options" in ours and "options" in u.query:
+        # Both: a later -c overrides an earlier one, so the URL's come last.
+        args["options"] = f"{ours['options']} {_last(u.query['options'])}"
+    return args
+
+
+def _last(value: str | tuple[str, ...]) -> str:
+    return value if isinstance(value, str) else value[-1]
+
+
+def _bound_psycopg_replies(engine: Engine, reply_s: float) -> None:
+    """Connections whose every wait for the server gives up after ``reply_s``."""
+    connection_class = _bounded_psycopg_connection()
+
+    def do_connect(_dialect: object, _record: object, cargs: Any, cparams: Any) -> Any:
+        conn = connection_class.connect(*cargs, **cparams)
+        conn.reply_timeout = reply_s
+        return conn
+
+    event.listen(engine, "do_connect", do_connect)
+
+
+class _Expired(Exception):
+    """Raised inside psycopg's wait loop when the reply deadline has passed."""
+
+
+def _until(gen: Generator[Any, Any, Any], deadline: float) -> Generator[Any, Any, Any]:
+    """``gen`` (a psycopg generator), raising :class:`_Expired` once ``deadline`` is past.
+
+    psycopg's wait loop resumes the generator at least every 0.1 s (its
+    interrupt-check interval), ready or not, so the deadline is checked then.
+    """
+    try:
+        state = next(gen)
+        while True:
+            if time.monotonic() >= deadline:
+                raise _Expired
+            state = gen.send((yield state))
+    except StopIteration as done:
+        return done.value
+    finally:
+        gen.close()
+
+
+@functools.cache
+def _bounded_psycopg_connection() -> type:
+    """psycopg's Connection with a deadline on every wait for the server.
+
+    libpq has no read timeout: a query whose reply never comes (a frozen
+    server, a stuck proxy, a peer whose kernel still acknowledges) waits for
+    ever, TCP keepalives included. Every wait of psycopg's connection (execute,
+    fetch, commit, rollback, pre-ping) goes through ``Connection.wait``; past
+    the deadline the connection is in an unknown state, so it is closed and
+    ``ReplyTimeout`` raised (SQLAlchemy then invalidates it).
+    """
+    import psycopg
+
+    class ReplyTimeout(psycopg.OperationalError):
+        """No reply from the server within the deadline; the connection was closed."""
+
+    class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
+        reply_timeout: float | None = None
+
+        def wait(self, gen: Any, *args: Any, **kwargs: Any) -> Any:
+            if self.reply_timeout is None or kwargs.get("timeout") is not None:
+                return super().wait(gen, *args, **kwargs)  # a caller's own timeout
+            deadline = time.monotonic() + self.reply_timeout
+            try:
+                return super().wait(_until(gen, deadline), *args, **kwargs)
+            except _Expired:
+                self.pgconn.finish()
+                raise ReplyTimeout(
+                    f"no reply from the server within {self.reply_timeout:g} s: connection closed"
+                ) from None
+
+    return BoundedConnection
+
+
+def _set_mysql_session(engine: Engine, bounds: Bounds | None) -> None:
+    def on_connect(dbapi_conn: Any, _record: object) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            # Strict whatever the server's sql_mode: an out-of-range or too long
+            # value is refused, not clamped or truncated with a warning.
+            cur.execute(
+                "SET SESSION sql_mode = IF(@@SESSION.sql_mode = '', 'STRICT_ALL_TABLES',"
+                " CONCAT(@@SESSION.sql_mode, ',STRICT_ALL_TABLES'))"
+            )
+            if bounds is not None:
+                cur.execute(bounds.mysql_session(dbapi_conn.get_server_info()))
+        finally:
+            cur.close()
+
+    event.listen(engine, "connect", on_connect)
+
+
+def _sqlite_engine(u: URL, bounds: Bounds | None, **kw: Any) -> Engine:
     if _is_file_db(u):
         # sqlite:///relative/x.db and sqlite:////abs/x.db: a missing directory
         # is created rather than reported as "unable to open database file".
@@ -115,7 +321,10 @@ def _sqlite_engine(u: URL, **kw: Any) -> Engine:
             raise DatabaseUnavailable(
                 f"cannot create the directory {parent} of {describe(u)}: {e.strerror}"
             ) from e
-    busy_ms = _sqlite_busy_timeout_ms(u)
+    default_ms = SQLITE_BUSY_TIMEOUT_MS if bounds is None else bounds.statement_ms
+    busy_ms = _sqlite_busy_timeout_ms(u, default_ms)
+    if bounds is not None and _is_file_db(u) and "poolclass" not in kw:
+        kw = {"pool_timeout": bounds.timeout} | kw
     engine = create_engine(u, **kw)
 
     def on_connect(dbapi_conn: sqlite3.Connection, record: object) -> None:
@@ -126,11 +335,11 @@ def _sqlite_engine(u: URL, **kw: Any) -> Engine:
     return engine
 
 
-def _sqlite_busy_timeout_ms(u: URL) -> int:
-    """``?timeout=SECONDS`` in the URL (as ``sqlite3.connect``'s), else the default."""
+def _sqlite_busy_timeout_ms(u: URL, default_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> int:
+    """``?timeout=SECONDS`` in the URL (as ``sqlite3.connect``'s), else ``default_ms``."""
     raw = u.query.get("timeout")
     if raw is None:
-        return SQLITE_BUSY_TIMEOUT_MS
+        return default_ms
     try:
         seconds = float(raw if isinstance(raw, str) else raw[-1])
     except ValueError:

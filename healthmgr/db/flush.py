@@ -26,7 +26,7 @@ from sqlalchemy import exc
 from healthmgr import constants as C
 from healthmgr.batch import FlushBatch, RefusedRow, ReportWrite
 from healthmgr.db import writes as _w
-from healthmgr.db.errors import classify, is_transient
+from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.models import Amphora, Base
 from healthmgr.db.topology_queries import chunks, id_bytes
 from healthmgr.wire.values import Id
@@ -115,7 +115,7 @@ class Flusher:
             if is_transient(error):
                 raise
             result = self._isolate(_by_amphora(clean), transaction, FlushStats(attempts=1))
-            if not result.statements and result.refused and classify(error).reason == "unknown":
+            if not result.statements and result.refused and diagnose(error).reason == "unknown":
                 raise  # every row refused for an unknown reason: not the rows, retry later
         result = result.plus(FlushStats(refused=tuple(refused), attempts=0))
         return _with_seconds(result, time.perf_counter() - started)
@@ -288,7 +288,7 @@ def _rows(group: FlushBatch) -> list[FlushBatch]:
 
 
 def _refused(row: FlushBatch, error: exc.DBAPIError) -> RefusedRow:
-    kind = classify(error)
+    kind = diagnose(error)
     detail = " ".join(str(error.orig).split())[:300]
     if row.health:
         amp = _w.text_id(row.health[0].amphora_id)

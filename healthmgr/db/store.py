@@ -29,7 +29,7 @@ from healthmgr.db import claims as _claims
 from healthmgr.db import managers as _managers
 from healthmgr.db import topology_queries as _topo
 from healthmgr.db.claims import Claim
-from healthmgr.db.errors import classify, is_transient
+from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import Flusher, FlushStats
 from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.values import Id, id_str
@@ -130,7 +130,7 @@ class Store:
             if len(ids) == 1:
                 amp = id_str(ids[0])
                 detail = " ".join(str(error.orig).split())[:200]
-                row = RefusedRow("amphora", amp, amp, classify(error).reason, detail)
+                row = RefusedRow("amphora", amp, amp, diagnose(error).reason, detail)
                 return TopologyLoad({}, (row,))
             mid = len(ids) // 2
             first, second = self._load_isolated(ids[:mid]), self._load_isolated(ids[mid:])

@@ -66,7 +66,7 @@ def db_stall_after(settings: Settings) -> float:
     before live amphorae could look stale because of it."""
     hm = settings.health_manager
     margin = (hm.heartbeat_timeout - hm.heartbeat_interval) / 2
-    return max(4 * hm.flush_interval, min(margin, 10.0))
+    return max(4 * hm.flush_interval, min(margin, settings.database.timeout))
 
 
 def detector_config(settings: Settings) -> DetectorConfig:
@@ -100,7 +100,9 @@ class Daemon:
         mid = manager_id(self.settings)
         if self.metrics is None:
             self.metrics = Metrics(manager_id=mid)
-        self.engine = make_engine(self.settings.database.connection)
+        self.engine = make_engine(
+            self.settings.database.connection, timeout=self.settings.database.timeout
+        )
         self.store = Store(self.engine, manager_id=mid)
         self.db = DbCalls()
         self.quarantine = Quarantine(self.metrics)

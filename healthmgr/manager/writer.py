@@ -18,7 +18,7 @@ import trio
 from sqlalchemy import exc as sa_exc
 
 from healthmgr.batch import FlushBatch, RefusedRow
-from healthmgr.db.errors import classify
+from healthmgr.db.errors import diagnose
 from healthmgr.db.flush import FlushStats
 from healthmgr.manager.dbcall import DbCalls
 from healthmgr.manager.pending import Pending
@@ -113,7 +113,7 @@ class Writer:
         log.error(
             "flush failed; keeping pending writes and retrying",
             error=self.state.last_error,
-            kind=classify(exc).kind.value,
+            kind=diagnose(exc).error_class.value,
             pending=size,
             attempt=self.state.failures,
             retry_in=round(self._delay(), 2),
