@@ -259,6 +259,9 @@ def test_amphora_of_a_deleted_load_balancer_is_not_healthy_in_the_daemon_path() 
     assert batch.health == ()
     (report,) = batch.reports
     assert (report.statuses, report.healthy) == ((), False)
+    # Its own verdict, not a listener-count mismatch (0 of 0 is no mismatch).
+    (event,) = view.drain_events()
+    assert (event.kind, event.detail) == ("deleted_load_balancer", {"reported": 0})
 
 
 def test_spare_amphora_reporting_no_listeners_is_healthy() -> None:
