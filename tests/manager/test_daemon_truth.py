@@ -71,22 +71,25 @@ def test_poison_counters_spoil_only_their_own_statistics(
 ) -> None:
     """Amphora V signs bytes_in = 2**63-1 under epoch 1, again under epoch 2 (a
     later flush), then 2**64-1 (the wire's maximum). Meanwhile M's member goes
-    DOWN, D dies, and O keeps beating: every flush lands, M's member is ERROR,
-    D is failed over, every live amphora's last_update moves, V's total stops
-    at 2**63-1 (an integer, on SQLite too), the refused value is counted and
-    logged with V's id, and the daemon stops cleanly."""
+    DOWN, D dies, W jumps to seq 2**63 (a report order no BIGINT holds), and O
+    keeps beating: every flush lands, M's member is ERROR, D is failed over,
+    every live amphora's last_update moves, V's total stops at 2**63-1 (an
+    integer, on SQLite too), the refused rows are counted and logged with
+    their amphora, and the daemon stops cleanly."""
     others = [make_seed_lb(seeded.engine, operating_status="OFFLINE", with_health=False)
-              for _ in range(3)]
-    v, m, d, o = seeded.agent(), *(agent_for(s) for s in others)
+              for _ in range(4)]
+    v, m, d, o, w = seeded.agent(), *(agent_for(s) for s in others)
     cfg = write_config(config_dir / "hm.toml", seeded.url, sections={"health_manager": {
         "heartbeat_timeout": TIMEOUT, "failover_threshold": "off", "manager_id": "hm-poison",
     }})
     daemon = start_daemon(cfg)
     top = MAX_COUNTER
     try:
-        with Beater([daemon], [v, m, d, o], interval=0.2) as beater:
-            daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 4,
-                         what="all four amphorae reported")
+        with Beater([daemon], [v, m, d, o, w], interval=0.2) as beater:
+            daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 5,
+                         what="all five amphorae reported")
+            daemon.until(lambda: _status(seeded, "member", w.members[1]) == "ONLINE",
+                         what="W's statuses written")
             with beater.changing():
                 v.counters = [top, 5, 5, 0]
             daemon.until(lambda: _bytes_in(seeded, v) == (top, 1), what="2**63-1 under epoch 1")
@@ -94,11 +97,13 @@ def test_poison_counters_spoil_only_their_own_statistics(
                 v.epoch = 2  # a reload: the same value again, counted in full
             daemon.until(lambda: _bytes_in(seeded, v) == (top, 2), what="saturated under epoch 2")
 
-            before = {a.amphora: _last_update(seeded, a.amphora) for a in (v, m, o)}
+            before = {a.amphora: _last_update(seeded, a.amphora) for a in (v, m, o, w)}
             with beater.changing():
                 v.counters = [2**64 - 1, 6, 6, 0]  # past BIGINT: refused, statistics only
                 m.states = {m.members[1]: MemberState.DOWN}
                 beater.agents.remove(d)  # D dies
+                w.seq = 2**63  # its report (and statistics) refused; its health kept
+                w.states = {w.members[1]: MemberState.DOWN}
             daemon.until(
                 lambda: daemon.metric("healthmgr_rows_rejected_total",
                                       table="listener_statistics", reason="out_of_range") >= 1,
@@ -107,6 +112,13 @@ def test_poison_counters_spoil_only_their_own_statistics(
             refused = daemon.wait_for_log("row refused", amphora_id=id_str(v.amphora))
             assert refused["table"] == "listener_statistics"
             assert refused["reason"] == "out_of_range"
+            daemon.until(
+                lambda: daemon.metric("healthmgr_rows_rejected_total",
+                                      table="healthmgr_amphora", reason="out_of_range") >= 1,
+                what="W's report refused",
+            )
+            daemon.wait_for_log("row refused", amphora_id=id_str(w.amphora),
+                                table="healthmgr_amphora")
             daemon.until(lambda: _status(seeded, "member", m.members[1]) == "ERROR",
                          what="M's member DOWN written as ERROR")
             daemon.until(
@@ -115,7 +127,7 @@ def test_poison_counters_spoil_only_their_own_statistics(
                 what="D failed over", timeout=20,
             )
             # V's heartbeats still count for health and statuses; so do the others'.
-            for agent in (v, m, o):
+            for agent in (v, m, o, w):
                 daemon.until(
                     lambda a=agent: (_last_update(seeded, a.amphora) or dt.datetime.min)
                     > before[a.amphora],
@@ -123,6 +135,7 @@ def test_poison_counters_spoil_only_their_own_statistics(
                 )
             assert _status(seeded, "member", v.members[0]) == "ONLINE"
             assert _status(seeded, "pool", m.pool) == "DEGRADED"
+            assert _status(seeded, "member", w.members[1]) == "ONLINE"  # W's DOWN refused
         assert _bytes_in(seeded, v) == (top, 2)
         (value,) = seeded.rows(
             "SELECT bytes_in FROM listener_statistics WHERE amphora_id = :a",
