@@ -230,7 +230,9 @@ class View:
         """
         every = self.stats_every
         skip = every > 1 and not hb.counters_are_deltas
-        if skip and wall_ms - entry.stats_ms < (every - 0.5) * hb.interval_ms:
+        # Octavia's heartbeats do not say their interval (0): assume the configured one.
+        interval_ms = hb.interval_ms or self.late_after * 1000
+        if skip and wall_ms - entry.stats_ms < (every - 0.5) * interval_ms:
             return
         entry.stats_ms = wall_ms
         self.pending.stats(hb)
