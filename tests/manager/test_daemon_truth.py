@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from healthmgr.db.writes import MAX_COUNTER
 from healthmgr.wire.values import Id, MemberState, id_str
 from tests.db.factories import make_amphora, make_seed_lb, new_id, utcnow
+from tests.db.test_store_poison import _refuse_big_counters
 from tests.manager.conftest import SeededDb, agent_for
 from tests.manager.harness import Agent, Beater, RunningDaemon, start_daemon, write_config
 
@@ -152,6 +153,51 @@ def test_poison_counters_spoil_only_their_own_statistics(
         assert daemon.metric("healthmgr_flush_failures_total") == 0
         assert not [e for e in daemon.events() if "flush failed" in e.get("event", "")]
         assert daemon.metric("healthmgr_heartbeats_total", result="accepted") > 0
+    finally:
+        _clean_stop(daemon)
+
+
+def test_a_row_the_database_refuses_is_isolated_in_the_daemon(
+    seeded: SeededDb, config_dir: Path
+) -> None:
+    """The database itself refuses one amphora's statistics (a constraint of its
+    own, which the manager cannot check first) while, in the same flush,
+    another amphora's member goes DOWN: the flush is bisected, the refused row
+    is counted (``constraint``) and logged with its amphora, everything else
+    lands, the refusing amphora's health and statuses included, and no flush
+    fails."""
+    _refuse_big_counters(seeded.engine)  # bytes_in above 1,000,000 refused
+    fleet = [seeded.seed] + [
+        make_seed_lb(seeded.engine, operating_status="OFFLINE", with_health=False)
+        for _ in range(3)
+    ]
+    agents = [agent_for(s) for s in fleet]
+    bad, down = agents[1], agents[2]
+    daemon = start_daemon(write_config(config_dir / "hm.toml", seeded.url))
+    try:
+        daemon.send(*(a.datagram(add=(10, 10, 1, 0)) for a in agents))
+        daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM listener_statistics") == 4,
+                     what="everyone's statistics")
+        # One burst, so that one flush holds all of it.
+        daemon.send(*(
+            a.datagram(add=(5_000_000, 0, 0, 0)) if a is bad
+            else a.datagram(members={a.members[1]: MemberState.DOWN}, add=(10, 10, 1, 0))
+            if a is down else a.datagram(add=(10, 10, 1, 0))
+            for a in agents
+        ))
+        daemon.until(
+            lambda: daemon.metric("healthmgr_rows_rejected_total",
+                                  table="listener_statistics", reason="constraint") == 1,
+            what="the refused row counted",
+        )
+        said = daemon.wait_for_log("row refused", amphora_id=id_str(bad.amphora))
+        assert said["reason"] == "constraint" and said["table"] == "listener_statistics"
+        daemon.until(lambda: _status(seeded, "member", down.members[1]) == "ERROR",
+                     what="the DOWN member of the same flush")
+        for a in agents:  # the refused update left the total as it was
+            assert _bytes_in(seeded, a) == (10 if a is bad else 20, 1)
+        assert _status(seeded, "member", bad.members[1]) == "ONLINE"
+        assert daemon.metric("healthmgr_flush_failures_total") == 0
     finally:
         _clean_stop(daemon)
 
