@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
+from dataclasses import replace
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -53,7 +54,10 @@ def id_bytes(text: str) -> Id:
 
     ValueError when ``text`` is not 32 hex digits (with or without dashes).
     """
-    raw = bytes.fromhex(text.replace("-", ""))
+    try:
+        raw = bytes.fromhex(text.replace("-", ""))
+    except ValueError:
+        raw = b""
     if len(raw) != 16:
         raise ValueError(f"{text!r} is not a UUID")
     return raw
@@ -64,13 +68,34 @@ def _opt_id(text: str | None) -> Id | None:
 
 
 class Refusals:
-    """Rows left out of a load, with why; shared by the builders of one load."""
+    """Rows left out of a load, with why; shared by the builders of one load.
+
+    A row of a load balancer's tree is reported with that load balancer and,
+    once known, its amphorae: what an operator looks for (docs/operations.md).
+    """
 
     def __init__(self) -> None:
-        self.rows: list[RefusedRow] = []
+        self._rows: list[tuple[str | None, RefusedRow]] = []
 
-    def add(self, table: str, key: object, amphora: str | None, error: Exception) -> None:
-        self.rows.append(RefusedRow(table, str(key), amphora, "unreadable", str(error)[:200]))
+    @property
+    def rows(self) -> list[RefusedRow]:
+        return [row for _, row in self._rows]
+
+    def add(
+        self, table: str, key: object, amphora: str | None, error: Exception,
+        lb: str | None = None,
+    ) -> None:
+        where = f"{table} {key} of load balancer {lb}: " if lb else ""
+        detail = (where + str(error))[:300]
+        self._rows.append((lb, RefusedRow(table, str(key), amphora, "unreadable", detail)))
+
+    def attribute(self, amphorae_of: dict[str, list[str]]) -> None:
+        """Name the amphorae of the load balancer each unattributed row belongs to."""
+        self._rows = [
+            (lb, replace(row, amphora_id=",".join(sorted(amphorae_of[lb]))))
+            if row.amphora_id is None and lb in amphorae_of else (lb, row)
+            for lb, row in self._rows
+        ]
 
 
 def load_amphorae(
@@ -97,6 +122,11 @@ def load_amphorae(
         ).all()
         live = {r.lb_id: r for r in rows if r.lb_id is not None}
         lbs = _build_lbs(conn, live, refusals)
+        amphorae_of: dict[str, list[str]] = defaultdict(list)
+        for r in rows:
+            if r.lb_id is not None:
+                amphorae_of[r.lb_id].append(r.id)
+        refusals.attribute(amphorae_of)
         for r in rows:
             try:
                 amp = _amphora(r, lbs)
@@ -166,7 +196,7 @@ def _build_lbs(
                 pools=tuple(pools.get(lb_id, ())),
             )
         except ValueError as exc:
-            refusals.add("load_balancer", lb_id, None, exc)
+            refusals.add("load_balancer", lb_id, None, exc, lb_id)
     return out
 
 
@@ -203,7 +233,7 @@ def _listeners_by_lb(
                 default_pool_id=_opt_id(r.default_pool_id),
             )
         except ValueError as exc:
-            refusals.add("listener", r.id, None, exc)
+            refusals.add("listener", r.id, None, exc, r.load_balancer_id)
             continue
         out[r.load_balancer_id].append(listener)
     return out
@@ -219,7 +249,8 @@ def _pools_by_lb(
         .order_by(_pool.c.id)
     ).all()
     member_rows = conn.execute(
-        sa.select(_member.c.id, _member.c.pool_id, _member.c.enabled, _member.c.operating_status)
+        sa.select(_member.c.id, _member.c.pool_id, _member.c.enabled, _member.c.operating_status,
+                  _pool.c.load_balancer_id)
         .join(_pool, _pool.c.id == _member.c.pool_id)
         .where(_pool.c.load_balancer_id.in_(lb_ids))
         .where(_member.c.provisioning_status != C.DELETED)
@@ -236,7 +267,7 @@ def _pools_by_lb(
                 operating_status=m.operating_status,
             )
         except ValueError as exc:
-            refusals.add("member", m.id, None, exc)
+            refusals.add("member", m.id, None, exc, m.load_balancer_id)
             continue
         members[m.pool_id].append(member)
     out: dict[str, list[PoolTopology]] = defaultdict(list)
@@ -250,7 +281,7 @@ def _pools_by_lb(
                 members=tuple(members.get(p.id, ())),
             )
         except ValueError as exc:
-            refusals.add("pool", p.id, None, exc)
+            refusals.add("pool", p.id, None, exc, p.load_balancer_id)
             continue
         out[p.load_balancer_id].append(pool)
     return out

@@ -31,7 +31,8 @@ Semantics, the same on every dialect:
   ``active_connections`` follow the newest;
 - every total saturates at 2**63-1 (the BIGINT maximum) instead of
   overflowing: the database never refuses a sum, and one amphora's absurd
-  counters spoil only its own statistics (schema/heartbeat.md, "Counters").
+  counters spoil only its own statistics (schema/heartbeat.md, "Counters at
+  the edge").
 """
 
 from __future__ import annotations

@@ -75,6 +75,12 @@ class Ingest:
                     "failed to load part of its configuration)",
                     kind=e.kind, amphora_id=e.amphora_id, lb_id=e.lb_id, **e.detail,
                 )
+            elif e.kind == "deleted_load_balancer":
+                self.verdicts.say(
+                    "heartbeat from an amphora whose load balancer is DELETED: not healthy, "
+                    "nothing written (R27)",
+                    kind=e.kind, amphora_id=e.amphora_id, lb_id=e.lb_id, **e.detail,
+                )
             elif e.kind == "late":
                 self.verdicts.say(
                     "heartbeat processed too late; no status and no health written",

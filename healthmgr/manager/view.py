@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from healthmgr import constants as c
 from healthmgr import status
 from healthmgr.batch import StatusWrite
 from healthmgr.manager.pending import Pending, Report
@@ -42,7 +43,7 @@ class Applied(enum.Enum):
 class Event(NamedTuple):
     """Something the daemon logs (rate-limited) and counts: a verdict with its reason."""
 
-    kind: str  # "listener_count_mismatch", "late"
+    kind: str  # "listener_count_mismatch", "deleted_load_balancer", "late"
     amphora_id: Id
     lb_id: Id | None
     detail: dict[str, object]
@@ -229,7 +230,9 @@ class View:
         """
         every = self.stats_every
         skip = every > 1 and not hb.counters_are_deltas
-        if skip and wall_ms - entry.stats_ms < (every - 0.5) * hb.interval_ms:
+        # Octavia's heartbeats do not say their interval (0): assume the configured one.
+        interval_ms = hb.interval_ms or self.late_after * 1000
+        if skip and wall_ms - entry.stats_ms < (every - 0.5) * interval_ms:
             return
         entry.stats_ms = wall_ms
         self.pending.stats(hb)
@@ -256,7 +259,11 @@ class View:
             lb_hash = self._cache_lb(lb, None if outcome.changed else lb_hash)
         verdict = _Verdict(status.digest(outcome.determined), outcome.determined, outcome.healthy)
         entry.verdict, entry.last_report, entry.lb_hash = verdict, report, lb_hash
-        if lb is not None and not outcome.healthy:
+        if lb is not None and lb.provisioning_status == c.DELETED:
+            # R27: not healthy for what it is, not for a count it cannot match.
+            self._event("deleted_load_balancer", hb.amphora_id, lb_id,
+                        reported=len({r.id for r in hb.listeners}))
+        elif lb is not None and not outcome.healthy:
             expected = sum(1 for listener in lb.listeners if listener.enabled)
             reported = len({r.id for r in hb.listeners})
             self._event("listener_count_mismatch", hb.amphora_id, lb_id,

@@ -136,6 +136,9 @@ class Writer:
         self.state.last_commit = trio.current_time()
         if stats.refused:
             self.quarantine.refused(stats.refused)
+        for amphora in stats.recovered:
+            log.info("amphora beats again: FAILOVER_STOPPED -> ALLOCATED",
+                     amphora_id=id_str(amphora))
         self.metrics.observe_flush(stats.seconds, size)
         self.metrics.observe_commit_lags(lags)
 

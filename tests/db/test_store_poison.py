@@ -142,3 +142,6 @@ def test_an_unreadable_member_row_spoils_only_itself(engine: sa.Engine, store: S
     assert {m.id for m in lb.pools[0].members} == set(broken.members)
     (row,) = loaded.refused
     assert (row.table, row.key, row.reason) == ("member", "not-a-uuid", "unreadable")
+    # Named with the amphora and load balancer it belongs to: what an operator looks for.
+    assert row.amphora_id == id_str(broken.amphora)
+    assert f"of load balancer {id_str(broken.load_balancer)}" in row.detail

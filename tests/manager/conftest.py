@@ -58,13 +58,23 @@ def migrated_engine(url: str) -> sa.Engine:
     return make_engine(url)
 
 
+def _seeded(url: str) -> Iterator[SeededDb]:
+    engine = migrated_engine(url)
+    seed = make_seed_lb(engine, operating_status="OFFLINE", with_health=False)
+    yield SeededDb(url, engine, seed)
+    engine.dispose()
+
+
 @pytest.fixture
 def seeded(db_url: str) -> Iterator[SeededDb]:
     """A migrated database (each dialect) holding the seed load balancer."""
-    engine = migrated_engine(db_url)
-    seed = make_seed_lb(engine, operating_status="OFFLINE", with_health=False)
-    yield SeededDb(db_url, engine, seed)
-    engine.dispose()
+    yield from _seeded(db_url)
+
+
+@pytest.fixture
+def server_seeded(server_db_url: str) -> Iterator[SeededDb]:
+    """``seeded`` on PostgreSQL and MariaDB only (several managers, row locks)."""
+    yield from _seeded(server_db_url)
 
 
 @pytest.fixture

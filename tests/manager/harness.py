@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,7 @@ class Agent:
     master: MasterKey = MASTER
     seq: int = 0
     epoch: int = 1
+    interval_ms: int = 1000  # what the heartbeats say; match the real sending period
     counters: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
     # Defaults for heartbeats built without arguments (e.g. by a Beater).
     states: dict[Id, MemberState] = field(default_factory=dict)
@@ -282,7 +284,7 @@ class Agent:
             amphora_id=self.amphora,
             seq=seq,
             sent_at_ms=sent_at_ms if sent_at_ms is not None else int(time.time() * 1000),
-            interval_ms=1000,
+            interval_ms=self.interval_ms,
             counters_epoch=self.epoch,
             listeners=(
                 (ListenerReport(self.listener, listener, 3, bytes_in, bytes_out, total, errors),)
@@ -351,6 +353,12 @@ class Beater:
         with self._lock:
             self.agents = [a for a in self.agents if a is not agent]
 
+    @contextmanager
+    def changing(self) -> Iterator[None]:
+        """Change agents (states, counters, epoch) between two rounds, never during one."""
+        with self._lock:
+            yield
+
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
@@ -359,12 +367,13 @@ class Beater:
     def _run(self) -> None:
         turn = 0
         while not self._stop.is_set():
-            with self._lock:
-                agents = list(self.agents)
-            for agent in agents:
-                daemon = self.daemons[turn % len(self.daemons)]
-                turn += 1
+            with self._lock:  # built under the lock: see changing()
+                round_ = []
+                for agent in self.agents:
+                    round_.append((self.daemons[turn % len(self.daemons)], agent.datagram()))
+                    turn += 1
+            for daemon, datagram in round_:
                 if daemon.proc.poll() is None:
-                    daemon.send(agent.datagram())
+                    daemon.send(datagram)
                     self.sent += 1
             self._stop.wait(self.interval)

@@ -54,6 +54,9 @@ def test_breaker_stops_failovers_then_amphorae_recover_by_themselves(
                        what="breaker closed")
             wait_until(lambda: daemon.metric("healthmgr_stale_amphorae") == 0, what="none stale")
             daemon.wait_for_log("failover circuit breaker closed")
+        for amphora in amphorae:  # the flush result says so, not only the database
+            daemon.wait_for_log("amphora beats again: FAILOVER_STOPPED -> ALLOCATED",
+                                amphora_id=id_str(amphora))
         assert seeded.scalar("SELECT COUNT(*) FROM failover_request") == 0
         # Said once when it opened, not at every health check while it stayed open.
         opened = [e for e in daemon.events() if e.get("event", "").startswith(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import uuid
@@ -209,6 +210,20 @@ def test_stats_update_every_keeps_one_heartbeat_in_k_intervals_by_time() -> None
     assert seqs == [1, 4, 7]
 
 
+def test_stats_update_every_applies_to_octavia_heartbeats_too() -> None:
+    """An Octavia v1/v2 heartbeat (absolute counters) has no interval_ms (0): the
+    configured heartbeat_interval stands in, so k still thins the writes."""
+    view = View(ttl=300, refresh_min_interval=5, late_after=10, stats_every=3)
+    view.install([AMP], {AMP: topology()}, now=0.0)
+    seqs = []
+    for seq in range(1, 8):  # one heartbeat per 10 s interval
+        octavia = dataclasses.replace(heartbeat(seq), interval_ms=0)
+        view.apply(Arrival(octavia, 0.0, 2_000 + seq * 10_000), 0.0)
+        batch, _ = view.pending.take()
+        seqs += [s.seq for s in batch.stats]
+    assert seqs == [1, 4, 7]
+
+
 def test_stats_update_every_with_round_robin_managers_never_starves() -> None:
     """Heartbeat i goes to manager i mod 2: with k = 2 a rule on the sequence
     number could keep no statistics at all in one of the managers."""
@@ -259,6 +274,9 @@ def test_amphora_of_a_deleted_load_balancer_is_not_healthy_in_the_daemon_path() 
     assert batch.health == ()
     (report,) = batch.reports
     assert (report.statuses, report.healthy) == ((), False)
+    # Its own verdict, not a listener-count mismatch (0 of 0 is no mismatch).
+    (event,) = view.drain_events()
+    assert (event.kind, event.detail) == ("deleted_load_balancer", {"reported": 0})
 
 
 def test_spare_amphora_reporting_no_listeners_is_healthy() -> None:
