@@ -20,6 +20,7 @@ import shlex
 import socket
 import string
 import tomllib
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -387,10 +388,22 @@ class KeysSettings(_Section):
         return next((k for k in self.master_keys if k.id == self.active_key_id), None)
 
 
+DatabaseSchema = Literal["healthmgr", "octavia", "auto"]
+# BaseModel.schema() is pydantic v1's deprecated method; the option keeps the
+# name operators look for.
+warnings.filterwarnings(
+    "ignore", message='Field name "schema" in "DatabaseSettings"', category=UserWarning
+)
+
+
 class DatabaseSettings(_Section):
     connection: str = Field("sqlite:////var/lib/healthmgr/healthmgr.db", repr=False)
     connection_file: SecretFile | None = None
     password_file: SecretFile | None = None
+    # Whose schema the database has: healthmgr's own, Octavia's (created by
+    # octavia-db-manage; healthmgr adds only its own tables), or "auto" (what
+    # the database holds; `config check --connect` says which it found).
+    schema: DatabaseSchema = "healthmgr"
 
     @field_validator("connection")
     @classmethod
