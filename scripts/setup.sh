@@ -19,6 +19,9 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
+# Octavia 19.0.0 in its own venv: tests/octavia compare healthmgr with its code.
+scripts/octavia_venv.sh
+
 if ! command -v haproxy >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing haproxy from Debian's packages" >&2
