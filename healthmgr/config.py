@@ -82,6 +82,8 @@ RELOADABLE: frozenset[str] = frozenset(
         "failover.retry_backoff",
         "failover.shutdown_grace",
         "failover.lease",
+        "failover.transport_url",
+        "failover.control_exchange",
     }
 )
 
@@ -468,6 +470,18 @@ class FailoverSettings(_Section):
     lease: Seconds = 30.0
     # At SIGTERM, in-flight failovers get this long to finish, then are abandoned.
     shutdown_grace: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0
+    # driver = "octavia": the oslo.messaging transport of Octavia's worker
+    # (octavia.conf [DEFAULT] transport_url, e.g. rabbit://user:pass@host:5672/).
+    transport_url: str | None = Field(None, repr=False, validate_default=True)
+    # Octavia's RPC exchange (it sets oslo.messaging's control_exchange to "octavia").
+    control_exchange: str = "octavia"
+
+    @field_validator("transport_url")
+    @classmethod
+    def _transport(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("driver") == "octavia" and not value:
+            raise _err("missing", 'required by driver = "octavia", e.g. "rabbit://user:pass@host:5672/"')
+        return value
 
     @field_validator("driver")
     @classmethod
@@ -819,7 +833,7 @@ def diff_reloadable(old: Settings, new: Settings) -> tuple[frozenset[str], froze
     return frozenset(changed & RELOADABLE), frozenset(changed - RELOADABLE)
 
 
-_SECRET_OPTIONS = {"health_manager.heartbeat_key"}
+_SECRET_OPTIONS = {"health_manager.heartbeat_key", "failover.transport_url"}
 
 
 def redacted(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -244,3 +244,22 @@ def snapshot(conn: sa.Connection) -> dict[str, dict[Any, tuple]]:
         ))
     }
     return out
+
+
+def simple(rng: random.Random, provisioning_status: str = "ACTIVE") -> Case:
+    """One SINGLE load balancer with a listener, a pool, a member and its amphora."""
+    member = Member(_id(rng), "ONLINE", True)
+    pool = Pool(_id(rng), "ONLINE", [member])
+    listener = Listener(_id(rng), "ONLINE", True, default_pool=pool.id)
+    pool.listener = listener.id
+    return Case(_id(rng), True, provisioning_status, "ONLINE", "SINGLE", [_id(rng)],
+                [listener], [pool], {})
+
+
+def stale_health(conn: sa.Connection, amphorae: list[str], seconds_ago: int = 3600) -> None:
+    """amphora_health rows as a dead amphora leaves them: not busy, last_update long ago."""
+    conn.execute(
+        sa.text("INSERT INTO amphora_health (amphora_id, last_update, busy) "
+                "VALUES (:a, UTC_TIMESTAMP() - INTERVAL :s SECOND, 0)"),
+        [{"a": a, "s": seconds_ago} for a in amphorae],
+    )

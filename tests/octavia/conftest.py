@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from healthmgr.db import migrate
-from tests.conftest import fresh_database_url, services_required, unavailable
+from tests.conftest import fresh_database_url, services_required
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".venv-octavia"
@@ -76,11 +76,8 @@ def octavia_db_url(octavia_database: Callable[..., str]) -> str:
     return octavia_database()
 
 
-def require_mysql() -> None:
-    """Octavia's schema is MariaDB's here (its migrations do not run on PostgreSQL)."""
-    try:
-        import pymysql
-
-        pymysql.connect(host="127.0.0.1", user="root", connect_timeout=3).close()
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        unavailable(f"MariaDB is not reachable: {exc}")
+@pytest.fixture
+def config_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "config"
+    path.mkdir()
+    return path
