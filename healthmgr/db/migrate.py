@@ -154,8 +154,8 @@ def _check_kind(conn: Connection, schema: str) -> None:
     if schema == NATIVE and found.kind == OCTAVIA:
         raise SchemaMismatch(
             f"the database holds {found.describe()}, and [database] schema is "
-            f'"{NATIVE}": set schema = "{OCTAVIA}" to run beside Octavia '
-            "(docs/migrating-from-octavia.md)"
+            f'"{NATIVE}": set schema = "{OCTAVIA}" (or --schema {OCTAVIA}) to run beside '
+            "Octavia (docs/migrating-from-octavia.md)"
         )
     if schema != OCTAVIA:
         return
