@@ -9,6 +9,7 @@ tables added by ``healthmgr db upgrade`` in the octavia schema.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from healthmgr.db import migrate
-from tests.conftest import fresh_database_url, services_required
+from tests.conftest import fresh_database_url, services_required, unavailable
+from tests.octavia.rpc_worker import Recorder, octavia_worker
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".venv-octavia"
@@ -81,3 +83,14 @@ def config_dir(tmp_path: Path) -> Path:
     path = tmp_path / "config"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def worker() -> Iterator[tuple[Recorder, str]]:
+    """A real oslo.messaging RPC server standing in for Octavia's worker (rpc_worker.py)."""
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError as exc:
+        unavailable(f"RabbitMQ is not reachable at 127.0.0.1:5672: {exc}")
+    with octavia_worker() as found:
+        yield found

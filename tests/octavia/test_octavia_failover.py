@@ -8,10 +8,8 @@ a real oslo.messaging RPC server on Octavia's topic that records the casts
 from __future__ import annotations
 
 import random
-import socket
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,22 +19,11 @@ from healthmgr.config import load_settings
 from healthmgr.db.engine import make_engine
 from healthmgr.manager.failover import DriverResult, FailoverJob
 from healthmgr.octavia.rpc import OctaviaDriver
-from tests.conftest import unavailable
 from tests.manager.harness import start_daemon, wait_until, write_config
 from tests.octavia import cases as gen
-from tests.octavia.rpc_worker import RABBIT_URL, Recorder, octavia_worker
+from tests.octavia.rpc_worker import RABBIT_URL, Recorder
 
 pytestmark = pytest.mark.mysql
-
-
-@pytest.fixture
-def worker() -> Iterator[tuple[Recorder, str]]:
-    try:
-        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
-    except OSError as exc:
-        unavailable(f"RabbitMQ is not reachable at 127.0.0.1:5672: {exc}")
-    with octavia_worker() as found:
-        yield found
 
 
 def seed(url: str, rng: random.Random, statuses: list[str]) -> list[gen.Case]:
