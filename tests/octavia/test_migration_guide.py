@@ -134,6 +134,12 @@ def test_the_migration_guide_works_as_written(
         lb = wait_until(lambda: (t := tree())["operating_status"] == "DEGRADED" and t,
                         what="the load balancer DEGRADED")
         assert lb["listeners"][0]["pools"][0]["members"][0]["operating_status"] == "ERROR"
+        # Statistics in Octavia's table: three v2 heartbeats, the same absolute counters.
+        with engine.connect() as conn:
+            stats = conn.execute(sa.text(
+                "SELECT bytes_in, bytes_out, active_connections, total_connections, "
+                "request_errors FROM listener_statistics")).all()
+        assert [tuple(r) for r in stats] == [(10, 20, 1, 3, 0)]
         done = run(next(commands) + " -f json", paths)
         assert done.returncode == 0, done.stderr
         assert [a["id"] for a in json.loads(done.stdout)] == [amphora]
