@@ -654,7 +654,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"], str(path)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: invalid TOML: {exc}"], str(path)) from None
+        hint = ""
+        if _looks_like_octavia_conf(path):
+            hint = (" (this looks like Octavia's octavia.conf: "
+                    f"`healthmgr config import-octavia {path}` writes the equivalent TOML)")
+        raise ConfigError([f"{path}: invalid TOML: {exc}{hint}"], str(path)) from None
+
+
+def _looks_like_octavia_conf(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.strip() in ("[DEFAULT]", "[health_manager]", "[controller_worker]")
+               for line in text.splitlines())
 
 
 # How a list option is written in the environment when it is not JSON.

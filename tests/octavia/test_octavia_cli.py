@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +22,7 @@ pytestmark = [pytest.mark.mysql, pytest.mark.usefixtures("no_healthmgr_env")]
 
 
 def test_the_wrong_schema_is_refused_in_one_line_and_nothing_is_written(
-    octavia_database,
+    octavia_database: Callable[..., str],
 ) -> None:
     url = octavia_database(healthmgr_tables=False)
     done = cli("db", "upgrade", "--db-url", url)  # schema "healthmgr", the default
@@ -68,3 +70,36 @@ def test_query_commands_and_actions_work_on_octavias_database(octavia_db_url: st
     engine.dispose()
     assert busy
     assert [r["amphora_id"] for r in run("failover", "list")] == [amphora]
+
+
+def test_config_check_on_an_octavia_conf_points_at_the_import(tmp_path: Path) -> None:
+    conf = tmp_path / "octavia.conf"
+    conf.write_text("[DEFAULT]\ntransport_url = rabbit://u:p@h:5672/\n\n"
+                    "[health_manager]\nbind_ip = 10.0.0.1\nheartbeat_key = k\n")
+    done = cli("config", "check", "--config", str(conf))
+    assert done.returncode == 3
+    assert "healthmgr config import-octavia" in done.stderr
+
+
+def test_the_octavia_schema_migrates_down_and_up_leaving_octavias_tables_alone(
+    octavia_database: Callable[..., str],
+) -> None:
+    from healthmgr.db import migrate
+    from healthmgr.db.octavia_schema import OWN_TABLES
+
+    url = octavia_database(healthmgr_tables=False)
+    engine = make_engine(url)
+
+    def tables() -> set[str]:
+        with engine.connect() as conn:
+            return set(sa.inspect(conn).get_table_names())
+
+    octavia = tables()
+    assert migrate.upgrade(url, schema="octavia") == (None, "o001")
+    assert tables() - octavia == {*OWN_TABLES, "healthmgr_alembic_version"}
+    assert migrate.upgrade(url, schema="octavia") == ("o001", "o001")  # idempotent
+    assert migrate.downgrade(url, "base", schema="octavia") == ("o001", None)
+    assert tables() - octavia == {"healthmgr_alembic_version"}
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM alembic_version")).scalar() == 1
+    engine.dispose()
