@@ -69,3 +69,14 @@ if mariadb-admin -h "$MY_HOST" -uroot ping >/dev/null 2>&1; then
 else
     echo "setup: MariaDB is not reachable on $MY_HOST:3306" >&2
 fi
+
+# RabbitMQ: the octavia failover driver's tests cast to a real oslo.messaging worker.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    if command -v rabbitmq-server >/dev/null 2>&1; then
+        echo "setup: starting RabbitMQ" >&2
+        rabbitmq-server -detached || true
+        for _ in $(seq 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+    else
+        echo "setup: RabbitMQ is not reachable on 127.0.0.1:5672 (tests/octavia need it)" >&2
+    fi
+fi
