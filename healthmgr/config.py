@@ -434,6 +434,11 @@ class DatabaseSettings(_Section):
                 )
             url = url.set(password=self.password_file.value)
             self.connection = url.render_as_string(hide_password=False)
+        if self.schema == "octavia" and _parse_url(self.connection).get_backend_name() not in (
+            "mysql", "mariadb"
+        ):
+            raise _problem("schema", '"octavia" is Octavia\'s database on MariaDB/MySQL; '
+                           "the connection is not one")
         return self
 
     @property
