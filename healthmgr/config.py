@@ -20,6 +20,7 @@ import shlex
 import socket
 import string
 import tomllib
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -81,6 +82,8 @@ RELOADABLE: frozenset[str] = frozenset(
         "failover.retry_backoff",
         "failover.shutdown_grace",
         "failover.lease",
+        "failover.transport_url",
+        "failover.control_exchange",
     }
 )
 
@@ -387,6 +390,14 @@ class KeysSettings(_Section):
         return next((k for k in self.master_keys if k.id == self.active_key_id), None)
 
 
+DatabaseSchema = Literal["healthmgr", "octavia", "auto"]
+# BaseModel.schema() is pydantic v1's deprecated method; the option keeps the
+# name operators look for.
+warnings.filterwarnings(
+    "ignore", message='Field name "schema" in "DatabaseSettings"', category=UserWarning
+)
+
+
 class DatabaseSettings(_Section):
     connection: str = Field("sqlite:////var/lib/healthmgr/healthmgr.db", repr=False)
     connection_file: SecretFile | None = None
@@ -394,6 +405,10 @@ class DatabaseSettings(_Section):
     # Bounds every statement, lock wait and reply (healthmgr.db.engine.Bounds): far
     # above a healthy flush or claim (milliseconds), far below heartbeat_timeout.
     timeout: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 10.0
+    # Whose schema the database has: healthmgr's own, Octavia's (created by
+    # octavia-db-manage; healthmgr adds only its own tables), or "auto" (what
+    # the database holds; `config check --connect` says which it found).
+    schema: DatabaseSchema = "healthmgr"
 
     @field_validator("connection")
     @classmethod
@@ -422,6 +437,11 @@ class DatabaseSettings(_Section):
                 )
             url = url.set(password=self.password_file.value)
             self.connection = url.render_as_string(hide_password=False)
+        if self.schema == "octavia" and _parse_url(self.connection).get_backend_name() not in (
+            "mysql", "mariadb"
+        ):
+            raise _problem("schema", '"octavia" is Octavia\'s database on MariaDB/MySQL; '
+                           "the connection is not one")
         return self
 
     @property
@@ -458,6 +478,18 @@ class FailoverSettings(_Section):
     lease: Seconds = 30.0
     # At SIGTERM, in-flight failovers get this long to finish, then are abandoned.
     shutdown_grace: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 10.0
+    # driver = "octavia": the oslo.messaging transport of Octavia's worker
+    # (octavia.conf [DEFAULT] transport_url, e.g. rabbit://user:pass@host:5672/).
+    transport_url: str | None = Field(None, repr=False, validate_default=True)
+    # Octavia's RPC exchange (it sets oslo.messaging's control_exchange to "octavia").
+    control_exchange: str = "octavia"
+
+    @field_validator("transport_url")
+    @classmethod
+    def _transport(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("driver") == "octavia" and not value:
+            raise _err("missing", 'required by driver = "octavia", e.g. "rabbit://user:pass@host:5672/"')
+        return value
 
     @field_validator("driver")
     @classmethod
@@ -630,7 +662,20 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"], str(path)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{path}: invalid TOML: {exc}"], str(path)) from None
+        hint = ""
+        if _looks_like_octavia_conf(path):
+            hint = (" (this looks like Octavia's octavia.conf: "
+                    f"`healthmgr config import-octavia {path}` writes the equivalent TOML)")
+        raise ConfigError([f"{path}: invalid TOML: {exc}{hint}"], str(path)) from None
+
+
+def _looks_like_octavia_conf(path: Path) -> bool:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return any(line.strip() in ("[DEFAULT]", "[health_manager]", "[controller_worker]")
+               for line in text.splitlines())
 
 
 # How a list option is written in the environment when it is not JSON.
@@ -809,7 +854,7 @@ def diff_reloadable(old: Settings, new: Settings) -> tuple[frozenset[str], froze
     return frozenset(changed & RELOADABLE), frozenset(changed - RELOADABLE)
 
 
-_SECRET_OPTIONS = {"health_manager.heartbeat_key"}
+_SECRET_OPTIONS = {"health_manager.heartbeat_key", "failover.transport_url"}
 
 
 def redacted(settings: Settings) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,9 @@ if [ ! -f "$stamp" ]; then
     touch "$stamp"
 fi
 
+# Octavia 19.0.0 in its own venv: tests/octavia compare healthmgr with its code.
+scripts/octavia_venv.sh
+
 if ! command -v haproxy >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing haproxy from Debian's packages" >&2
@@ -65,4 +68,15 @@ if mariadb-admin -h "$MY_HOST" -uroot ping >/dev/null 2>&1; then
     mariadb -h "$MY_HOST" -uroot -e "CREATE DATABASE IF NOT EXISTS healthmgr_test"
 else
     echo "setup: MariaDB is not reachable on $MY_HOST:3306" >&2
+fi
+
+# RabbitMQ: the octavia failover driver's tests cast to a real oslo.messaging worker.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null; then
+    if command -v rabbitmq-server >/dev/null 2>&1; then
+        echo "setup: starting RabbitMQ" >&2
+        rabbitmq-server -detached || true
+        for _ in $(seq 60); do (exec 3<>/dev/tcp/127.0.0.1/5672) 2>/dev/null && break; sleep 1; done
+    else
+        echo "setup: RabbitMQ is not reachable on 127.0.0.1:5672 (tests/octavia need it)" >&2
+    fi
 fi

@@ -115,6 +115,12 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="database URL (default: [database] connection of the configuration)",
     )
+    parser.add_argument(
+        "--schema",
+        choices=("healthmgr", "octavia", "auto"),
+        help="whose schema the database has (default: [database] schema of the "
+        "configuration; octavia: a database Octavia's migrations created)",
+    )
 
 
 def status_choices(kind: str) -> Callable[[str], str]:
@@ -170,6 +176,7 @@ class Context:
         self.args = args
         self._settings: Settings | None = None
         self._engine: sa.Engine | None = None
+        self._schema: str | None = None
 
     @property
     def settings(self) -> Settings:
@@ -201,8 +208,18 @@ class Context:
                 from healthmgr.db.migrate import check_current
 
                 _quiet_alembic()
-                check_current(self._engine)
+                check_current(self._engine, self.schema())
         return self._engine
+
+    def schema(self) -> str:
+        """``healthmgr`` or ``octavia``: --schema, else the configuration's, "auto" resolved."""
+        if self._schema is None:
+            from healthmgr.db.migrate import resolve_schema
+
+            given = getattr(self.args, "schema", None)
+            configured = given or self.settings.database.schema
+            self._schema = resolve_schema(self.engine(check_schema=False), configured)
+        return self._schema
 
     def read(self, work: Callable[[sa.Connection], T]) -> T:
         """``work(conn)`` in one read transaction."""

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from healthmgr.cli.base import Context, ListColumn, ShowOne, add_config_option
-from healthmgr.cli.errors import Exit, Reported
+from healthmgr.cli.base import Command, Context, ListColumn, ShowOne, add_config_option
+from healthmgr.cli.errors import CliError, Exit, Reported, UsageError
 from healthmgr.config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
@@ -52,12 +52,26 @@ class Check(ShowOne):
             values.append(ListColumn(warnings))
             if parsed_args.connect:
                 from healthmgr.db.engine import describe
-                from healthmgr.db.migrate import check_current
+                from healthmgr.db.migrate import check_current, detect
 
-                revision = check_current(ctx.engine(check_schema=False))
-                fields.append("database")
+                engine = ctx.engine(check_schema=False)
+                found = detect(engine)
+                schema = ctx.schema()
+                revision = check_current(engine, schema)
+                fields += ["database", "schema"]
                 values.append(f"{describe(ctx.url())}: schema at {revision} (head)")
+                values.append(_schema_line(settings.database.schema, schema, found))
         return tuple(fields), tuple(values)
+
+
+def _schema_line(configured: str, schema: str, found: object) -> str:
+    """What ``config check --connect`` says of the schema: the one found, the mode used."""
+    how = "detected" if configured == "auto" else "configured"
+    described = found.describe()  # type: ignore[attr-defined]
+    if schema == "octavia":
+        return (f"octavia ({how}): found {described}; healthmgr writes its own tables "
+                "and what Octavia's health manager writes")
+    return f"healthmgr ({how}): found {described}"
 
 
 def _source(settings: Settings, given: str | None) -> str:
@@ -84,7 +98,22 @@ def config_warnings(settings: Settings) -> list[str]:
             )
     if hm.octavia_compat and not hm.heartbeat_key:
         out.append("octavia_compat = true needs heartbeat_key (or heartbeat_key_file)")
+    bind = _bind_not_listed(hm.bind_ip, hm.bind_port, hm.controllers)
+    if bind:
+        out.append(bind)
     return out
+
+
+def _bind_not_listed(ip: str, port: int, controllers: list[tuple[str, int]]) -> str | None:
+    """The amphorae send to controller_ip_port_list only: is this manager's address in it?"""
+    if not controllers:
+        return None
+    wildcard = ip in ("0.0.0.0", "::")
+    if any(p == port and (wildcard or h == ip) for h, p in controllers):
+        return None
+    listed = ", ".join(f"{h}:{p}" for h, p in controllers)
+    return (f"bind {ip}:{port} is not in controller_ip_port_list ({listed}): amphorae send "
+            "heartbeats only to the listed addresses, none of them to this manager")
 
 
 class Show(ShowOne):
@@ -115,3 +144,72 @@ class Show(ShowOne):
             origin = settings.source or "defaults"
             self.app.stdout.write(f"# effective configuration: {origin} + environment\n")
         return tuple(data), tuple(data.values())
+
+
+class ImportOctavia(Command):
+    """Write the healthmgr.toml equivalent to an octavia.conf (read with oslo.config).
+
+    [health_manager] options, [database] connection (schema = "octavia"),
+    heartbeat_key (octavia_compat = true), [DEFAULT] transport_url and
+    control_exchange (failover driver "octavia"). Every option of the file that
+    is not carried over is named on stderr, with why. Needs healthmgr[octavia].
+    """
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        parser.add_argument("octavia_conf", metavar="OCTAVIA_CONF",
+                            help="Octavia's configuration, e.g. /etc/octavia/octavia.conf")
+        parser.add_argument("--output", "-o", metavar="PATH",
+                            help="write the TOML here (default: standard output); "
+                            "an existing file is not overwritten")
+        return parser
+
+    def take_action(self, parsed_args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        from healthmgr.cli.formats import to_toml
+
+        try:
+            from healthmgr.octavia import conf_import
+        except ImportError:  # pragma: no cover - the extra is missing
+            raise CliError('config import-octavia needs oslo.config: pip install '
+                           '"healthmgr[octavia]"', Exit.CONFIG) from None
+        source = Path(parsed_args.octavia_conf)
+        try:
+            imported = conf_import.load(source)
+        except conf_import.ImportError_ as exc:
+            raise CliError(str(exc), Exit.CONFIG) from None
+        header = (f"# healthmgr configuration imported from {source} "
+                  "(healthmgr config import-octavia)\n")
+        text = header + to_toml(imported.data)
+        _check_imported(text)
+        for line in imported.skipped:
+            self.app.stderr.write(f"not carried over: {line}\n")
+        for warning in imported.warnings:
+            self.app.stderr.write(f"warning: {warning}\n")
+        if parsed_args.output:
+            target = Path(parsed_args.output)
+            try:
+                with target.open("x", encoding="utf-8") as handle:
+                    handle.write(text)
+            except FileExistsError:
+                raise UsageError(f"--output: {target} exists; not overwritten") from None
+            self.say(f"wrote {target}")
+        else:
+            self.app.stdout.write(text)
+        return 0
+
+
+def _check_imported(text: str) -> None:
+    """The output must be a configuration healthmgr accepts (else: a bug here)."""
+    import tempfile
+
+    from healthmgr.config import load_settings
+
+    with tempfile.NamedTemporaryFile("w", suffix=".toml") as handle:
+        handle.write(text)
+        handle.flush()
+        try:
+            load_settings(handle.name, env={})
+        except ConfigError as exc:
+            raise CliError(f"the imported configuration is not valid: {exc}", Exit.CONFIG) from None

@@ -34,8 +34,10 @@ class Upgrade(ShowOne):
         from healthmgr.db import migrate
 
         with Context(parsed_args) as ctx:
-            before, after = migrate.upgrade(ctx.engine(check_schema=False), parsed_args.revision)
-            where = _where(ctx)
+            engine = ctx.engine(check_schema=False)
+            schema = ctx.schema()
+            before, after = migrate.upgrade(engine, parsed_args.revision, schema)
+            where = _where(ctx, schema)
         if before == after:
             self.say(f"database schema is at {_name(after)} already, nothing to do ({where})")
         else:
@@ -61,14 +63,15 @@ class Current(ShowOne):
 
         with Context(parsed_args) as ctx:
             engine = ctx.engine(check_schema=False)
+            schema = ctx.schema()
             rev = migrate.current(engine)
             if parsed_args.check:
-                migrate.check_current(engine)
-            where = _where(ctx)
+                migrate.check_current(engine, schema)
+            where = _where(ctx, schema)
         return ("revision", "head", "position", "database"), (
             rev,
-            migrate.head(),
-            keep_location(position(rev), *hint_location(parsed_args)),
+            migrate.head(schema),
+            keep_location(position(rev, schema), *hint_location(parsed_args)),
             where,
         )
 
@@ -86,8 +89,10 @@ class Stamp(ShowOne):
         from healthmgr.db import migrate
 
         with Context(parsed_args) as ctx:
-            before, after = migrate.stamp(ctx.engine(check_schema=False), parsed_args.revision)
-            where = _where(ctx)
+            engine = ctx.engine(check_schema=False)
+            schema = ctx.schema()
+            before, after = migrate.stamp(engine, parsed_args.revision, schema)
+            where = _where(ctx, schema)
         self.say(f"database schema revision recorded: {_name(after)} (was {_name(before)})")
         return CHANGE_FIELDS, (where, before, after, before != after)
 
@@ -115,25 +120,27 @@ class Ddl(Command):
         return 0
 
 
-def _where(ctx: Context) -> str:
+def _where(ctx: Context, schema: str = "healthmgr") -> str:
     from healthmgr.db.engine import describe
 
-    return describe(ctx.url())
+    where = describe(ctx.url())
+    # Octavia's database: healthmgr's own tables beside Octavia's, said so.
+    return f"{where}, beside Octavia's schema" if schema == "octavia" else where
 
 
 def _name(rev: str | None) -> str:
     return rev if rev is not None else "none"
 
 
-def position(rev: str | None) -> str:
+def position(rev: str | None, schema: str = "healthmgr") -> str:
     """Where ``rev`` stands against this release's head, in words."""
     from healthmgr.db import migrate
 
-    head = migrate.head()
+    head = migrate.head(schema)
     if rev == head:
         return "head"
     if rev is None:
         return f"no schema revision recorded; head is {head}: {migrate.UPGRADE_HINT}"
-    if rev in migrate.revisions():
+    if rev in migrate.revisions(schema):
         return f"behind head {head}: {migrate.UPGRADE_HINT}"
     return f"unknown to this healthmgr; its head is {head}"

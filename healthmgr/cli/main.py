@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "serve": "serve:Serve",
     "config check": "config:Check",
     "config show": "config:Show",
+    "config import-octavia": "config:ImportOctavia",
     "db upgrade": "db:Upgrade",
     "db current": "db:Current",
     "db stamp": "db:Stamp",

@@ -43,7 +43,7 @@ class Serve(Command):
         logging.getLogger("alembic").setLevel(logging.WARNING)
         daemon = Daemon(settings, config_path=parsed_args.config)
         daemon.catch_signals_outside_trio()
-        check_current(daemon.engine)
+        check_current(daemon.engine, daemon.store.schema)
         try:
             daemon.bind()
         except OSError as exc:

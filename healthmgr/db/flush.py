@@ -28,6 +28,8 @@ from healthmgr.batch import FlushBatch, RefusedRow, ReportWrite
 from healthmgr.db import writes as _w
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.models import Amphora, Base
+from healthmgr.db.octavia_schema import NATIVE, OCTAVIA
+from healthmgr.db.octavia_stats import OctaviaStatsWriter
 from healthmgr.db.topology_queries import chunks, id_bytes
 from healthmgr.wire.values import Id
 
@@ -88,16 +90,20 @@ Transaction = Callable[[Callable[[sa.Connection], Any]], tuple[Any, int]]
 class Flusher:
     """The statements of a flush for one dialect, built once."""
 
-    def __init__(self, dialect: str, manager_id: str) -> None:
+    def __init__(self, dialect: str, manager_id: str, schema: str = NATIVE) -> None:
         self.dialect = dialect
         self.manager_id = manager_id
         self._health_sql = _w.health_statement(dialect)
         self._report_sql = _w.report_statement(dialect)
         self._stats_sql = _w.stats_statement(dialect, delta=False)
         self._delta_sql = _w.stats_statement(dialect, delta=True)
+        # Octavia's database: statistics split between its table and ours, and
+        # status writes stamp updated_at as Octavia's repositories do.
+        self._octavia_stats = OctaviaStatsWriter(dialect) if schema == OCTAVIA else None
         # Built once: SQLAlchemy caches their compiled form.
         self._status_update = {
-            t: _w.status_update(Base.metadata.tables[t]) for t in _w.STATUS_TABLE_ORDER
+            t: _w.status_update(Base.metadata.tables[t], stamp=schema == OCTAVIA)
+            for t in _w.STATUS_TABLE_ORDER
         }
 
     def flush(self, batch: FlushBatch, transaction: Transaction) -> FlushStats:
@@ -128,7 +134,8 @@ class Flusher:
         now = _utcnow()
         absolute = [s for s in batch.stats if not s.is_delta]
         deltas = [s for s in batch.stats if s.is_delta]
-        stats_work = [
+        octavia_stats = self._octavia_stats
+        stats_work = [] if octavia_stats else [
             (statement, _w.stats_params(dialect, part, now))
             for statement, updates in ((self._stats_sql, absolute), (self._delta_sql, deltas))
             if updates
@@ -147,6 +154,8 @@ class Flusher:
                     counter.status_rows += len(rows)
             for statement, params in stats_work:
                 counter.driver(conn, statement.sql, params)
+            if octavia_stats and batch.stats:
+                octavia_stats.write(conn, batch.stats, now, counter.driver)
             return counter
 
         counter, attempts = transaction(work)

@@ -7,6 +7,12 @@ of an API that shares the database.
 
 The daemon calls :func:`check_current` at start and refuses to run against a
 schema that is missing, behind, or unknown to this release.
+
+Two schemas, two migration chains, one version table: ``healthmgr`` (the
+native schema, ``migrations/``: every table, ours) and ``octavia``
+(``octavia_migrations/``: only healthmgr's own tables, beside the tables of an
+Octavia database that Octavia's migrations created; see
+:mod:`healthmgr.db.octavia_schema`). Every function takes the schema.
 """
 
 from __future__ import annotations
@@ -24,11 +30,15 @@ from sqlalchemy import Connection, Engine, inspect
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
+from healthmgr.db import octavia_schema as _oct
 from healthmgr.db.engine import DatabaseError, connect, make_engine
 from healthmgr.db.models import Base
 
 VERSION_TABLE = "healthmgr_alembic_version"
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
+NATIVE, OCTAVIA = _oct.NATIVE, _oct.OCTAVIA
+OCTAVIA_SCRIPT_LOCATION = Path(__file__).with_name("octavia_migrations")
+_OWN_TABLES = {NATIVE: frozenset(Base.metadata.tables), OCTAVIA: frozenset(_oct.OWN_TABLES)}
 UPGRADE_HINT = "run `healthmgr db upgrade`"
 # Serializes concurrent `healthmgr db upgrade` runs on the servers.
 _PG_LOCK_KEY = 0x6865616C74686D67  # "healthmg"
@@ -61,10 +71,11 @@ class SchemaUnknown(SchemaError):
     """The recorded revision is not one this release knows (a newer release migrated it)."""
 
 
-def alembic_config(url: str | URL | None = None) -> Config:
+def alembic_config(url: str | URL | None = None, schema: str = NATIVE) -> Config:
     """An Alembic config for the packaged migrations (``url`` only for offline SQL)."""
     cfg = Config()
-    cfg.set_main_option("script_location", str(SCRIPT_LOCATION))
+    location = OCTAVIA_SCRIPT_LOCATION if schema == OCTAVIA else SCRIPT_LOCATION
+    cfg.set_main_option("script_location", str(location))
     cfg.set_main_option("path_separator", "os")
     if url is not None:
         rendered = url if isinstance(url, str) else url.render_as_string(hide_password=False)
@@ -72,20 +83,20 @@ def alembic_config(url: str | URL | None = None) -> Config:
     return cfg
 
 
-def _script() -> ScriptDirectory:
-    return ScriptDirectory.from_config(alembic_config())
+def _script(schema: str = NATIVE) -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(schema=schema))
 
 
-def head() -> str:
+def head(schema: str = NATIVE) -> str:
     """The revision this release expects (the single head of the packaged migrations)."""
-    rev = _script().get_current_head()
+    rev = _script(schema).get_current_head()
     assert rev is not None, "the packaged migrations have no revision"
     return rev
 
 
-def revisions() -> list[str]:
+def revisions(schema: str = NATIVE) -> list[str]:
     """All packaged revisions, oldest first."""
-    return [s.revision for s in reversed(list(_script().walk_revisions()))]
+    return [s.revision for s in reversed(list(_script(schema).walk_revisions()))]
 
 
 @contextmanager
@@ -101,7 +112,12 @@ def _engine(engine_or_url: Engine | str | URL) -> Iterator[Engine]:
 
 
 def _current(conn: Connection) -> str | None:
-    ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return read_revision(conn, VERSION_TABLE)
+
+
+def read_revision(conn: Connection, version_table: str) -> str | None:
+    """The revision recorded in ``version_table`` (read only), or None."""
+    ctx = MigrationContext.configure(conn, opts={"version_table": version_table})
     return ctx.get_current_revision()
 
 
@@ -111,16 +127,60 @@ def current(engine: Engine | str | URL) -> str | None:
         return _current(conn)
 
 
-def _our_tables(conn: Connection) -> set[str]:
-    return set(inspect(conn).get_table_names()) & set(Base.metadata.tables)
+def _our_tables(conn: Connection, schema: str = NATIVE) -> set[str]:
+    return set(inspect(conn).get_table_names()) & _OWN_TABLES[schema]
 
 
-def check_current(engine: Engine | str | URL) -> str:
-    """Return the revision if the schema is at head, else raise a :class:`SchemaError`."""
-    expected = head()
+class SchemaMismatch(SchemaError):
+    """The database holds the other schema than the configured one."""
+
+
+def detect(engine: Engine | str | URL) -> _oct.Found:
+    """Whose schema the database holds (see :func:`octavia_schema.detect`)."""
     with _engine(engine) as eng, connect(eng) as conn:
+        return _oct.detect(conn)
+
+
+def resolve_schema(engine: Engine | str | URL, configured: str) -> str:
+    """``configured``, or for ``auto`` the schema the database holds (native when empty)."""
+    if configured != _oct.AUTO:
+        return configured
+    return OCTAVIA if detect(engine).kind == OCTAVIA else NATIVE
+
+
+def _check_kind(conn: Connection, schema: str) -> None:
+    """Refuse a database that holds the other schema, naming the option to set."""
+    found = _oct.detect(conn)
+    if schema == NATIVE and found.kind == OCTAVIA:
+        raise SchemaMismatch(
+            f"the database holds {found.describe()}, and [database] schema is "
+            f'"{NATIVE}": set schema = "{OCTAVIA}" (or --schema {OCTAVIA}) to run beside '
+            "Octavia (docs/migrating-from-octavia.md)"
+        )
+    if schema != OCTAVIA:
+        return
+    if found.kind != OCTAVIA:
+        raise SchemaMismatch(
+            f'[database] schema is "{OCTAVIA}" but the database holds {found.describe()}: '
+            "create Octavia's schema first (octavia-db-manage upgrade head)"
+        )
+    missing = _oct.missing_tables(conn)
+    if missing:
+        raise SchemaMismatch(f"Octavia's schema lacks tables healthmgr needs: {', '.join(missing)}")
+    words = _oct.missing_vocabulary(conn)
+    if words:
+        raise SchemaMismatch(
+            "Octavia's status lookup tables lack values healthmgr writes: " + ", ".join(words)
+        )
+
+
+def check_current(engine: Engine | str | URL, schema: str = NATIVE) -> str:
+    """Return the revision if the schema is at head, else raise a :class:`SchemaError`."""
+    expected = head(schema)
+    with _engine(engine) as eng, connect(eng) as conn:
+        _check_kind(conn, schema)
         rev = _current(conn)
-        tables = _our_tables(conn) if rev is None else set()
+        tables = _our_tables(conn, schema) if rev is None else set()
     if rev == expected:
         return rev
     if rev is None and not tables:
@@ -133,8 +193,14 @@ def check_current(engine: Engine | str | URL) -> str:
             f"if they were created from schema/*.sql at {expected}, "
             f"run `healthmgr db stamp {expected}`"
         )
-    if rev in revisions():
+    if rev in revisions(schema):
         raise SchemaBehind(rev, expected)
+    other = OCTAVIA if schema == NATIVE else NATIVE
+    if rev in revisions(other):
+        raise SchemaMismatch(
+            f'database schema is at {rev}, a revision of the "{other}" schema, but '
+            f'[database] schema is "{schema}"'
+        )
     raise SchemaUnknown(
         f"database schema is at {rev}, which this healthmgr does not know "
         f"(expected {expected}): a newer healthmgr migrated it; upgrade healthmgr"
@@ -166,13 +232,19 @@ Target = Engine | str | URL
 Revisions = tuple[str | None, str | None]
 
 
-def _run(engine_or_url: Target, fn: Callable[[Config, str], object], revision: str) -> Revisions:
+def _run(
+    engine_or_url: Target,
+    fn: Callable[[Config, str], object],
+    revision: str,
+    schema: str = NATIVE,
+) -> Revisions:
     with _engine(engine_or_url) as eng:
         conn = connect(eng).execution_options(sqlite_begin="IMMEDIATE")
         with conn:
             with conn.begin(), _migration_lock(conn):
+                _check_kind(conn, schema)
                 before = _current(conn)
-                cfg = alembic_config()
+                cfg = alembic_config(schema=schema)
                 cfg.attributes["connection"] = conn
                 try:
                     fn(cfg, revision)
@@ -182,22 +254,23 @@ def _run(engine_or_url: Target, fn: Callable[[Config, str], object], revision: s
             return before, after
 
 
-def upgrade(engine_or_url: Target, revision: str = "head") -> Revisions:
+def upgrade(engine_or_url: Target, revision: str = "head", schema: str = NATIVE) -> Revisions:
     """Upgrade the schema to ``revision`` in one transaction; returns (before, after).
 
-    Running it again at head changes nothing.
+    Running it again at head changes nothing. In the ``octavia`` schema only
+    healthmgr's own tables are created.
     """
-    return _run(engine_or_url, command.upgrade, revision)
+    return _run(engine_or_url, command.upgrade, revision, schema)
 
 
-def downgrade(engine_or_url: Target, revision: str) -> Revisions:
+def downgrade(engine_or_url: Target, revision: str, schema: str = NATIVE) -> Revisions:
     """Downgrade the schema to ``revision`` (``"base"`` drops every healthmgr table)."""
-    return _run(engine_or_url, command.downgrade, revision)
+    return _run(engine_or_url, command.downgrade, revision, schema)
 
 
-def stamp(engine_or_url: Target, revision: str) -> Revisions:
+def stamp(engine_or_url: Target, revision: str, schema: str = NATIVE) -> Revisions:
     """Record ``revision`` without running migrations (a schema created from schema/*.sql)."""
-    return _run(engine_or_url, command.stamp, revision)
+    return _run(engine_or_url, command.stamp, revision, schema)
 
 
 # -- the DDL contract in schema/ ---------------------------------------------

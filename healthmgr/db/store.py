@@ -31,6 +31,7 @@ from healthmgr.db import topology_queries as _topo
 from healthmgr.db.claims import Claim
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import Flusher, FlushStats
+from healthmgr.db.octavia_schema import NATIVE
 from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.values import Id, id_str
 
@@ -68,7 +69,12 @@ class Store:
     """Batch reads, batched writes and failover claims over one engine."""
 
     def __init__(
-        self, engine: sa.Engine, *, retries: int = RETRIES, manager_id: str = "healthmgr"
+        self,
+        engine: sa.Engine,
+        *,
+        retries: int = RETRIES,
+        manager_id: str = "healthmgr",
+        schema: str = NATIVE,
     ) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
@@ -76,7 +82,8 @@ class Store:
             raise ValueError(f"unsupported database dialect {self.dialect!r}")
         self.retries = retries
         self.manager_id = manager_id
-        self._flusher = Flusher(self.dialect, manager_id)
+        self.schema = schema  # "healthmgr" (native) or "octavia" (Octavia's database)
+        self._flusher = Flusher(self.dialect, manager_id, schema)
 
     # --- transactions -----------------------------------------------------
 

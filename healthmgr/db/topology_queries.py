@@ -33,6 +33,9 @@ from healthmgr.topology import (
 from healthmgr.wire.values import Id, id_str
 
 IN_CHUNK = 1000  # ids per IN list: well under every driver's parameter limit
+# Octavia's amphorae also pass through PENDING_CREATE/PENDING_UPDATE (its
+# lookup table has them; the native schema's CHECK does not).
+READABLE_AMPHORA_STATUSES = (*C.AMPHORA_STATUSES, C.PENDING_CREATE, C.PENDING_UPDATE)
 
 _amp = Amphora.__table__
 _lb = LoadBalancer.__table__
@@ -140,8 +143,8 @@ def load_amphorae(
 
 def _amphora(r: sa.Row, lbs: dict[str, LoadBalancerTopology]) -> AmphoraTopology | None:
     """None when its load balancer could not be read (reported already)."""
-    if r.status not in C.AMPHORA_STATUSES:
-        raise ValueError(f"amphora status {r.status!r} is not one of {C.AMPHORA_STATUSES}")
+    if r.status not in READABLE_AMPHORA_STATUSES:
+        raise ValueError(f"amphora status {r.status!r} is not one of {READABLE_AMPHORA_STATUSES}")
     lb = None
     if r.lb_id is not None:
         lb = lbs.get(r.lb_id)

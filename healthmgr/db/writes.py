@@ -507,11 +507,15 @@ def status_groups(reports: Iterable[ReportWrite]) -> list[tuple[str, list[_Row]]
     ]
 
 
-def status_update(table: sa.Table) -> sa.Update:
+def status_update(table: sa.Table, *, stamp: bool = False) -> sa.Update:
+    """``stamp``: also set ``updated_at`` (Octavia's repositories do, in its database)."""
     # "<> :status" skips no-op writes: fewer row locks, no needless undo/WAL.
+    values: dict[str, Any] = {"operating_status": sa.bindparam("b_status")}
+    if stamp:
+        values["updated_at"] = sa.func.utc_timestamp()
     return (
         sa.update(table)
         .where(table.c.id == sa.bindparam("b_id"))
         .where(table.c.operating_status != sa.bindparam("b_status"))
-        .values(operating_status=sa.bindparam("b_status"))
+        .values(**values)
     )

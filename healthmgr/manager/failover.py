@@ -50,6 +50,9 @@ class FailoverJob:
 class DriverResult(enum.Enum):
     HANDED_OFF = "handed_off"  # the request row stays PENDING for the API's worker
     SUCCEEDED = "succeeded"  # the driver did the failover itself
+    # Nothing done, and rightly so (the load balancer is immutable: the API's
+    # worker is changing it): the claim is given back (ABANDONED, not busy).
+    SKIPPED = "skipped"
 
 
 class FailoverFailed(Exception):

@@ -165,6 +165,8 @@ class FailoverRunner:
             return C.FAILOVER_FAILED, attempts, str(exc)
         if result is DriverResult.HANDED_OFF:
             return C.FAILOVER_PENDING, attempts, None
+        if result is DriverResult.SKIPPED:
+            return C.FAILOVER_ABANDONED, attempts, "skipped by the driver: load balancer immutable"
         return C.FAILOVER_SUCCEEDED, max(attempts, 1), None
 
     async def _progress(self, claim: Claim, attempts: int, error: str | None) -> None:
@@ -218,6 +220,10 @@ class FailoverRunner:
             self.metrics.count_failover("succeeded")
             log.warning("failover succeeded", amphora_id=job.amphora_id, attempts=attempts,
                         reason=claim.reason)
+        elif state == C.FAILOVER_ABANDONED:
+            self.metrics.count_failover("abandoned")
+            log.warning("failover skipped; the amphora may be claimed again", error=error,
+                        amphora_id=job.amphora_id, lb_id=job.load_balancer_id)
         elif state == C.FAILOVER_FAILED:
             self.metrics.count_failover("failed")
             log.error(

@@ -25,6 +25,7 @@ import trio
 
 from healthmgr.config import Settings, diff_reloadable, load_settings
 from healthmgr.db.engine import make_engine
+from healthmgr.db.migrate import resolve_schema
 from healthmgr.db.store import Store
 from healthmgr.detector import Detector, DetectorConfig, Threshold
 from healthmgr.impairment import Impairment
@@ -103,7 +104,8 @@ class Daemon:
         self.engine = make_engine(
             self.settings.database.connection, timeout=self.settings.database.timeout
         )
-        self.store = Store(self.engine, manager_id=mid)
+        schema = resolve_schema(self.engine, self.settings.database.schema)
+        self.store = Store(self.engine, manager_id=mid, schema=schema)
         self.db = DbCalls()
         self.quarantine = Quarantine(self.metrics)
         self.verdicts = VerdictLog()
@@ -217,6 +219,7 @@ class Daemon:
                     bind=f"{self.settings.health_manager.bind_ip}:{sock.getsockname()[1]}",
                     manager_id=manager_id(self.settings),
                     octavia_compat=self.settings.health_manager.octavia_compat,
+                    schema=self.store.schema,
                 )
                 task_status.started(sock.getsockname()[1])
                 await self._signals(sigs, main.cancel_scope)

@@ -96,7 +96,7 @@ x = 1
         "health_manager.bind_ip: ",
         "health_manager.controller_ip_port_list: 'nope'",
         "health_manager.failover_threshold: ",
-        "failover.driver: unknown driver 'carrier-pigeon' (available: exec, record)",
+        "failover.driver: unknown driver 'carrier-pigeon' (available: exec, octavia, record)",
         "failover.max_attempts: ",
         "metrics.bind: ",
         "logging.level: ",

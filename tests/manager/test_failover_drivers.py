@@ -187,7 +187,7 @@ def test_unknown_driver_names_the_available_ones() -> None:
     with pytest.raises(ConfigError) as info:
         load_driver("carrier-pigeon", load_settings(None, env={}))
     assert info.value.problems == [
-        "failover.driver: unknown driver 'carrier-pigeon' (available: exec, record)"
+        "failover.driver: unknown driver 'carrier-pigeon' (available: exec, octavia, record)"
     ]
 
 

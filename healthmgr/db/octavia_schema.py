@@ -1,0 +1,158 @@
+"""Octavia's database as healthmgr's: what is whose, and how to recognise it.
+
+In Octavia mode (``[database] schema = "octavia"``) the database's schema was
+created by Octavia's own Alembic migrations (``octavia-db-manage upgrade
+head``). healthmgr reads Octavia's tables and writes only what Octavia's health
+manager writes there:
+
+- ``amphora_health`` (``last_update``, ``busy``);
+- ``operating_status`` of ``load_balancer``, ``listener``, ``pool``, ``member``
+  (and their ``updated_at``, as Octavia's repositories set it);
+- ``listener_statistics`` (the totals and ``active_connections``);
+- on failover, ``load_balancer.provisioning_status`` (PENDING_UPDATE by the
+  test-and-set, ERROR when a failover failed) and ``amphora.status``
+  (FAILOVER_STOPPED and back to ALLOCATED, as Octavia's circuit breaker).
+
+Everything else healthmgr keeps is in tables of its own (:data:`OWN_TABLES`),
+created by its own migration chain (``healthmgr/db/octavia_migrations``),
+versioned in ``healthmgr_alembic_version``: it never touches Octavia's
+``alembic_version`` and never alters Octavia's tables.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy import BigInteger, MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from healthmgr import constants as C
+from healthmgr.db.models import (
+    NAMING,
+    AmphoraReport,
+    FailoverRequest,
+    ManagerRecord,
+    UTCDateTime,
+)
+
+NATIVE = "healthmgr"
+OCTAVIA = "octavia"
+AUTO = "auto"
+SCHEMAS = (NATIVE, OCTAVIA)
+
+OCTAVIA_VERSION_TABLE = "alembic_version"  # Octavia's: read, never written
+# Tables only Octavia's schema has (its status lookup tables): how we know it.
+OCTAVIA_MARKERS = ("provisioning_status", "operating_status")
+# Octavia's tables healthmgr reads or writes; all must be there.
+OCTAVIA_TABLES = (
+    "load_balancer",
+    "amphora",
+    "amphora_health",
+    "listener",
+    "pool",
+    "member",
+    "health_monitor",
+    "listener_statistics",
+    *OCTAVIA_MARKERS,
+)
+# Values healthmgr may write into columns that reference Octavia's lookup tables.
+WRITTEN_OPERATING = C.OPERATING_STATUSES
+WRITTEN_PROVISIONING = (C.PENDING_UPDATE, C.ERROR, C.ALLOCATED, C.FAILOVER_STOPPED)
+
+
+class OwnBase(DeclarativeBase):
+    """healthmgr's own tables in Octavia's database."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class StatsState(OwnBase):
+    """What turns absolute counters into exact deltas, per listener and amphora.
+
+    Octavia's ``listener_statistics`` holds only the totals; the sequence and
+    epoch of the last applied heartbeat and its absolute counters live here.
+    """
+
+    __tablename__ = "healthmgr_listener_statistics"
+
+    listener_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    amphora_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    counters_epoch: Mapped[int | None] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(BigInteger)  # -1: no heartbeat applied yet
+    last_bytes_in: Mapped[int] = mapped_column(BigInteger)
+    last_bytes_out: Mapped[int] = mapped_column(BigInteger)
+    last_total_connections: Mapped[int] = mapped_column(BigInteger)
+    last_request_errors: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class OctaviaFailover(OwnBase):
+    """What the ``octavia`` failover driver did for a request: the steps that
+    must not be done twice (the load balancer's test-and-set, the RPC cast)."""
+
+    __tablename__ = "healthmgr_octavia_failover"
+
+    request_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
+    amphora_id: Mapped[str] = mapped_column(String(36))
+    load_balancer_id: Mapped[str | None] = mapped_column(String(36))
+    lb_locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    cast_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+for _table in (ManagerRecord.__table__, AmphoraReport.__table__, FailoverRequest.__table__):
+    _table.to_metadata(OwnBase.metadata)
+
+OWN_TABLES = tuple(sorted(OwnBase.metadata.tables))
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """What a database holds: whose schema, at which revisions."""
+
+    kind: str  # "octavia", "healthmgr" or "empty"
+    octavia_revision: str | None = None
+    healthmgr_revision: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == OCTAVIA:
+            return f"Octavia's schema (alembic_version {self.octavia_revision or 'none'})"
+        if self.kind == NATIVE:
+            return "healthmgr's own schema"
+        return "no schema"
+
+
+def detect(conn: sa.Connection) -> Found:
+    """Whose schema this database has (its tables; no writes)."""
+    from healthmgr.db.migrate import VERSION_TABLE, read_revision
+
+    tables = set(sa.inspect(conn).get_table_names())
+    ours = read_revision(conn, VERSION_TABLE) if VERSION_TABLE in tables else None
+    if all(t in tables for t in OCTAVIA_MARKERS):
+        octavia = (
+            read_revision(conn, OCTAVIA_VERSION_TABLE)
+            if OCTAVIA_VERSION_TABLE in tables
+            else None
+        )
+        return Found(OCTAVIA, octavia, ours)
+    if ours is not None or "amphora_health" in tables:
+        return Found(NATIVE, None, ours)
+    return Found("empty", None, ours)
+
+
+def missing_vocabulary(conn: sa.Connection) -> list[str]:
+    """Values healthmgr writes that Octavia's lookup tables do not have."""
+    out = []
+    for table, wanted in (
+        ("operating_status", WRITTEN_OPERATING),
+        ("provisioning_status", WRITTEN_PROVISIONING),
+    ):
+        have = {r[0] for r in conn.execute(sa.text(f"SELECT name FROM {table}"))}
+        out += [f"{table}.{v}" for v in wanted if v not in have]
+    return out
+
+
+def missing_tables(conn: sa.Connection) -> list[str]:
+    tables = set(sa.inspect(conn).get_table_names())
+    return [t for t in OCTAVIA_TABLES if t not in tables]
