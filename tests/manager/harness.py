@@ -206,9 +206,36 @@ def _normalise(key: str) -> str:
     return name + "{" + ",".join(labels) + "}"
 
 
+PORT_ATTEMPTS = 3
+
+
 def start_daemon(
     config_path: Path, *, env: dict[str, str] | None = None, wait: bool = True
 ) -> RunningDaemon:
+    """Start ``healthmgr serve``; with ``wait``, until it serves.
+
+    ``free_port`` can race with another process taking the port before the
+    daemon binds it (tests run beside other suites): a daemon that exits with
+    "Address already in use" is started again on fresh ports.
+    """
+    for attempt in range(PORT_ATTEMPTS):
+        daemon = _spawn(config_path, env)
+        if not wait:
+            return daemon
+        try:
+            daemon.wait_for_log("healthmgr serving")
+            return daemon
+        except AssertionError:
+            in_use = daemon.proc.poll() is not None and any(
+                "Address already in use" in line for line in daemon.lines
+            )
+            if not in_use or attempt == PORT_ATTEMPTS - 1:
+                raise
+            _fresh_ports(config_path)
+    raise AssertionError("unreachable")
+
+
+def _spawn(config_path: Path, env: dict[str, str] | None) -> RunningDaemon:
     proc = subprocess.Popen(
         [sys.executable, "-m", "healthmgr", "serve", "--config", str(config_path)],
         stdout=subprocess.DEVNULL,
@@ -218,9 +245,19 @@ def start_daemon(
     )
     daemon = RunningDaemon(proc, read_config(config_path))
     threading.Thread(target=_collect, args=(proc, daemon.lines), daemon=True).start()
-    if wait:
-        daemon.wait_for_log("healthmgr serving")
     return daemon
+
+
+def _fresh_ports(config_path: Path) -> None:
+    """Rewrite the config's UDP port and metrics port (only the lines that hold them)."""
+    lines = []
+    for line in config_path.read_text().splitlines():
+        if line.startswith("bind_port = "):
+            line = f"bind_port = {free_port()}"
+        elif line.startswith("bind = ") and "127.0.0.1:" in line:
+            line = f'bind = "127.0.0.1:{free_port(socket.SOCK_STREAM)}"'
+        lines.append(line)
+    config_path.write_text("\n".join(lines) + "\n")
 
 
 def _collect(proc: subprocess.Popen[str], lines: list[str]) -> None:
