@@ -2,7 +2,7 @@
 
 For each database and heartbeat shape: a fresh database holding N simulated
 amphorae (the fleet simulator's topology), a real daemon, and a separate
-sender process (``python -m agent.fleet``) blasting pre-signed heartbeats at
+sender process (``python -m healthmgr.chaos.fleet``) blasting pre-signed heartbeats at
 rising rates. A rate passes when every datagram sent was accepted (the
 daemon's ``healthmgr_heartbeats_total{result="accepted"}``), the kernel
 dropped none (``/proc/net/snmp`` Udp RcvbufErrors), and the database reflects
@@ -40,7 +40,7 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
-from agent.fleet import Topology  # noqa: E402
+from healthmgr.chaos.fleet import Topology  # noqa: E402
 from healthmgr.db import models  # noqa: E402
 from healthmgr.db.engine import make_engine  # noqa: E402
 from healthmgr.db.migrate import upgrade  # noqa: E402
@@ -219,7 +219,7 @@ class Bench:
 
     def send(self, rate: float, duration: float) -> dict[str, Any]:
         out = subprocess.run(
-            [sys.executable, "-m", "agent.fleet", "--rate", str(rate), "--duration",
+            [sys.executable, "-m", "healthmgr.chaos.fleet", "--rate", str(rate), "--duration",
              str(duration), "--manager", "{}:{}".format(*self.daemon.address),
              "--master-key-file", str(self.key_file), "--key-id", str(MASTER.id),
              "--ids-file", str(self.ids_file), "--start-seq", str(self.next_seq),

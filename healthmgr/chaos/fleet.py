@@ -26,7 +26,7 @@ Faults (each an independent probability per honest datagram, seeded):
 * ``replay``: an extra copy of one of that amphora's earlier datagrams;
 * ``dead``: a fraction of the amphorae stop sending from round ``dead_after``.
 
-CLI: ``python -m agent.fleet --amphorae N --rate R --duration S
+CLI: ``python -m healthmgr.chaos.fleet --amphorae N --rate R --duration S
 --manager 127.0.0.1:5555 --master-key-file F --key-id K [--ids-file ids.json]
 [--write-ids out.json] [--large] [--drop 0.1] ...`` prints a JSON summary.
 """
@@ -332,7 +332,7 @@ class Fleet:
 
     def sign(self, hb: Heartbeat, key: bytes) -> bytes:
         # pack+seal directly: encode_native also re-decodes to check the limits,
-        # which triples the cost; tests/agent/test_fleet.py decodes these instead.
+        # which triples the cost; tests/chaos/test_fleet.py decodes these instead.
         return envelope.seal(self.key_id, hb.amphora_id, pack_payload(hb), key)
 
     def datagrams(self, round_: int, sent_at_ms: int | None = None) -> list[bytes]:
@@ -520,7 +520,9 @@ def read_master_key(path: Path, key_id: int) -> MasterKey:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m agent.fleet", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m healthmgr.chaos.fleet", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--amphorae", type=int, default=100)
     p.add_argument("--rate", type=float, required=True, help="datagrams per second")
     p.add_argument("--duration", type=float, required=True, help="seconds")
