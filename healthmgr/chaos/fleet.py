@@ -69,6 +69,12 @@ REPLAY_HISTORY = 8  # how many earlier datagrams per amphora a replay picks from
 _EMPTY_ARRAY = b"\x90"  # msgpack fixarray of length 0
 
 
+def counters(seq: int) -> tuple[int, int, int, int]:
+    """The absolute counters every listener reports at ``seq``: bytes_in, bytes_out,
+    total_connections, request_errors (what the database must total)."""
+    return 1000 * seq, 4000 * seq, 10 * seq, seq
+
+
 # ---------------------------------------------------------------- topology
 
 
@@ -239,6 +245,10 @@ class Fleet:
         self._pool_bytes: dict[int, bytes] = {}
         self._history: dict[int, deque[bytes]] = {}
         self.counts = Counts(dead_amphorae=len(self.dead))
+        # Changed at run time by a scenario: amphorae that send nothing, and
+        # amphorae whose bytes_in is this value (extreme counters).
+        self.silenced: set[int] = set()
+        self.poison: dict[int, int] = {}
 
     @classmethod
     def create(
@@ -264,10 +274,11 @@ class Fleet:
         """The honest heartbeat of amphora ``index`` in ``round_``."""
         amphora = self.topology.amphorae[index]
         seq = self.start_seq + round_
+        bytes_in, bytes_out, total, errors = counters(seq)
+        bytes_in = self.poison.get(index, bytes_in)
         listeners = tuple(
-            ListenerReport(
-                listener.id, ListenerState.OPEN, seq % 7, 1000 * seq, 4000 * seq, 10 * seq, seq
-            )
+            ListenerReport(listener.id, ListenerState.OPEN, seq % 7, bytes_in, bytes_out, total,
+                           errors)
             for listener in amphora.listeners
         )
         pools: tuple[PoolReport, ...] = ()
@@ -347,7 +358,7 @@ class Fleet:
         c.rounds += 1
         n = len(self._keys)
         for index in range(n):
-            if index in self.dead and round_ >= f.dead_after:
+            if index in self.silenced or (index in self.dead and round_ >= f.dead_after):
                 c.silenced += 1
                 continue
             payload = self.payload(index, round_, sent_at)
