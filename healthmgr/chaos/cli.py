@@ -168,6 +168,13 @@ class Run(Lister):
                     rows.append((spec.name, "scenario finished", "FAIL", "-", "-", str(e)))
                     self.exit_code = Exit.FAILED
                     continue
+                except Exception as e:  # a bug here must not hide the other verdicts
+                    if getattr(self.app.options, "debug", False):
+                        raise
+                    rows.append((spec.name, "scenario finished", "FAIL", "-", "-",
+                                 f"{type(e).__name__}: {e}"))
+                    self.exit_code = Exit.FAILED
+                    continue
                 results.append(result)
                 for c in result.checks:
                     rows.append((spec.name, c.invariant, c.result, c.figure, c.bound, c.detail))

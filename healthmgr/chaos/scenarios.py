@@ -407,7 +407,8 @@ def _statuses(run: Run, indexes: list[int]) -> list[str]:
     amp = models.Amphora.__table__
     ids = [run.ids[i] for i in indexes]
     with run.d.engine.connect() as conn:
-        rows = dict(conn.execute(sa.select(amp.c.id, amp.c.status).where(amp.c.id.in_(ids))))
+        rows = dict(conn.execute(sa.select(amp.c.id, amp.c.status)
+                                 .where(amp.c.id.in_(ids))).all())
     return [rows.get(a, "") for a in ids]
 
 
