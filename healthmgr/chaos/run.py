@@ -33,6 +33,7 @@ from healthmgr.wire.values import MemberState, id_str
 
 Address = tuple[str, int]
 REPLAY_CAPTURE = 8  # datagrams per amphora an attacker has captured
+SLICES = 10  # a round is sent in this many parts spread over the interval
 
 
 class ScenarioError(Exception):
@@ -115,9 +116,17 @@ class Beater:
                     out.append((index, d))
                 routes = list(self.routes)
                 self.round = r + 1
+            # Spread over the interval by amphora, as real agents' phases are: a fleet
+            # beating in step turns one lost round into many silent amphorae at once.
+            slices: list[list[tuple[int, bytes]]] = [[] for _ in range(SLICES)]
+            n = max(1, len(self.fleet))
             for index, d in out:
-                self._send(d, routes[(index + r) % len(routes)])
-                self.captured[index].append(d)
+                slices[index * SLICES // n].append((index, d))
+            for k, part in enumerate(slices):
+                self._stop.wait(max(0.0, due + k * self.interval / SLICES - time.monotonic()))
+                for index, d in part:
+                    self._send(d, routes[(index + r) % len(routes)])
+                    self.captured[index].append(d)
             due += self.interval
             self._stop.wait(max(0.0, due - time.monotonic()))
 
@@ -343,8 +352,14 @@ class Run:
                 alive: Iterable[int] | None = None) -> Result:
         """The standard invariants, plus the scenario's own ``extra`` checks."""
         assert self.fleet is not None and self.beater is not None
-        requests = self.requests()
         dead = sorted(self.dead_indexes())
+        if dead_in_time:  # a breaker episode holds them until it closes: wait for it
+            t = self.t
+            self.within(lambda: all(inv.effective(self.requests().get(self.ids[i], ()))
+                                    for i in dead),
+                        timeout=3 * (t.failover_bound + self.params.margin)
+                        + 4 * t.heartbeat_timeout + 5)
+        requests = self.requests()
         alive_idx = [i for i in range(len(self.ids)) if i not in dead] if alive is None \
             else list(alive)
         checks = [inv.no_false_failovers(requests, [self.ids[i] for i in alive_idx])]
