@@ -67,6 +67,7 @@ class Timing:
     failover_settle: float
     flush_interval: float
     failover_threshold: int | str = "10%"
+    observer_timeout: float = 300.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Timing:
@@ -74,7 +75,7 @@ class Timing:
         settle = hm.failover_settle
         return cls(hm.heartbeat_interval, hm.heartbeat_timeout, hm.health_check_interval,
                    2 * hm.heartbeat_interval if settle is None else settle, hm.flush_interval,
-                   hm.failover_threshold)
+                   hm.failover_threshold, hm.observer_timeout)
 
     @property
     def failover_bound(self) -> float:

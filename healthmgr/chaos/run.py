@@ -358,7 +358,7 @@ class Run:
             self.within(lambda: all(inv.effective(self.requests().get(self.ids[i], ()))
                                     for i in dead),
                         timeout=3 * (t.failover_bound + self.params.margin)
-                        + 4 * t.heartbeat_timeout + 5)
+                        + 4 * t.heartbeat_timeout + 5 + self._observer_wait(dead))
         requests = self.requests()
         alive_idx = [i for i in range(len(self.ids)) if i not in dead] if alive is None \
             else list(alive)
@@ -376,6 +376,13 @@ class Run:
                             dead=len(dead), failover_requests=sum(map(len, requests.values())))
         return Result(self.name, checks, self.figures, self.timeline)
 
+    def _observer_wait(self, dead: Sequence[int]) -> float:
+        """observer_timeout when a dead amphora's last observer is a manager that is gone."""
+        gone = {m.manager_id for m in self.d.managers if m.manager_id and not m.running}
+        gone |= {m.name for m in self.d.managers if not m.running}
+        observers = self._snapshot([self.ids[i] for i in dead])["observer"].values()
+        return self.t.observer_timeout if gone & set(observers) else 0.0
+
     def _snapshot(self, dead_ids: Sequence[str]) -> dict[str, Any]:
         last_update: dict[str, dt.datetime] = {}
         observer: dict[str, str] = {}
@@ -387,9 +394,11 @@ class Run:
                 observer.update(conn.execute(sa.select(
                     _reports.c.amphora_id, _reports.c.observed_by)
                     .where(_reports.c.amphora_id.in_(chunk))).all())
-            healthy = dict(conn.execute(sa.select(_managers.c.manager_id,
-                                                  _managers.c.healthy_since)).all())
-        return {"last_update": last_update, "observer": observer, "healthy_since": healthy}
+            managers = conn.execute(sa.select(_managers.c.manager_id, _managers.c.healthy_since,
+                                              _managers.c.heartbeat_at)).all()
+        return {"last_update": last_update, "observer": observer,
+                "healthy_since": {m.manager_id: m.healthy_since for m in managers},
+                "heartbeat_at": {m.manager_id: m.heartbeat_at for m in managers}}
 
     def _allowed(self, dead: inv.Dead, req: inv.Request, snap: dict[str, Any]) -> float:
         """The failover bound for this request: later when a manager that had to judge it
@@ -402,6 +411,12 @@ class Run:
             if since is not None:
                 grace_end = (since - dead.last_update).total_seconds() + t.heartbeat_timeout
                 base = max(base, grace_end)
+        # An observer that died with the amphora's last heartbeat and never came back
+        # cannot vouch for its silence: held until observer_timeout (docs/operations.md).
+        observer = snap["observer"].get(dead.amphora_id)
+        seen = snap["heartbeat_at"].get(observer)
+        if seen is not None and (req.requested_at - seen).total_seconds() > 3.0:
+            base = max(base, t.observer_timeout)
         # Outside a breaker episode: one that held it ends when the breaker closed.
         opened = [s.wall for s in self.timeline.samples if s.breaker_open and s.wall
                   and dead.last_update <= s.wall <= req.requested_at]
