@@ -48,7 +48,8 @@ class Guarded:
                 error = CliError(f"{type(exc).__name__}: {exc}", Exit.FAILED)
             if str(error):
                 message = keep_location(str(error), *hint_location(parsed_args))
-                self.app.stderr.write(f"healthmgr: error: {message}\n")
+                name = getattr(self.app, "NAME", "healthmgr")
+                self.app.stderr.write(f"{name}: error: {message}\n")
             return int(error.code)
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:

@@ -67,39 +67,45 @@ COMMANDS: dict[str, str] = {
 class _LazyCommand:
     """A command class imported only when cliff asks for it (keeps start-up fast)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, package: str = "healthmgr.cli") -> None:
         self.target = target
+        self.package = package
 
     def load(self) -> type:
         module, _, name = self.target.partition(":")
-        return getattr(importlib.import_module(f"healthmgr.cli.{module}"), name)
+        return getattr(importlib.import_module(f"{self.package}.{module}"), name)
 
     @property
     def value(self) -> str:
-        return f"healthmgr.cli.{self.target}"
+        return f"{self.package}.{self.target}"
 
 
-class _Commands(CommandManager):
-    """COMMANDS, and no entry-point scan: the table is the whole CLI."""
+class Commands(CommandManager):
+    """A command table, and no entry-point scan: the table is the whole CLI."""
 
-    def __init__(self) -> None:
+    def __init__(self, commands: dict[str, str] = COMMANDS, package: str = "healthmgr.cli"):
         super().__init__(None)
-        for name, target in COMMANDS.items():
-            self.commands[name] = _LazyCommand(target)  # type: ignore[assignment]
+        for name, target in commands.items():
+            self.commands[name] = _LazyCommand(target, package)  # type: ignore[assignment]
 
 
 class HealthmgrApp(App):
     NAME = "healthmgr"
+    DESCRIPTION = DESCRIPTION
 
     def __init__(self, stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
         super().__init__(
-            description=DESCRIPTION,
+            description=self.DESCRIPTION,
             version=__version__,
-            command_manager=_Commands(),
+            command_manager=self.commands(),
             stdout=stdout,
             stderr=stderr,
             deferred_help=True,
         )
+
+    @classmethod
+    def commands(cls) -> CommandManager:
+        return Commands()
 
     def build_option_parser(self, description, version, argparse_kwargs=None):  # type: ignore[no-untyped-def]
         parser = super().build_option_parser(description, version, argparse_kwargs)
@@ -120,8 +126,8 @@ class HealthmgrApp(App):
         except ValueError:
             # cliff says this on stdout; an error belongs on stderr, with the usage status.
             self.stderr.write(
-                f"healthmgr: error: {' '.join(argv)!r} is not a healthmgr command; "
-                "see `healthmgr --help`\n"
+                f"{self.NAME}: error: {' '.join(argv)!r} is not a {self.NAME} command; "
+                f"see `{self.NAME} --help`\n"
             )
             matches = [m for m in self.get_fuzzy_matches(argv[0]) if m not in ("complete",)]
             if matches:
@@ -132,7 +138,7 @@ class HealthmgrApp(App):
     def run(self, argv: list[str]) -> int:
         if not argv:
             self.parser.print_usage(self.stderr)
-            self.stderr.write("healthmgr: error: no command given; see `healthmgr --help`\n")
+            self.stderr.write(f"{self.NAME}: error: no command given; see `{self.NAME} --help`\n")
             return int(Exit.USAGE)
         return super().run(argv)
 

@@ -10,7 +10,7 @@ when still waiting after --limit seconds):
 * ``relay_blackhole``: the relay swallows every byte; its kernel acknowledges
   them (a frozen server, a stuck proxy);
 * ``partition_before_send``: packets dropped (a network namespace whose link
-  is cut, tests/fault/netns.py), then the query is sent: unacknowledged data;
+  is cut, healthmgr/chaos/netns.py), then the query is sent: unacknowledged data;
 * ``partition_awaiting_reply``: the query (a 30 s sleep) is sent and
   acknowledged, then the link is cut: nothing outstanding, the client waits.
 
@@ -36,10 +36,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repository
 
+from healthmgr.chaos.netns import LinkedNamespace, linked_namespace  # noqa: E402
 from healthmgr.chaos.relay import Relay  # noqa: E402
 from tests.conftest import fresh_database_url  # noqa: E402
 from tests.fault.conftest import server_address, through  # noqa: E402
-from tests.fault.netns import LinkedNamespace, linked_namespace  # noqa: E402
 
 SLEEP = {"postgresql": "SELECT pg_sleep(30)", "mysql": "SELECT SLEEP(30)"}
 FAULTS = ("relay_blackhole", "partition_before_send", "partition_awaiting_reply")

@@ -2,7 +2,7 @@
 
 For each database and heartbeat shape: a fresh database holding N simulated
 amphorae (the fleet simulator's topology), a real daemon, and a separate
-sender process (``python -m agent.fleet``) blasting pre-signed heartbeats at
+sender process (``python -m healthmgr.chaos.fleet``) blasting pre-signed heartbeats at
 rising rates. A rate passes when every datagram sent was accepted (the
 daemon's ``healthmgr_heartbeats_total{result="accepted"}``), the kernel
 dropped none (``/proc/net/snmp`` Udp RcvbufErrors), and the database reflects
@@ -40,11 +40,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT)]
 
-from agent.fleet import Topology  # noqa: E402
-from healthmgr.db import models  # noqa: E402
+from healthmgr.chaos.fleet import Topology  # noqa: E402
+from healthmgr.chaos.topology import insert_topology  # noqa: E402
 from healthmgr.db.engine import make_engine  # noqa: E402
 from healthmgr.db.migrate import upgrade  # noqa: E402
-from healthmgr.wire.values import id_str  # noqa: E402
 from tests.conftest import fresh_database_url  # noqa: E402
 from tests.manager.harness import (  # noqa: E402
     MASTER,
@@ -61,42 +60,6 @@ SOURCES = 64  # sender sockets: amphorae keep theirs, spread over SO_REUSEPORT p
 # upper bound of its histogram bucket) within this many seconds, or four
 # flush intervals when those are longer.
 MAX_P99_COMMIT_LAG = 1.0
-
-
-def insert_topology(engine: sa.Engine, topology: Topology) -> None:
-    """The fleet simulator's load balancers as rows (ACTIVE, ONLINE)."""
-    rows: dict[Any, list[dict[str, Any]]] = {
-        t: [] for t in (models.LoadBalancer, models.Amphora, models.Pool, models.Listener,
-                        models.Member)
-    }
-    common = {"provisioning_status": "ACTIVE", "operating_status": "ONLINE", "enabled": True}
-    for amp in topology.amphorae:
-        lb = id_str(amp.load_balancer_id)
-        rows[models.LoadBalancer].append({"id": lb, "topology": "SINGLE", **common})
-        rows[models.Amphora].append(
-            {"id": id_str(amp.id), "status": "ALLOCATED", "load_balancer_id": lb,
-             "role": "STANDALONE"}
-        )
-        for listener in amp.listeners:
-            pool_id = id_str(listener.pools[0].id) if listener.pools else None
-            for pool in listener.pools:
-                rows[models.Pool].append(
-                    {"id": id_str(pool.id), "load_balancer_id": lb, "protocol": "HTTP",
-                     "lb_algorithm": "ROUND_ROBIN", **common}
-                )
-                rows[models.Member].extend(
-                    {"id": id_str(m), "pool_id": id_str(pool.id), "ip_address": "10.0.0.1",
-                     "protocol_port": 80, "weight": 1, "backup": False, **common}
-                    for m in pool.members
-                )
-            rows[models.Listener].append(
-                {"id": id_str(listener.id), "load_balancer_id": lb, "protocol": "HTTP",
-                 "protocol_port": 80, "default_pool_id": pool_id, **common}
-            )
-    with engine.begin() as conn:
-        for model, values in rows.items():
-            for i in range(0, len(values), 5000):
-                conn.execute(sa.insert(model.__table__), values[i : i + 5000])
 
 
 def udp_rcvbuf_errors() -> int:
@@ -219,7 +182,7 @@ class Bench:
 
     def send(self, rate: float, duration: float) -> dict[str, Any]:
         out = subprocess.run(
-            [sys.executable, "-m", "agent.fleet", "--rate", str(rate), "--duration",
+            [sys.executable, "-m", "healthmgr.chaos.fleet", "--rate", str(rate), "--duration",
              str(duration), "--manager", "{}:{}".format(*self.daemon.address),
              "--master-key-file", str(self.key_file), "--key-id", str(MASTER.id),
              "--ids-file", str(self.ids_file), "--start-seq", str(self.next_seq),

@@ -1,7 +1,7 @@
 """Fault injection against the real daemon: loss, duplication, reordering,
 forged and replayed datagrams, and amphorae that die, all at once.
 
-The fleet simulator (agent/fleet.py) reports absolute counters that grow
+The fleet simulator (healthmgr/chaos/fleet.py) reports absolute counters that grow
 with the sequence number (bytes_in = 1000*seq, ...), so whatever got through,
 the totals in listener_statistics must equal the counters of the last
 sequence the database recorded: exact, never doubled by a duplicate or a
@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from agent.fleet import Faults, Fleet, Topology
+from healthmgr.chaos.fleet import Faults, Fleet, Topology
+from healthmgr.chaos.topology import insert_topology
 from healthmgr.db.engine import make_engine
 from healthmgr.db.migrate import upgrade
 from healthmgr.wire.values import id_str
-from tests.bench.throughput import insert_topology
 from tests.manager.harness import MASTER, start_daemon, wait_until, write_config
 
 FAULTS = Faults(drop=0.1, duplicate=0.1, reorder=0.1, forged=0.05, replay=0.1, dead=0.1,

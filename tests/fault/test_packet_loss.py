@@ -1,6 +1,6 @@
 """A partition that drops packets: the TCP timers of the product's connections end the wait.
 
-The client runs in a network namespace (tests/fault/netns.py) and reaches the
+The client runs in a network namespace (healthmgr/chaos/netns.py) and reaches the
 server through a relay in this one; the test cuts the link between them.
 Two cases, because the kernel bounds them differently:
 
@@ -28,10 +28,10 @@ from pathlib import Path
 
 import pytest
 
+from healthmgr.chaos.netns import LinkedNamespace, NamespaceUnavailable, linked_namespace
 from healthmgr.chaos.relay import Relay
 from tests.conftest import unavailable
 from tests.fault.conftest import server_address, through
-from tests.fault.netns import LinkedNamespace, NamespaceUnavailable, linked_namespace
 
 T = 1.0  # [database] timeout
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,7 +26,7 @@ Faults (each an independent probability per honest datagram, seeded):
 * ``replay``: an extra copy of one of that amphora's earlier datagrams;
 * ``dead``: a fraction of the amphorae stop sending from round ``dead_after``.
 
-CLI: ``python -m agent.fleet --amphorae N --rate R --duration S
+CLI: ``python -m healthmgr.chaos.fleet --amphorae N --rate R --duration S
 --manager 127.0.0.1:5555 --master-key-file F --key-id K [--ids-file ids.json]
 [--write-ids out.json] [--large] [--drop 0.1] ...`` prints a JSON summary.
 """
@@ -67,6 +67,12 @@ SEED_SHAPE = (1, 2)  # listeners, members per pool (one pool per listener)
 LARGE_SHAPE = (10, 10)
 REPLAY_HISTORY = 8  # how many earlier datagrams per amphora a replay picks from
 _EMPTY_ARRAY = b"\x90"  # msgpack fixarray of length 0
+
+
+def counters(seq: int) -> tuple[int, int, int, int]:
+    """The absolute counters every listener reports at ``seq``: bytes_in, bytes_out,
+    total_connections, request_errors (what the database must total)."""
+    return 1000 * seq, 4000 * seq, 10 * seq, seq
 
 
 # ---------------------------------------------------------------- topology
@@ -239,6 +245,10 @@ class Fleet:
         self._pool_bytes: dict[int, bytes] = {}
         self._history: dict[int, deque[bytes]] = {}
         self.counts = Counts(dead_amphorae=len(self.dead))
+        # Changed at run time by a scenario: amphorae that send nothing, and
+        # amphorae whose bytes_in is this value (extreme counters).
+        self.silenced: set[int] = set()
+        self.poison: dict[int, int] = {}
 
     @classmethod
     def create(
@@ -264,10 +274,11 @@ class Fleet:
         """The honest heartbeat of amphora ``index`` in ``round_``."""
         amphora = self.topology.amphorae[index]
         seq = self.start_seq + round_
+        bytes_in, bytes_out, total, errors = counters(seq)
+        bytes_in = self.poison.get(index, bytes_in)
         listeners = tuple(
-            ListenerReport(
-                listener.id, ListenerState.OPEN, seq % 7, 1000 * seq, 4000 * seq, 10 * seq, seq
-            )
+            ListenerReport(listener.id, ListenerState.OPEN, seq % 7, bytes_in, bytes_out, total,
+                           errors)
             for listener in amphora.listeners
         )
         pools: tuple[PoolReport, ...] = ()
@@ -332,7 +343,7 @@ class Fleet:
 
     def sign(self, hb: Heartbeat, key: bytes) -> bytes:
         # pack+seal directly: encode_native also re-decodes to check the limits,
-        # which triples the cost; tests/agent/test_fleet.py decodes these instead.
+        # which triples the cost; tests/chaos/test_fleet.py decodes these instead.
         return envelope.seal(self.key_id, hb.amphora_id, pack_payload(hb), key)
 
     def datagrams(self, round_: int, sent_at_ms: int | None = None) -> list[bytes]:
@@ -347,7 +358,7 @@ class Fleet:
         c.rounds += 1
         n = len(self._keys)
         for index in range(n):
-            if index in self.dead and round_ >= f.dead_after:
+            if index in self.silenced or (index in self.dead and round_ >= f.dead_after):
                 c.silenced += 1
                 continue
             payload = self.payload(index, round_, sent_at)
@@ -520,7 +531,9 @@ def read_master_key(path: Path, key_id: int) -> MasterKey:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m agent.fleet", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m healthmgr.chaos.fleet", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--amphorae", type=int, default=100)
     p.add_argument("--rate", type=float, required=True, help="datagrams per second")
     p.add_argument("--duration", type=float, required=True, help="seconds")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.fleet import Faults, Fleet, Topology, read_master_key, send
+from healthmgr.chaos.fleet import Faults, Fleet, Topology, read_master_key, send
 from healthmgr.wire.errors import Reason, Rejected
 from healthmgr.wire.keys import Keyring, MasterKey
 from healthmgr.wire.native import decode_native
@@ -221,7 +221,7 @@ def test_cli(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:
         rx.bind(("127.0.0.1", 0))
         port = rx.getsockname()[1]
-        cmd = [sys.executable, "-m", "agent.fleet", "--amphorae", "4", "--rate", "400"]
+        cmd = [sys.executable, "-m", "healthmgr.chaos.fleet", "--amphorae", "4", "--rate", "400"]
         cmd += ["--duration", "0.05", "--manager", f"127.0.0.1:{port}"]
         cmd += ["--master-key-file", str(key_file), "--key-id", "3", "--write-ids", str(ids)]
         cmd += ["--duplicate", "1"]

@@ -1,9 +1,10 @@
-"""A network namespace joined to this one by a veth pair: a link whose packets can be dropped.
+"""A network namespace joined to this one by a veth pair: a link that can be cut and healed.
 
     this namespace   host_ip  [near] ===== veth ===== [far]  client_ip   namespace
     (relay, servers)                                          (the client process)
 
-:meth:`LinkedNamespace.cut` takes the near end down. The far end loses its
+:meth:`LinkedNamespace.cut` takes the near end down (:meth:`~LinkedNamespace.heal`
+brings it back). The far end loses its
 carrier and silently drops what the client sends, and nothing comes back: a
 partition, as a firewall dropping packets makes one. Unlike the relay's
 blackhole, no kernel acknowledges anything, so the client's TCP timers
@@ -42,6 +43,10 @@ class LinkedNamespace:
 
     def cut(self) -> None:
         _ip("link", "set", self.near, "down")
+
+    def heal(self) -> None:
+        """The near end up again: the kernel restores the /30's route on both sides."""
+        _ip("link", "set", self.near, "up")
 
     def popen(self, argv: Sequence[str], **kw: Any) -> subprocess.Popen[str]:
         """A process in the namespace."""
