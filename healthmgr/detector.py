@@ -15,10 +15,11 @@ The rules (docs/operations.md, "Judgment"):
    does not count toward the breaker. The deferral is bounded: an amphora
    silent for ``observer_timeout`` is judged on its silence alone, its
    observer presumed dead (the reason says so, an alert).
-3. Mass failure is one event: an amphora silent for ``suspect_after`` counts
-   toward the breaker, and a stale one is held ``settle`` seconds more before
-   it may be failed over, so an outage whose onset spreads over a whole
-   ``heartbeat_timeout`` is seen whole. At ``threshold`` silent amphorae the
+3. Mass failure is one event: an amphora silent for ``suspect_after`` (half
+   the timeout, more while managers are lost) counts toward the breaker, and
+   a stale one is held ``settle`` seconds more before it may be failed over,
+   so an outage whose onset spreads over most of a ``heartbeat_timeout`` is
+   seen whole. At ``threshold`` silent amphorae the
    breaker opens: stale ones become FAILOVER_STOPPED, none is failed over. It
    closes when fewer are silent and no stopped amphora has come back for a
    full ``heartbeat_timeout`` (not in the middle of a recovery).
@@ -156,9 +157,20 @@ class DetectorConfig:
     observer_timeout: float = 300.0  # ... and older than this is presumed dead
 
     @property
-    def suspect_after(self) -> float:
-        """Silence that counts toward the breaker: two missed heartbeats, at most the timeout."""
+    def listed_after(self) -> float:
+        """The shortest silence the check reads (the least ``suspect_after`` can be)."""
         return min(self.heartbeat_timeout, 2 * self.heartbeat_interval)
+
+    def suspect_after(self, lost_managers: int = 0) -> float:
+        """Silence that counts toward the breaker, at most the timeout.
+
+        Half the timeout, and at least two heartbeat intervals more than a
+        lost manager explains: an agent sending round robin to N managers,
+        k of them gone, is heard only every k + 1 intervals while alive.
+        """
+        extra = (2 + lost_managers) * self.heartbeat_interval
+        return min(self.heartbeat_timeout, max(self.listed_after, self.heartbeat_timeout / 2,
+                                               extra))
 
     @property
     def settle_window(self) -> float:
@@ -198,9 +210,11 @@ class Detector:
                     doubted.append(_verdict(a, Action.DEFER, reason))
             else:
                 trusted.append((a, reason))
-        silent = snap.silent_count - (len(snap.silent) - len(trusted))
+        suspect = cfg.suspect_after(_lost(snap.observers, cfg))
+        too_short = sum(1 for a, _ in trusted if a.silent_for < suspect)
+        silent = snap.silent_count - (len(snap.silent) - len(trusted)) - too_short
         threshold = cfg.threshold.resolve(snap.fleet)
-        changed = self._breaker(silent, snap, threshold, now)
+        changed = self._breaker(silent, suspect, snap, threshold, now)
         stale = [(a, r) for a, r in trusted if a.silent_for >= cfg.heartbeat_timeout]
         base = Decision(judging=True, breaker_open=self.breaker_open, breaker_changed=changed,
                         breaker_reason=self.breaker_reason, threshold=threshold,
@@ -211,7 +225,9 @@ class Detector:
             return _replace(base, stop=stop, deferred=held + tuple(doubted))
         return self._judge(stale, doubted, snap, threshold, base)
 
-    def _breaker(self, silent: int, snap: Snapshot, threshold: int | None, now: float) -> bool:
+    def _breaker(
+        self, silent: int, suspect: float, snap: Snapshot, threshold: int | None, now: float
+    ) -> bool:
         """Open at ``threshold`` silent amphorae; close only after a quiet timeout."""
         recovering = self._stopped_count is not None and snap.stopped_count < self._stopped_count
         self._stopped_count = snap.stopped_count
@@ -222,7 +238,7 @@ class Detector:
             self.breaker_open = True
             self.breaker_reason = (
                 f"{silent} of {snap.fleet} amphorae silent for "
-                f"{self.config.suspect_after:g} s or more (failover_threshold {threshold})"
+                f"{suspect:g} s or more (failover_threshold {threshold})"
             )
             return True
         quiet = now - self._activity >= self.config.heartbeat_timeout
@@ -281,6 +297,14 @@ class Detector:
         if obs.healthy_for is None or obs.healthy_for < cfg.heartbeat_timeout:
             return True, OBSERVER_RECOVERING
         return False, reason
+
+
+def _lost(observers: Mapping[str, Observer], cfg: DetectorConfig) -> int:
+    """Managers gone recently (dead, cut off or stopped): their agents' heartbeats are lost."""
+    return sum(
+        1 for o in observers.values()
+        if (o.stopped or o.age > cfg.observer_fresh) and o.age < cfg.observer_timeout
+    )
 
 
 def _trusted(obs: Observer, cfg: DetectorConfig) -> bool:

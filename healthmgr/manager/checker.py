@@ -85,7 +85,7 @@ class Checker:
     async def check_once(self) -> Decision | None:
         now = trio.current_time()
         wall = _utcnow()
-        suspect_cutoff = wall - dt.timedelta(seconds=self.detector.config.suspect_after)
+        suspect_cutoff = wall - dt.timedelta(seconds=self.detector.config.listed_after)
         window_start = wall - dt.timedelta(seconds=self.cfg.heartbeat_timeout)
         try:
             read = await self.db.run(

@@ -26,6 +26,7 @@ from healthmgr.detector import (
 
 T, INTERVAL = 10.0, 1.0  # heartbeat_timeout, heartbeat_interval: settle 2 s, suspect after 2 s
 HEALTHY = SelfHealth(False, None, 3600.0)
+ME = "hm-me"
 LIVE = Observer("hm-a", age=0.5, healthy_for=3600.0)
 
 
@@ -186,3 +187,19 @@ def test_the_default_threshold_is_a_share_of_the_fleet_with_a_floor() -> None:
     d = Detector(config(threshold=Threshold.parse("10%")))
     decision = d.decide(snap([amp(i, 60) for i in range(3)], fleet=4), HEALTHY, 0)
     assert decision.breaker_open and decision.threshold == 3
+
+
+def test_a_lost_manager_raises_the_silence_that_counts_toward_the_breaker() -> None:
+    """Agents send round robin to two managers and one is gone: every live
+    amphora is heard every other interval. That gap must not look like a mass
+    outage (it opened the breaker for the whole fleet in a chaos run)."""
+    cfg = DetectorConfig(heartbeat_timeout=4.0, heartbeat_interval=1.0,
+                         threshold=Threshold(count=20), observer_fresh=2.0)
+    assert cfg.suspect_after(0) == 2.0 and cfg.suspect_after(1) == 3.0
+    gone = Observer("hm-gone", age=30.0)
+    gapped = [amp(i, 2.5, observer=ME) for i in range(60)]  # heard every 2 s, plus lag
+    observers = {ME: Observer(ME, 0.0, healthy_for=3600.0), "hm-gone": gone}
+    decision = Detector(cfg).decide(snap(gapped, observers=observers), HEALTHY, 0)
+    assert not decision.breaker_open and decision.failover == ()
+    alone = {ME: Observer(ME, 0.0, healthy_for=3600.0)}
+    assert Detector(cfg).decide(snap(gapped, observers=alone), HEALTHY, 0).breaker_open
