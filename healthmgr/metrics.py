@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator, Sequence
+from http import HTTPStatus
 
+import h11
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
@@ -357,7 +359,8 @@ async def serve_metrics(
     """Serve ``GET /metrics`` on ``bind`` ("host:port", port 0 = any) until cancelled.
 
     ``task_status.started`` receives the bound port. One task per connection in
-    trio's own nursery; no threads. A misbehaving client only loses its connection.
+    trio's own nursery; no threads. HTTP is h11's; one request per connection.
+    A misbehaving client only loses its connection.
     """
     host, port = split_host_port(bind, allow_zero_port=True)
     try:
@@ -390,65 +393,65 @@ async def _linger(stream: trio.SocketStream) -> None:
 
 
 async def _handle(stream: trio.SocketStream, metrics: Metrics) -> None:
-    head = b""
-    with trio.move_on_after(REQUEST_TIMEOUT):
-        while b"\r\n\r\n" not in head and b"\n\n" not in head:
-            if len(head) > MAX_REQUEST_HEAD:
-                await _respond(stream, 431, b"request head too large\n")
-                return
-            chunk = await stream.receive_some(4096)
-            if not chunk:
-                break
-            head += chunk
-    method, path, accept = _parse_head(head)
-    if method is None:
-        await _respond(stream, 400, b"bad request\n")
-    elif method not in ("GET", "HEAD"):
-        await _respond(stream, 405, b"only GET\n", extra=b"Allow: GET, HEAD\r\n")
-    elif path == "/metrics":
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST_HEAD)
+    try:
+        request = await _next_request(stream, conn)
+    except h11.RemoteProtocolError as exc:
+        status = exc.error_status_hint
+        body = b"request head too large\n" if status == 431 else b"bad request\n"
+        await _respond(stream, conn, status, body)
+        return
+    if request is None:
+        return  # closed or timed out before a whole request head
+    method = request.method.decode("ascii", "replace").upper()
+    path = request.target.split(b"?", 1)[0]
+    accept = ", ".join(v.decode("latin-1") for k, v in request.headers if k == b"accept")
+    head_only = method == "HEAD"
+    if method not in ("GET", "HEAD"):
+        await _respond(stream, conn, 405, b"only GET\n", extra=[("Allow", "GET, HEAD")])
+    elif path == b"/metrics":
         body, content_type = metrics.render(accept)
-        await _respond(stream, 200, body, content_type, head_only=method == "HEAD")
-    elif path == "/":
-        await _respond(stream, 200, b"healthmgr: metrics at /metrics\n", head_only=method == "HEAD")
+        await _respond(stream, conn, 200, body, content_type, head_only=head_only)
+    elif path == b"/":
+        await _respond(stream, conn, 200, b"healthmgr: metrics at /metrics\n", head_only=head_only)
     else:
-        await _respond(stream, 404, b"not found; metrics are at /metrics\n")
+        await _respond(stream, conn, 404, b"not found; metrics are at /metrics\n")
 
 
-def _parse_head(head: bytes) -> tuple[str | None, str, str]:
-    lines = head.decode("latin-1").splitlines()
-    parts = lines[0].split() if lines else []
-    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-        return None, "", ""
-    accept = ""
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "accept":
-            accept = value.strip()
-    return parts[0].upper(), parts[1].split("?", 1)[0], accept
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    431: "Request Header Fields Too Large",
-}
+async def _next_request(stream: trio.SocketStream, conn: h11.Connection) -> h11.Request | None:
+    """The request head, or None if the client closed or was too slow to send it."""
+    with trio.move_on_after(REQUEST_TIMEOUT):
+        while True:
+            event = conn.next_event()
+            if isinstance(event, h11.Request):
+                return event
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(4096))
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+    return None
 
 
 async def _respond(
     stream: trio.SocketStream,
+    conn: h11.Connection,
     status: int,
     body: bytes,
     content_type: str = "text/plain; charset=utf-8",
     *,
     head_only: bool = False,
-    extra: bytes = b"",
+    extra: list[tuple[str, str]] | None = None,
 ) -> None:
-    header = (
-        f"HTTP/1.0 {status} {_REASONS[status]}\r\n"
-        f"Content-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "Connection: close\r\n"
-    ).encode("latin-1")
-    await stream.send_all(header + extra + b"\r\n" + (b"" if head_only else body))
+    headers = [
+        ("Content-Type", content_type),
+        ("Content-Length", str(len(body))),
+        ("Connection", "close"),
+        *(extra or []),
+    ]
+    reason = HTTPStatus(status).phrase
+    data = conn.send(h11.Response(status_code=status, headers=headers, reason=reason))
+    if not head_only:
+        data += conn.send(h11.Data(data=body))
+    # HEAD: Content-Length announces the GET body, none follows (h11 knows the method).
+    data += conn.send(h11.EndOfMessage())
+    await stream.send_all(data)

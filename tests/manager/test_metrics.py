@@ -1,4 +1,8 @@
-"""Metrics: series pre-created at 0, scraped over a real TCP socket from the trio endpoint."""
+"""Metrics: series pre-created at 0, scraped over a real TCP socket from the trio endpoint.
+
+The endpoint speaks h11's HTTP/1.1 (an HTTP/1.0 request gets an HTTP/1.1 status
+line, as RFC 9110 allows), one request per connection.
+"""
 
 from __future__ import annotations
 
@@ -89,7 +93,7 @@ async def test_scrape_over_tcp() -> None:
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_metrics, "127.0.0.1:0", metrics)
         status, headers, body = await http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert status == "HTTP/1.0 200 OK"
+        assert status == "HTTP/1.1 200 OK"
         assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
         assert int(headers["Content-Length"]) == len(body.encode())
         found = samples(body)
@@ -100,14 +104,19 @@ async def test_scrape_over_tcp() -> None:
 
         status, headers, body = await http(
             port,
-            b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n"
+            b"Accept: application/openmetrics-text; version=1.0.0\r\n\r\n",
         )
         assert headers["Content-Type"].startswith("application/openmetrics-text")
         assert body.rstrip().endswith("# EOF")
 
-        assert (await http(port, b"GET /nope HTTP/1.0\r\n\r\n"))[0].startswith("HTTP/1.0 404")
-        assert (await http(port, b"POST /metrics HTTP/1.0\r\n\r\n"))[0].startswith("HTTP/1.0 405")
-        assert (await http(port, b"garbage\r\n\r\n"))[0].startswith("HTTP/1.0 400")
+        assert (await http(port, b"GET /nope HTTP/1.0\r\n\r\n"))[0].startswith("HTTP/1.1 404")
+        assert (await http(port, b"POST /metrics HTTP/1.0\r\n\r\n"))[0].startswith("HTTP/1.1 405")
+        assert (await http(port, b"garbage\r\n\r\n"))[0].startswith("HTTP/1.1 400")
+        status, headers, _ = await http(port, b"PUT /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status.startswith("HTTP/1.1 405") and headers["Allow"] == "GET, HEAD"
+        status, headers, body = await http(port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert status == "HTTP/1.1 200 OK" and int(headers["Content-Length"]) > 0 and body == ""
         nursery.cancel_scope.cancel()
 
 
@@ -119,9 +128,9 @@ async def test_bad_clients_do_not_stop_the_endpoint() -> None:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         await stream.aclose()
         status, _, _ = await http(port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000)
-        assert status.startswith("HTTP/1.0 431")
+        assert status.startswith("HTTP/1.1 431")
         status, _, body = await http(port, b"GET /metrics HTTP/1.0\r\n\r\n")
-        assert status == "HTTP/1.0 200 OK" and "healthmgr_heartbeats_total" in body
+        assert status == "HTTP/1.1 200 OK" and "healthmgr_heartbeats_total" in body
         nursery.cancel_scope.cancel()
 
 
@@ -136,5 +145,5 @@ async def test_ipv6_bind() -> None:
         stream = await trio.open_tcp_stream("::1", port)
         async with stream:
             await stream.send_all(b"GET /metrics HTTP/1.0\r\n\r\n")
-            assert (await stream.receive_some()).startswith(b"HTTP/1.0 200 OK")
+            assert (await stream.receive_some()).startswith(b"HTTP/1.1 200 OK")
         nursery.cancel_scope.cancel()
