@@ -9,10 +9,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from typing import Any, TextIO
 
+import tomli_w
 from cliff import columns
 from cliff.formatters import base
 
@@ -39,34 +39,23 @@ class TomlFormatter(base.SingleFormatter):
 
 
 def to_toml(data: dict[str, dict[str, Any]]) -> str:
-    """TOML for the configuration's shapes: tables of scalars and lists, arrays of tables."""
-    lines: list[str] = []
+    """TOML (tomli-w) of the configuration's sections; unset options named in a comment."""
+    parts = []
     for section, values in data.items():
-        lines.append(f"[{section}]")
-        tables = []
-        for key, value in values.items():
-            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                tables.append((key, value))
-            elif value is None:
-                lines.append(f"# {key} = (unset)")
-            else:
-                lines.append(f"{key} = {_toml_value(value)}")
-        for key, entries in tables:
-            for entry in entries:
-                lines.append(f"\n[[{section}.{key}]]")
-                lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items() if v is not None)
-        lines.append("")
-    return "\n".join(lines)
+        unset = [key for key, value in values.items() if value is None]
+        note = f"# unset: {', '.join(unset)}\n" if unset else ""
+        table = {key: _no_none(value) for key, value in values.items() if value is not None}
+        parts.append(note + tomli_w.dumps({section: table}))
+    return "\n".join(parts)
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
+def _no_none(value: Any) -> Any:
+    """TOML has no null: unset fields of an array of tables are left out."""
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))  # a JSON string is a valid TOML basic string
+        return [_no_none(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _no_none(v) for k, v in value.items() if v is not None}
+    return value
 
 
 class StatusTree(columns.FormattableColumn[dict[str, Any]]):
