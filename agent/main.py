@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import tenacity
 import trio
 
 from agent import haproxy
@@ -145,22 +146,22 @@ class Agent:
 
     async def poll(self) -> haproxy.Snapshot | None:
         """One HAProxy reading, retried briefly; None when HAProxy cannot be read."""
-        for delay in (*POLL_RETRY_DELAYS, None):
-            try:
-                snapshot = await haproxy.query(
-                    self.config.haproxy_socket, timeout=self.config.haproxy_timeout
-                )
-            except haproxy.HAProxyError as exc:
-                if delay is None:
-                    self.haproxy_errors.error(
-                        f"HAProxy stats unavailable, reporting no listeners: {exc}"
-                    )
-                    return None
-                await trio.sleep(delay)
-            else:
-                self.haproxy_errors.ok("HAProxy stats readable again")
-                return snapshot
-        return None
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(len(POLL_RETRY_DELAYS) + 1),
+            wait=tenacity.wait_chain(*map(tenacity.wait_fixed, POLL_RETRY_DELAYS)),
+            retry=tenacity.retry_if_exception_type(haproxy.HAProxyError),
+            sleep=trio.sleep,
+            reraise=True,
+        )
+        try:
+            snapshot = await retrying(
+                haproxy.query, self.config.haproxy_socket, timeout=self.config.haproxy_timeout
+            )
+        except haproxy.HAProxyError as exc:
+            self.haproxy_errors.error(f"HAProxy stats unavailable, reporting no listeners: {exc}")
+            return None
+        self.haproxy_errors.ok("HAProxy stats readable again")
+        return snapshot
 
     def read(self, snapshot: haproxy.Snapshot | None) -> Reading:
         """The reading's listeners and pools; keeps the counters epoch current."""

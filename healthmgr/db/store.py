@@ -16,12 +16,11 @@ READ COMMITTED on MariaDB/MySQL (no gap locks between managers' upserts).
 from __future__ import annotations
 
 import datetime as dt
-import random
-import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
+import tenacity
 from sqlalchemy import exc
 
 from healthmgr.batch import FlushBatch, RefusedRow
@@ -94,20 +93,22 @@ class Store:
             options["sqlite_begin"] = "IMMEDIATE"
         if write and self.dialect == "mysql":
             options["isolation_level"] = "READ COMMITTED"
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                with self.engine.connect() as conn:
-                    if options:
-                        conn.execution_options(**options)
-                    with conn.begin():
-                        return work(conn), attempt
-            except exc.DBAPIError as error:
-                if attempt > self.retries or not is_retryable(error):
-                    raise
-                # Jittered backoff so that two managers do not collide again.
-                time.sleep(random.uniform(0.005, 0.02) * 2**attempt)
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.retries + 1),
+            retry=tenacity.retry_if_exception(is_retryable),
+            # Jittered backoff so that two managers do not collide again.
+            wait=tenacity.wait_random_exponential(multiplier=0.01, max=0.5),
+            reraise=True,
+        )
+
+        def once() -> T:
+            with self.engine.connect() as conn:
+                if options:
+                    conn.execution_options(**options)
+                with conn.begin():
+                    return work(conn)
+
+        return retrying(once), retrying.statistics["attempt_number"]
 
     # --- topology ---------------------------------------------------------
 
@@ -230,7 +231,3 @@ class Store:
     def write_presence(self, presence: _managers.Presence, *, first: bool = False) -> None:
         """This manager's liveness and health row (database clock)."""
         self._transaction(lambda conn: _managers.write(conn, presence, first=first), write=True)
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

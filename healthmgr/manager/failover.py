@@ -25,6 +25,7 @@ from functools import partial
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import tenacity
 import trio
 
 from healthmgr.config import FAILOVER_DRIVER_GROUP, ConfigError, available_failover_drivers
@@ -267,9 +268,10 @@ async def run_with_retries(
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
-    for attempt in range(1, max_attempts + 1):
+
+    async def attempt(number: int) -> DriverResult:
         try:
-            result = await driver.run(dataclasses.replace(job, attempt=attempt))
+            result = await driver.run(dataclasses.replace(job, attempt=number))
         except FailoverFailed as exc:
             error = exc
         except Exception as exc:
@@ -278,11 +280,19 @@ async def run_with_retries(
             error.__cause__ = exc
         else:
             if on_attempt is not None:
-                await on_attempt(attempt, None)
+                await on_attempt(number, None)
             return result
         if on_attempt is not None:
-            await on_attempt(attempt, error)
-        if attempt == max_attempts:
-            raise error
-        await trio.sleep(min(backoff * 2 ** (attempt - 1), max_backoff))
-    raise AssertionError("unreachable")
+            await on_attempt(number, error)
+        raise error
+
+    async for retry in tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(max_attempts),
+        retry=tenacity.retry_if_exception_type(FailoverFailed),
+        wait=tenacity.wait_exponential(multiplier=backoff, max=max_backoff),
+        sleep=trio.sleep,
+        reraise=True,
+    ):
+        with retry:
+            return await attempt(retry.retry_state.attempt_number)
+    raise AssertionError("unreachable")  # tenacity reraises the last error

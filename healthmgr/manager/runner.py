@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import structlog
+import tenacity
 import trio
 
 from healthmgr import constants as C
@@ -187,22 +188,28 @@ class FailoverRunner:
         retry: bool = True,
     ) -> None:
         """Write a known outcome; retry until the database takes it."""
-        delays = iter(RECORD_BACKOFF)
-        while True:
+        if not retry:
             try:
                 owned = await self.db.run(self.store.record_outcome, claim,
                                           self.cfg.manager_id, state, attempts, error)
-                break
             except Exception as exc:
-                if not retry:
-                    log.error("could not record abandoned failover; its lease will expire",
-                              amphora_id=job.amphora_id, error=_line(exc))
-                    return
-                delay = next(delays, RECORD_BACKOFF[-1])
+                log.error("could not record abandoned failover; its lease will expire",
+                          amphora_id=job.amphora_id, error=_line(exc))
+                return
+        else:
+            def retrying(rs: tenacity.RetryCallState) -> None:
                 log.error("could not record failover outcome; retrying",
-                          amphora_id=job.amphora_id, state=state, error=_line(exc),
-                          retry_in=delay)
-                await trio.sleep(delay)
+                          amphora_id=job.amphora_id, state=state,
+                          error=_line(rs.outcome.exception()),  # type: ignore[union-attr]
+                          retry_in=rs.upcoming_sleep)
+
+            owned = await tenacity.AsyncRetrying(
+                retry=tenacity.retry_if_exception_type(Exception),  # never Cancelled
+                wait=tenacity.wait_chain(*map(tenacity.wait_fixed, RECORD_BACKOFF)),
+                before_sleep=retrying,
+                sleep=trio.sleep,
+            )(self.db.run, self.store.record_outcome, claim, self.cfg.manager_id, state,
+              attempts, error)
         if not owned:
             log.warning("failover outcome not recorded: another manager took the request over",
                         amphora_id=job.amphora_id, request=claim.request_id, state=state)

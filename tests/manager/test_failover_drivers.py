@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -194,3 +195,33 @@ def test_unknown_driver_names_the_available_ones() -> None:
 def test_exec_without_command_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"failover\.command"):
         ExecDriver(load_settings(None, env={}))
+
+
+async def test_runner_records_an_outcome_until_the_database_takes_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The outcome write is retried (0.5, 1, 2, 5, 5 ... s) through errors, never dropped."""
+    from healthmgr.db.claims import Claim
+    from healthmgr.manager.dbcall import DbCalls
+    from healthmgr.manager.runner import FailoverRunner, RunnerSettings
+    from healthmgr.metrics import Metrics
+
+    calls: list[float] = []
+
+    class FlakyStore:
+        def record_outcome(self, claim, manager, state, attempts, error=None) -> bool:
+            calls.append(trio.current_time())
+            if len(calls) < 4:
+                raise OSError("database unreachable")
+            return True
+
+    class InlineDb(DbCalls):
+        async def run(self, fn, *args):  # no thread: the mock clock stays in charge
+            return fn(*args)
+
+    runner = FailoverRunner(FlakyStore(), None, Metrics(process=False),  # type: ignore[arg-type]
+                            RunnerSettings("hm-1", 1, 3, 0.0, 30.0), InlineDb())
+    claim = Claim(b"\x01" * 16, b"\x02" * 16, request_id=42)
+    await runner._record(claim, JOB, "SUCCEEDED", 1, None)
+    assert len(calls) == 4
+    assert [round(b - a, 3) for a, b in itertools.pairwise(calls)] == [0.5, 1.0, 2.0]
