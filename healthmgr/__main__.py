@@ -1,3 +1,3 @@
-from healthmgr.cli.main import main
+from healthmgr.cli import main
 
 raise SystemExit(main())
