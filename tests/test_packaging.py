@@ -6,6 +6,7 @@ cache or the index). About 12 s here; `-m "not packaging"` leaves it out.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +28,15 @@ def run(*cmd: str | Path, check: bool = True) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, ROOT)
+    # Built from a copy: setuptools leaves build/ behind, and a stale build/lib
+    # could put a deleted module into the wheel.
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, src / name)
+    for name in ("healthmgr", "agent"):
+        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out, src)
     (found,) = out.glob("healthmgr-*.whl")
     return found
 
