@@ -1,4 +1,11 @@
-"""What one flush writes: plain values from the manager's view to the store."""
+"""What one flush writes: plain values from the manager's view to the store.
+
+The flush path: the rules (:mod:`healthmgr.status`, :mod:`healthmgr.stats`)
+produce these values; :mod:`healthmgr.manager.pending` holds them between two
+flushes; :mod:`healthmgr.manager.writer` hands a batch to
+:meth:`healthmgr.db.store.Store.flush`, which writes it with
+:mod:`healthmgr.db.flush` in one transaction.
+"""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from healthmgr.batch import FlushBatch, HealthBump, StatsUpdate
+from healthmgr.db.flush.statements import MAX_COUNTER
 from healthmgr.db.store import Store
-from healthmgr.db.writes import MAX_COUNTER
 from healthmgr.wire.values import Id, id_str
 from tests.db.factories import make_fleet, make_seed_lb, new_id, utcnow
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from healthmgr.db.writes import MAX_COUNTER
+from healthmgr.db.flush.statements import MAX_COUNTER
 from healthmgr.wire.values import Id, MemberState, id_str
 from tests.db.factories import make_amphora, make_seed_lb, new_id, utcnow
 from tests.db.test_store_poison import _refuse_big_counters

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from healthmgr.batch import FlushBatch, StatsUpdate
 from healthmgr.db.engine import make_engine
-from healthmgr.db.octavia_stats import MAX_ACTIVE, NEW, State, fold
+from healthmgr.db.flush.octavia_stats import MAX_ACTIVE, NEW, State, fold
 from healthmgr.db.store import Store
 
 L, A = b"\x01" * 16, b"\x02" * 16

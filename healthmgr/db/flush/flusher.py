@@ -25,11 +25,11 @@ from sqlalchemy import exc
 
 from healthmgr import constants as C
 from healthmgr.batch import FlushBatch, RefusedRow, ReportWrite
-from healthmgr.db import writes as _w
 from healthmgr.db.errors import diagnose, is_transient
+from healthmgr.db.flush import statements as _w
+from healthmgr.db.flush.octavia_stats import OctaviaStatsWriter
 from healthmgr.db.models import Amphora, Base
 from healthmgr.db.octavia_schema import NATIVE, OCTAVIA
-from healthmgr.db.octavia_stats import OctaviaStatsWriter
 from healthmgr.db.topology_queries import chunks, id_bytes
 from healthmgr.wire.values import Id
 

@@ -4,7 +4,7 @@ Octavia's ``listener_statistics`` has the totals and ``active_connections``
 only. What makes them exact (the sequence and counters epoch of the last
 heartbeat applied, and its absolute counters) is in
 ``healthmgr_listener_statistics``. The guarantees are the native schema's
-(:mod:`healthmgr.db.writes`): absolute counters are applied only for a newer
+(:mod:`healthmgr.db.flush.statements`): absolute counters are applied only for a newer
 ``seq``, adding ``value - last`` under the same epoch or ``value`` after an
 epoch change or a reset; deltas (Octavia v3) add up whatever their order;
 ``active_connections`` follows the newest heartbeat; totals saturate at
@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from healthmgr.batch import StatsUpdate
-from healthmgr.db.writes import MAX_COUNTER, text_id
+from healthmgr.db.flush.statements import MAX_COUNTER, text_id
 
 MAX_ACTIVE = 2**31 - 1  # Octavia's listener_statistics.active_connections is INT
 _ABSENT = -1  # last_seq of a state row no heartbeat was applied to yet
