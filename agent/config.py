@@ -29,7 +29,6 @@ import binascii
 import json
 import re
 import tomllib
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.cadence import Timing
 from agent.haproxy import parse_address
 from agent.vrrp import KeepalivedCheck
+from healthmgr.wire.ids import id_bytes, id_str, parse_id
 from healthmgr.wire.limits import MAX_KEY_ID
 
 DEFAULT_PORT = 5555
@@ -97,7 +97,7 @@ class AmphoraAgentSection(_Section):
     def _uuid(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                return str(uuid.UUID(value))
+                return id_str(parse_id(value))
             except ValueError:
                 raise ValueError(f"not a UUID: {value!r}") from None
         return value
@@ -260,7 +260,7 @@ def _read_key(path: Path) -> ProvisionedKey:
 def _other_amphora(file_id: str, configured: str) -> bool:
     """True when a key file names another amphora (or something that is no UUID)."""
     try:
-        return uuid.UUID(file_id) != uuid.UUID(configured)
+        return parse_id(file_id) != parse_id(configured)
     except ValueError:
         return True
 
@@ -328,7 +328,7 @@ def resolve(file: FileConfig, overrides: Mapping[str, Any]) -> AgentConfig:
     if key_id is None:
         raise ConfigError("health_manager.heartbeat_key_id is not set (or pass --key-id)")
     return AgentConfig(
-        amphora_id=uuid.UUID(section.amphora_id).bytes,
+        amphora_id=id_bytes(section.amphora_id),
         key_id=key_id,
         key=provisioned.key,
         destinations=tuple(parse_destination(d) for d in health.controller_ip_port_list),

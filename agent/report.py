@@ -13,7 +13,6 @@ hand-written backend) are not ours and are left out of the heartbeat.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable
 
 from agent.haproxy import Info, RowType, Snapshot, StatRow
@@ -22,20 +21,15 @@ from healthmgr.wire.haproxy_status import (
     member_state_from_haproxy,
     pool_state_from_haproxy,
 )
+from healthmgr.wire.ids import Id, id_bytes
 from healthmgr.wire.values import (
     Heartbeat,
-    Id,
     ListenerReport,
     ListenerState,
     MemberReport,
     PoolReport,
     PoolState,
-    id_bytes,
 )
-
-# Canonical textual UUID only: HAProxy names are compared as strings, so a
-# braced or dash-less spelling would be a different (foreign) name.
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 # counters_epoch = start_time_sec << PID_BITS | pid. Linux pid_max is at most
 # 2**22, so the pid fits; the start time keeps epochs increasing across restarts.
@@ -53,10 +47,15 @@ class ReportError(Exception):
 def uuid_id(name: str) -> Id | None:
     """16-byte id of a canonical UUID name, None for any other name.
 
-    Cached: the same names come back at every poll (a large amphora has a few
+    Canonical only (``id_bytes``): HAProxy names are compared as strings, so a
+    braced or dash-less spelling would be a different (foreign) name. Cached:
+    the same names come back at every poll (a large amphora has a few
     thousand), and parsing them was a fifth of a poll's cost.
     """
-    return id_bytes(name) if _UUID.match(name) else None
+    try:
+        return id_bytes(name)
+    except ValueError:
+        return None
 
 
 def counters_epoch(info: Info, *, now: float, previous: int | None = None) -> int:

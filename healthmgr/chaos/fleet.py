@@ -47,20 +47,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from healthmgr.secret_files import read_secret_file
 from healthmgr.wire import envelope
+from healthmgr.wire.ids import Id, id_bytes, id_str
 from healthmgr.wire.keys import MasterKey, derive_amphora_key
 from healthmgr.wire.payload import pack_payload
 from healthmgr.wire.values import (
     Heartbeat,
-    Id,
     ListenerReport,
     ListenerState,
     MemberReport,
     MemberState,
     PoolReport,
     PoolState,
-    id_bytes,
-    id_str,
 )
 
 SEED_SHAPE = (1, 2)  # listeners, members per pool (one pool per listener)
@@ -520,14 +519,9 @@ def send(
 
 
 def read_master_key(path: Path, key_id: int) -> MasterKey:
-    """A master key file as the manager reads ``[[keys.master]] secret_file``.
-
-    The secret is the file's text (UTF-8) without one trailing newline.
-    """
-    text = path.read_text(encoding="utf-8").removesuffix("\n").removesuffix("\r")
-    if not text:
-        raise ValueError(f"{path}: master key file is empty")
-    return MasterKey(key_id, text.encode("utf-8"))
+    """A master key file as the manager reads ``[[keys.master]] secret_file``
+    (:mod:`healthmgr.secret_files`); ValueError if it cannot be used."""
+    return MasterKey(key_id, read_secret_file(path).encode("utf-8"))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,7 +29,8 @@ from healthmgr.chaos.fleet import Faults, Fleet, Topology, counters
 from healthmgr.chaos.timeline import Sampler, Timeline, utcnow
 from healthmgr.chaos.topology import chunks, insert_topology, remove_topology
 from healthmgr.db import models
-from healthmgr.wire.values import MemberState, id_str
+from healthmgr.wire.ids import id_str
+from healthmgr.wire.values import MemberState
 
 Address = tuple[str, int]
 REPLAY_CAPTURE = 8  # datagrams per amphora an attacker has captured

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from healthmgr.chaos.fleet import Topology
 from healthmgr.db import models
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 
 CHUNK = 500  # ids per IN (...) list
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import uuid
-from pathlib import Path
 
 from healthmgr.cli.base import ShowOne, add_config_option
 from healthmgr.cli.errors import UsageError
+from healthmgr.secret_files import SecretFileError, read_secret_file
+from healthmgr.wire.ids import Id, id_str, parse_id
 from healthmgr.wire.keys import (
     MAX_KEY_ID,
     MIN_MASTER_SECRET_BYTES,
@@ -66,10 +66,10 @@ class Derive(ShowOne):
         else:
             master = _master_from_config(parsed_args.config, parsed_args.key_id)
         try:
-            key = derive_amphora_key(master, amphora.bytes)
+            key = derive_amphora_key(master, amphora)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        return KEY_FIELDS, (str(amphora), master.id, key.hex())
+        return KEY_FIELDS, (id_str(amphora), master.id, key.hex())
 
 
 class Generate(ShowOne):
@@ -83,9 +83,9 @@ class Generate(ShowOne):
         return ("secret",), (secrets.token_hex(32),)
 
 
-def _amphora_id(text: str) -> uuid.UUID:
+def _amphora_id(text: str) -> Id:
     try:
-        return uuid.UUID(text)
+        return parse_id(text)
     except ValueError:
         raise UsageError(f"AMPHORA_ID: {text!r} is not a UUID") from None
 
@@ -96,11 +96,9 @@ def _master_from_file(path: str, key_id: int | None) -> MasterKey:
     if not 0 <= key_id <= MAX_KEY_ID:
         raise UsageError(f"--key-id: {key_id} is outside 0..{MAX_KEY_ID}")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise UsageError(f"--master-key-file: cannot read {path}: {reason}") from None
-    secret = text.removesuffix("\n").removesuffix("\r").encode("utf-8")
+        secret = read_secret_file(path).encode("utf-8")
+    except SecretFileError as exc:
+        raise UsageError(f"--master-key-file: {exc}") from None
     if len(secret) < MIN_MASTER_SECRET_BYTES:
         raise UsageError(
             f"--master-key-file: {path} holds {len(secret)} bytes; "

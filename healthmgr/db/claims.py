@@ -40,7 +40,7 @@ from healthmgr.db.models import (
     ManagerRecord,
 )
 from healthmgr.db.topology_queries import chunks
-from healthmgr.wire.values import Id, id_bytes, id_str
+from healthmgr.wire.ids import Id, id_bytes, id_str
 
 CLAIMABLE_STATUSES = (C.ALLOCATED, C.FAILOVER_STOPPED)
 MANUAL = "manual"

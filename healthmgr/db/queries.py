@@ -12,7 +12,6 @@ of lists unless a filter asks for that status, as the API hides them.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from healthmgr.db.models import (
     Member,
     Pool,
 )
+from healthmgr.wire.ids import canonical_id
 
 Row = dict[str, Any]
 
@@ -99,14 +99,6 @@ def db_now(conn: sa.Connection) -> dt.datetime:
         text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
         value = dt.datetime.fromisoformat(text)
     return value.replace(tzinfo=None)
-
-
-def canonical_id(text: str) -> str | None:
-    """The stored form of a UUID given in any case or with braces; None if not a UUID."""
-    try:
-        return str(uuid.UUID(text.strip()))
-    except ValueError:
-        return None
 
 
 def resolve(conn: sa.Connection, kind: Kind, ref: str, where: Iterable[Any] = ()) -> Row:

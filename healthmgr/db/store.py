@@ -32,7 +32,7 @@ from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import Flusher, FlushStats
 from healthmgr.db.octavia_schema import NATIVE
 from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
-from healthmgr.wire.values import Id, id_str
+from healthmgr.wire.ids import Id, id_str
 
 __all__ = ["Claim", "FlushStats", "Store", "TopologyLoad"]
 

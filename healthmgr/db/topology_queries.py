@@ -30,7 +30,7 @@ from healthmgr.topology import (
     MemberTopology,
     PoolTopology,
 )
-from healthmgr.wire.values import Id, id_str
+from healthmgr.wire.ids import Id, id_bytes, id_str
 
 IN_CHUNK = 1000  # ids per IN list: well under every driver's parameter limit
 # Octavia's amphorae also pass through PENDING_CREATE/PENDING_UPDATE (its
@@ -50,20 +50,6 @@ def chunks(items: Sequence[T], size: int | None = None) -> Iterator[Sequence[T]]
     size = size or IN_CHUNK
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def id_bytes(text: str) -> Id:
-    """``wire.values.id_bytes`` for UUID text, without uuid.UUID (faster).
-
-    ValueError when ``text`` is not 32 hex digits (with or without dashes).
-    """
-    try:
-        raw = bytes.fromhex(text.replace("-", ""))
-    except ValueError:
-        raw = b""
-    if len(raw) != 16:
-        raise ValueError(f"{text!r} is not a UUID")
-    return raw
 
 
 def _opt_id(text: str | None) -> Id | None:

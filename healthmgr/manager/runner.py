@@ -35,7 +35,7 @@ from healthmgr.manager.failover import (
     run_with_retries,
 )
 from healthmgr.metrics import Metrics
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 
 log = structlog.get_logger("healthmgr.runner")
 

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from healthmgr.logging import RateLimiter
-from healthmgr.wire.values import Id, id_str
+from healthmgr.wire.ids import Id, id_str
 
 log = structlog.get_logger("healthmgr.verdicts")
 

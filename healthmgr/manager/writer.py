@@ -25,7 +25,7 @@ from healthmgr.manager.pending import Pending
 from healthmgr.manager.quarantine import Quarantine
 from healthmgr.manager.view import View
 from healthmgr.metrics import Metrics
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 
 log = structlog.get_logger("healthmgr.writer")
 

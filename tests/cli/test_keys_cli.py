@@ -141,7 +141,7 @@ FROM_FILE = [*DERIVE, "--master-key-file"]
             "--master-key-file: cannot read /nonexistent/key",
         ),
         ([*FROM_FILE, "/dev/null", "--key-id", "70000"], "--key-id: 70000 is outside"),
-        ([*FROM_FILE, "/dev/null", "--key-id", "1"], "at least 16 are required"),
+        ([*FROM_FILE, "/dev/null", "--key-id", "1"], "--master-key-file: /dev/null is empty"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_argument(capsys, argv, message):

@@ -30,8 +30,8 @@ from healthmgr.db.flush import statements as _w
 from healthmgr.db.flush.octavia_stats import OctaviaStatsWriter
 from healthmgr.db.models import Amphora, Base
 from healthmgr.db.octavia_schema import NATIVE, OCTAVIA
-from healthmgr.db.topology_queries import chunks, id_bytes
-from healthmgr.wire.values import Id
+from healthmgr.db.topology_queries import chunks
+from healthmgr.wire.ids import Id, id_bytes, id_str
 
 # IN-list size for the FAILOVER_STOPPED check and the report lock: one
 # statement for 10,000 rows, under SQLite's 32,766 and MariaDB's limits.
@@ -198,7 +198,7 @@ class Flusher:
     def _lock_reports(
         self, conn: sa.Connection, counter: _Counter, ids: Sequence[Id]
     ) -> dict[Id, tuple[int, int]]:
-        text = sorted(_w.text_id(i) for i in ids)
+        text = sorted(id_str(i) for i in ids)
         out: dict[Id, tuple[int, int]] = {}
         for part in chunks(text, IN_CHUNK):
             sql = _w.report_lock_sql(self.dialect, len(part))
@@ -300,14 +300,14 @@ def _refused(row: FlushBatch, error: exc.DBAPIError) -> RefusedRow:
     kind = diagnose(error)
     detail = " ".join(str(error.orig).split())[:300]
     if row.health:
-        amp = _w.text_id(row.health[0].amphora_id)
+        amp = id_str(row.health[0].amphora_id)
         return RefusedRow("amphora_health", amp, amp, kind.reason, detail)
     if row.reports:
-        amp = _w.text_id(row.reports[0].amphora_id)
+        amp = id_str(row.reports[0].amphora_id)
         return RefusedRow("healthmgr_amphora", amp, amp, kind.reason, detail)
     update = row.stats[0]
     return RefusedRow("listener_statistics", _w.stats_key(update),
-                      _w.text_id(update.amphora_id), kind.reason, detail)
+                      id_str(update.amphora_id), kind.reason, detail)
 
 
 def _with_seconds(stats: FlushStats, seconds: float) -> FlushStats:

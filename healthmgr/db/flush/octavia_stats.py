@@ -33,7 +33,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from healthmgr.batch import StatsUpdate
-from healthmgr.db.flush.statements import MAX_COUNTER, text_id
+from healthmgr.db.flush.statements import MAX_COUNTER
+from healthmgr.wire.ids import id_bytes, id_str
 
 MAX_ACTIVE = 2**31 - 1  # Octavia's listener_statistics.active_connections is INT
 _ABSENT = -1  # last_seq of a state row no heartbeat was applied to yet
@@ -165,12 +166,12 @@ class OctaviaStatsWriter:
         if not rows:
             return
         keys = sorted(rows)
-        run(conn, _LOCK_SQL, [(text_id(lid), text_id(aid)) for lid, aid in keys])
+        run(conn, _LOCK_SQL, [(id_str(lid), id_str(aid)) for lid, aid in keys])
         states = self._read(conn, keys, run)
         moves, with_active, keep_active = [], [], []
         for key in keys:
             out = fold(states.get(key, NEW), rows[key])
-            lid, aid = text_id(key[0]), text_id(key[1])
+            lid, aid = id_str(key[0]), id_str(key[1])
             if out.changed:
                 s = out.state
                 moves.append((lid, aid, s.epoch, s.last_seq, *s.last, now))
@@ -187,10 +188,10 @@ class OctaviaStatsWriter:
 
     @staticmethod
     def _read(conn: sa.Connection, keys: Sequence[Key], run: Any) -> dict[Key, State]:
-        from healthmgr.db.topology_queries import chunks, id_bytes
+        from healthmgr.db.topology_queries import chunks
 
         wanted = set(keys)
-        amphorae = sorted({text_id(aid) for _, aid in keys})
+        amphorae = sorted({id_str(aid) for _, aid in keys})
         out: dict[Key, State] = {}
         for part in chunks(amphorae, IN_CHUNK):
             sql = _READ_SQL.format(marks=", ".join("%s" for _ in part))

@@ -53,6 +53,7 @@ from healthmgr.batch import (
     StatsUpdate,
     StatusWrite,
 )
+from healthmgr.wire.ids import id_str
 
 COUNTERS = ("bytes_in", "bytes_out", "total_connections", "request_errors")
 MAX_COUNTER = 2**63 - 1  # BIGINT
@@ -61,12 +62,6 @@ STATUS_TABLE_ORDER = ("member", "pool", "listener", "load_balancer")
 DIALECTS = ("sqlite", "postgresql", "mysql")
 
 _Row = dict[str, Any]
-
-
-def text_id(raw: bytes) -> str:
-    """``id_str`` without uuid.UUID: five times faster, same text."""
-    h = raw.hex()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def sqlite_time(value: dt.datetime) -> str:
@@ -85,7 +80,7 @@ def status_problem(w: StatusWrite) -> str | None:
     if w.operating_status not in C.OPERATING_STATUSES:
         return (
             f"StatusWrite.operating_status {w.operating_status!r} for {w.table} "
-            f"{text_id(w.id)} is not one of {C.OPERATING_STATUSES}"
+            f"{id_str(w.id)} is not one of {C.OPERATING_STATUSES}"
         )
     return None
 
@@ -110,15 +105,15 @@ def stats_problem(s: StatsUpdate) -> str | None:
         value = getattr(s, name)
         if not 0 <= value <= MAX_COUNTER:
             return (
-                f"StatsUpdate.{name}={value} for listener {text_id(s.listener_id)} "
-                f"on amphora {text_id(s.amphora_id)} is outside 0..2**63-1"
+                f"StatsUpdate.{name}={value} for listener {id_str(s.listener_id)} "
+                f"on amphora {id_str(s.amphora_id)} is outside 0..2**63-1"
             )
     return None
 
 
 def report_problem(r: ReportWrite) -> str | None:
     if not 0 <= r.order <= MAX_COUNTER:
-        return f"report order {r.order} of amphora {text_id(r.amphora_id)} is outside 0..2**63-1"
+        return f"report order {r.order} of amphora {id_str(r.amphora_id)} is outside 0..2**63-1"
     for w in r.statuses:
         problem = status_problem(w)
         if problem:
@@ -127,7 +122,7 @@ def report_problem(r: ReportWrite) -> str | None:
 
 
 def stats_key(s: StatsUpdate) -> str:
-    return f"{text_id(s.listener_id)}/{text_id(s.amphora_id)}"
+    return f"{id_str(s.listener_id)}/{id_str(s.amphora_id)}"
 
 
 def valid_parts(
@@ -140,7 +135,7 @@ def valid_parts(
     for r in reports:
         problem = report_problem(r)
         if problem:
-            amp = text_id(r.amphora_id)
+            amp = id_str(r.amphora_id)
             refused.append(RefusedRow("healthmgr_amphora", amp, amp, "out_of_range", problem))
         else:
             ok_reports.append(r)
@@ -148,7 +143,7 @@ def valid_parts(
         problem = stats_problem(u)
         if problem:
             refused.append(
-                RefusedRow("listener_statistics", stats_key(u), text_id(u.amphora_id),
+                RefusedRow("listener_statistics", stats_key(u), id_str(u.amphora_id),
                            "out_of_range", problem)
             )
         else:
@@ -335,7 +330,7 @@ def health_params(dialect: str, bumps: Iterable[HealthBump]) -> tuple[list[str],
         if seen is None or b.last_update > seen:
             newest[b.amphora_id] = b.last_update
     keys = sorted(newest)
-    ids = [text_id(k) for k in keys]
+    ids = [id_str(k) for k in keys]
     times = [newest[k] for k in keys]
     if dialect == "postgresql":
         return ids, {"ids": ids, "ts": times}
@@ -366,8 +361,8 @@ def stats_rounds(updates: Iterable[StatsUpdate]) -> list[list[StatsUpdate]]:
 def stats_params(dialect: str, updates: Sequence[StatsUpdate], now: dt.datetime) -> Any:
     if dialect == "postgresql":
         return {
-            "l": [text_id(s.listener_id) for s in updates],
-            "a": [text_id(s.amphora_id) for s in updates],
+            "l": [id_str(s.listener_id) for s in updates],
+            "a": [id_str(s.amphora_id) for s in updates],
             "bi": [s.bytes_in for s in updates],
             "bo": [s.bytes_out for s in updates],
             "tc": [s.total_connections for s in updates],
@@ -384,8 +379,8 @@ def stats_params(dialect: str, updates: Sequence[StatsUpdate], now: dt.datetime)
         last = (0, 0, 0, 0) if s.is_delta else counters
         rows.append(
             (
-                text_id(s.listener_id),
-                text_id(s.amphora_id),
+                id_str(s.listener_id),
+                id_str(s.amphora_id),
                 *counters,
                 s.active_connections,
                 s.epoch,
@@ -459,7 +454,7 @@ def report_statement(dialect: str) -> Statement:
 def report_params(dialect: str, reports: Sequence[ReportWrite], manager: str) -> Any:
     """Driver parameters for ``report_statement``, rows sorted by amphora id."""
     rows = sorted(reports, key=lambda r: r.amphora_id)
-    ids = [text_id(r.amphora_id) for r in rows]
+    ids = [id_str(r.amphora_id) for r in rows]
     native = [r.observed_at if r.native else None for r in rows]
     if dialect == "postgresql":
         return {
@@ -501,7 +496,7 @@ def status_groups(reports: Iterable[ReportWrite]) -> list[tuple[str, list[_Row]]
     for (table, obj), (_, value) in chosen.items():
         per_table[table][obj] = value
     return [
-        (table, [{"b_id": text_id(k), "b_status": v} for k, v in sorted(rows.items())])
+        (table, [{"b_id": id_str(k), "b_status": v} for k, v in sorted(rows.items())])
         for table, rows in per_table.items()
         if rows
     ]
