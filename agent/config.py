@@ -39,10 +39,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.cadence import Timing
 from agent.haproxy import parse_address
 from agent.vrrp import KeepalivedCheck
+from healthmgr.wire.addresses import HEARTBEAT_PORT, join_host_port, split_host_port
 from healthmgr.wire.ids import id_bytes, id_str, parse_id
 from healthmgr.wire.limits import MAX_KEY_ID
 
-DEFAULT_PORT = 5555
+DEFAULT_PORT = HEARTBEAT_PORT
 KEY_BYTES = 32
 
 
@@ -56,28 +57,14 @@ class Destination:
     port: int
 
     def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return join_host_port(self.host, self.port)
 
 
 def parse_destination(text: str) -> Destination:
-    """``ip:port``, ``[ipv6]:port`` or a bare address (port 5555), as Octavia splits them."""
-    text = text.strip()
-    if not text:
+    """``ip:port``, ``[ipv6]:port`` or a bare address (port 5555), as the manager reads them."""
+    if not text.strip():
         raise ValueError("empty controller address")
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise ValueError(f"{text!r}: expected [ipv6]:port")
-        port_text = rest[1:] if rest else str(DEFAULT_PORT)
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:  # a bare IPv4/hostname, or a bare IPv6 address
-        host, port_text = text, str(DEFAULT_PORT)
-    if not host:
-        raise ValueError(f"{text!r}: no host")
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"{text!r}: port must be 1-65535")
-    return Destination(host, int(port_text))
+    return Destination(*split_host_port(text, default_port=DEFAULT_PORT))
 
 
 class _Section(BaseModel):

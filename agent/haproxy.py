@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import trio
 
+from healthmgr.wire.addresses import join_host_port, split_host_port
+
 # Bound what we read: a huge answer means something is wrong, not more stats.
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 DEFAULT_TIMEOUT = 5.0
@@ -185,7 +187,9 @@ class Address:
     port: int | None = None
 
     def __str__(self) -> str:
-        return self.path if self.path is not None else f"{self.host}:{self.port}"
+        if self.path is not None:
+            return self.path
+        return join_host_port(self.host or "", self.port or 0)
 
 
 def parse_address(text: str) -> Address:
@@ -197,12 +201,11 @@ def parse_address(text: str) -> Address:
         return Address(path=text[5:])
     if "/" in text:
         return Address(path=text)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"HAProxy stats socket {text!r}: expected a path or ip:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return Address(host=host, port=int(port))
+    try:
+        host, port = split_host_port(text)
+    except ValueError:
+        raise ValueError(f"HAProxy stats socket {text!r}: expected a path or ip:port") from None
+    return Address(host=host, port=port)
 
 
 async def _connect(address: Address) -> trio.abc.Stream:

@@ -17,6 +17,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from healthmgr.wire.addresses import format_peer
+
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 _HANDLER_NAME = "healthmgr"
@@ -217,7 +219,7 @@ class RateLimitedLogger:
         held = self.limiter.admit(str(reason))
         if held is None:
             return False
-        fields: dict[str, Any] = {"reason": str(reason), "source": _address(source)}
+        fields: dict[str, Any] = {"reason": str(reason), "source": format_peer(source)}
         if detail:
             fields["detail"] = detail
         if held:
@@ -231,10 +233,3 @@ class RateLimitedLogger:
         for reason, held in sorted(drained.items()):
             self.logger.warning(self.event, reason=reason, suppressed=held, summary=True)
         return len(drained)
-
-
-def _address(source: object) -> str:
-    if isinstance(source, tuple) and len(source) >= 2:
-        host, port = source[0], source[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(source)

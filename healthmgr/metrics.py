@@ -24,7 +24,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from healthmgr import __version__
-from healthmgr.config import split_host_port
+from healthmgr.wire.addresses import split_host_port
 from healthmgr.wire.errors import Reason
 
 NAMESPACE = "healthmgr"

@@ -68,7 +68,7 @@ class ScenarioList(Lister):
 
 
 def _address(text: str) -> tuple[str, int]:
-    from healthmgr.config import split_host_port
+    from healthmgr.wire.addresses import split_host_port
 
     try:
         return split_host_port(text)

@@ -49,6 +49,7 @@ from typing import Any
 
 from healthmgr.secret_files import read_secret_file
 from healthmgr.wire import envelope
+from healthmgr.wire.addresses import split_host_port
 from healthmgr.wire.ids import Id, id_bytes, id_str
 from healthmgr.wire.keys import MasterKey, derive_amphora_key
 from healthmgr.wire.payload import pack_payload
@@ -408,14 +409,6 @@ class Fleet:
 # ---------------------------------------------------------------- sending
 
 
-def parse_hostport(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"expected host:port, got {text!r}")
-    return host, int(port)
-
-
 def blast(
     sock: socket.socket | Sequence[socket.socket],
     address: tuple[str, int],
@@ -576,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.write_ids:
             args.write_ids.write_text(json.dumps(topology.to_json(), indent=1))
         summary = send(
-            fleet, parse_hostport(args.manager), rate=args.rate, duration=args.duration,
+            fleet, split_host_port(args.manager), rate=args.rate, duration=args.duration,
             sources=args.sources,
         )
     except (OSError, ValueError) as exc:

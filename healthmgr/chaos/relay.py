@@ -64,7 +64,7 @@ from typing import Any, Self
 
 import trio
 
-from healthmgr.config import split_host_port
+from healthmgr.wire.addresses import join_host_port, split_host_port
 
 Address = tuple[str, int]
 CHUNK = 65536
@@ -325,8 +325,7 @@ def _family(host: str) -> socket.AddressFamily:
 
 
 def _format(address: Address) -> str:
-    host, port = address[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return join_host_port(address[0], address[1])
 
 
 def parse_address(text: str, *, allow_zero_port: bool = False) -> Address:

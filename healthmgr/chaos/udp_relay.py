@@ -51,7 +51,7 @@ from typing import Any, Self
 
 import trio
 
-from healthmgr.config import split_host_port
+from healthmgr.wire.addresses import split_host_port
 
 Address = tuple[str, int]
 MAX_DATAGRAM = 65535
