@@ -55,7 +55,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -64,12 +63,12 @@ from typing import Any, Self
 
 import trio
 
+from healthmgr.chaos.threaded import READY_TIMEOUT_S, ServerThread
 from healthmgr.wire.addresses import join_host_port, split_host_port
 
 Address = tuple[str, int]
 CHUNK = 65536
 QUEUED_CHUNKS = 64  # per direction; then the relay stops reading (backpressure)
-READY_TIMEOUT_S = 10.0
 _SOCKET_ERRORS = (OSError, trio.ClosedResourceError, trio.BrokenResourceError)
 
 
@@ -372,70 +371,20 @@ def _checked(reply: dict[str, Any]) -> dict[str, Any]:
     return reply
 
 
-class Relay(_Controls):
+class Relay(_Controls, ServerThread):
     """The relay in a thread of this process (its own trio loop); a context manager."""
 
     def __init__(self, target: Address, listen: Address = ("127.0.0.1", 0)) -> None:
         self._server = RelayServer(target, listen)
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop = trio.CancelScope()
-        self._error: BaseException | None = None
+        ServerThread.__init__(self, self._server.serve, name=f"relay->{_format(target)}",
+                              what="relay", error=RelayError)
 
     @property
     def address(self) -> Address:  # type: ignore[override]
         return self._server.address
 
-    def start(self) -> Self:
-        ready = threading.Event()
-        # A daemon thread: a test that fails before close() must not hang the interpreter.
-        self._thread = threading.Thread(
-            target=self._run,
-            args=(ready,),
-            name=f"relay->{_format(self._server.target)}",
-            daemon=True,
-        )
-        self._thread.start()
-        if not ready.wait(READY_TIMEOUT_S) or self._token is None:
-            self._thread.join(READY_TIMEOUT_S)
-            raise RelayError(f"relay did not start: {self._error!r}")
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        try:
-            trio.run(self._main, ready)
-        except BaseException as e:  # reported by start()
-            self._error = e
-        finally:
-            ready.set()
-
-    async def _main(self, ready: threading.Event) -> None:
-        with self._stop:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self._server.serve)
-                self._token = trio.lowlevel.current_trio_token()
-                ready.set()
-
     def command(self, text: str) -> dict[str, Any]:
-        if self._token is None:
-            raise RelayError("relay is not running")
-        return _checked(trio.from_thread.run(self._server.command, text, trio_token=self._token))
-
-    def close(self) -> None:
-        if self._thread is None:
-            return
-        if self._token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._stop.cancel, trio_token=self._token)
-        self._thread.join()
-        self._thread = None
-        self._token = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return _checked(self.call(self._server.command, text))
 
 
 class RelayControl:

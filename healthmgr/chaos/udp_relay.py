@@ -37,7 +37,6 @@ From a shell (stops on SIGTERM or SIGINT, then prints its counts as JSON)::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import heapq
 import json
 import random
@@ -47,15 +46,15 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Self
+from typing import Any
 
 import trio
 
+from healthmgr.chaos.threaded import ServerThread
 from healthmgr.wire.addresses import split_host_port
 
 Address = tuple[str, int]
 MAX_DATAGRAM = 65535
-READY_TIMEOUT_S = 10.0
 
 
 class UdpRelayError(Exception):
@@ -184,7 +183,7 @@ class UdpRelayServer:
                 self.counts.send_errors += 1
 
 
-class UdpRelay:
+class UdpRelay(ServerThread):
     """:class:`UdpRelayServer` in a daemon thread of this process; a context manager."""
 
     def __init__(
@@ -196,10 +195,8 @@ class UdpRelay:
         seed: int = 0,
     ) -> None:
         self._server = UdpRelayServer(target, listen, faults, seed)
-        self._thread: threading.Thread | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._stop = trio.CancelScope()
-        self._error: BaseException | None = None
+        super().__init__(self._server.serve, name=f"udp-relay->{target}", what="UDP relay",
+                         error=UdpRelayError)
 
     @property
     def address(self) -> Address:
@@ -223,48 +220,6 @@ class UdpRelay:
 
     def update(self, **changes: float) -> None:
         self.set(replace(self._server.faults, **changes))
-
-    def start(self) -> Self:
-        ready = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, args=(ready,), name=f"udp-relay->{self.target}", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(READY_TIMEOUT_S) or self._token is None:
-            self._thread.join(READY_TIMEOUT_S)
-            raise UdpRelayError(f"UDP relay did not start: {self._error!r}")
-        return self
-
-    def _run(self, ready: threading.Event) -> None:
-        try:
-            trio.run(self._main, ready)
-        except BaseException as e:  # reported by start()
-            self._error = e
-        finally:
-            ready.set()
-
-    async def _main(self, ready: threading.Event) -> None:
-        with self._stop:
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self._server.serve)
-                self._token = trio.lowlevel.current_trio_token()
-                ready.set()
-
-    def close(self) -> None:
-        if self._thread is None:
-            return
-        if self._token is not None:
-            with contextlib.suppress(trio.RunFinishedError):
-                trio.from_thread.run_sync(self._stop.cancel, trio_token=self._token)
-        self._thread.join()
-        self._thread = None
-        self._token = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # -- command line ----------------------------------------------------------------------
