@@ -46,6 +46,15 @@ def _add_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("amphora", metavar="AMPHORA_ID", help="the amphora's id")
 
 
+class _OnAmphora(ShowOne):
+    """One amphora, named by AMPHORA_ID."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        _add_id(parser)
+        return parser
+
+
 class AmphoraList(Lister):
     """List amphorae with their last heartbeat, its age, stale, busy and last observer."""
 
@@ -87,13 +96,8 @@ class AmphoraList(Lister):
             return table(ctx.read(work), Q.AMPHORA_COLUMNS)
 
 
-class AmphoraShow(ShowOne):
+class AmphoraShow(_OnAmphora):
     """Show an amphora, its health and its open failover requests."""
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        _add_id(parser)
-        return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], tuple]:
         with Context(parsed_args) as ctx:
@@ -115,7 +119,7 @@ def describe_request(request: dict[str, Any]) -> str:
     return f"{request['id']} {request['state']} ({request['reason']}{owner})"
 
 
-class AmphoraFailover(ShowOne):
+class AmphoraFailover(_OnAmphora):
     """Request a failover of an amphora now, through the configured failover driver.
 
     Writes a RUNNING failover request (reason "manual", requested_by cli:USER@HOST)
@@ -123,11 +127,6 @@ class AmphoraFailover(ShowOne):
     within a health-check interval. Refused (exit 7) while the amphora has an open
     request.
     """
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        _add_id(parser)
-        return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], tuple]:
         with Context(parsed_args) as ctx:
@@ -139,7 +138,7 @@ class AmphoraFailover(ShowOne):
         return one(request, Q.FAILOVER_COLUMNS)
 
 
-class AmphoraRelease(ShowOne):
+class AmphoraRelease(_OnAmphora):
     """Clear an amphora's busy flag, so managers judge it again.
 
     Refused (exit 7) while a RUNNING failover request holds an unexpired lease on it,
@@ -148,7 +147,6 @@ class AmphoraRelease(ShowOne):
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
-        _add_id(parser)
         parser.add_argument(
             "--force", action="store_true", help="release even while a manager holds a lease"
         )
@@ -163,13 +161,8 @@ class AmphoraRelease(ShowOne):
         return one(done, ("id", "was_busy", "busy", "open_requests"))
 
 
-class AmphoraResume(ShowOne):
+class AmphoraResume(_OnAmphora):
     """Return an amphora the circuit breaker stopped (FAILOVER_STOPPED) to ALLOCATED."""
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        _add_id(parser)
-        return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], tuple]:
         with Context(parsed_args) as ctx:

@@ -38,6 +38,15 @@ def _add_id(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("request", metavar="REQUEST_ID", help="the failover request's id")
 
 
+class _OnRequest(ShowOne):
+    """One failover request, named by REQUEST_ID."""
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        _add_id(parser)
+        return parser
+
+
 class FailoverList(Lister):
     """List failover requests, newest first."""
 
@@ -82,13 +91,8 @@ class FailoverList(Lister):
             return table(ctx.read(work), Q.FAILOVER_COLUMNS)
 
 
-class FailoverShow(ShowOne):
+class FailoverShow(_OnRequest):
     """Show a failover request, with its last error."""
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        _add_id(parser)
-        return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], tuple]:
         wanted = request_id(parsed_args.request)
@@ -96,17 +100,12 @@ class FailoverShow(ShowOne):
             return one(ctx.read(lambda c: Q.failover_request(c, wanted)), SHOW_FIELDS)
 
 
-class FailoverRetry(ShowOne):
+class FailoverRetry(_OnRequest):
     """Run a FAILED or ABANDONED failover request again (attempts and last_error are kept).
 
     The request goes back to RUNNING without owner or lease, and the amphora is busy;
     the next live manager runs it. Refused (exit 7) for a request in another state.
     """
-
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        _add_id(parser)
-        return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], tuple]:
         wanted = request_id(parsed_args.request)

@@ -7,6 +7,7 @@ give the id). Columns are the database's column names.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from healthmgr.cli.base import (
@@ -74,8 +75,11 @@ class LoadBalancerShow(_ShowBase):
         return one(row)
 
 
-class ListenerList(_ListBase):
-    """List listeners, of one load balancer or all."""
+class _ListOfLoadBalancer(_ListBase):
+    """A list that ``--loadbalancer LB`` narrows to one load balancer's objects."""
+
+    query: Callable[..., list[dict[str, Any]]]  # Q.list_listeners, Q.list_pools
+    columns: tuple[str, ...]
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
@@ -85,10 +89,17 @@ class ListenerList(_ListBase):
     def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], list]:
         def work(conn: Any) -> list[dict[str, Any]]:
             lb = _lb_id(conn, parsed_args.loadbalancer)
-            return Q.list_listeners(conn, load_balancer=lb, **_statuses(parsed_args))
+            return self.query(conn, load_balancer=lb, **_statuses(parsed_args))
 
         with Context(parsed_args) as ctx:
-            return table(ctx.read(work), Q.LISTENER_COLUMNS)
+            return table(ctx.read(work), self.columns)
+
+
+class ListenerList(_ListOfLoadBalancer):
+    """List listeners, of one load balancer or all."""
+
+    query = staticmethod(Q.list_listeners)
+    columns = Q.LISTENER_COLUMNS
 
 
 class ListenerShow(_ShowBase):
@@ -101,21 +112,11 @@ class ListenerShow(_ShowBase):
             return one(ctx.read(lambda c: Q.resolve(c, self.kind, parsed_args.ref)))
 
 
-class PoolList(_ListBase):
+class PoolList(_ListOfLoadBalancer):
     """List pools, of one load balancer or all."""
 
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        _lb_option(parser)
-        return parser
-
-    def take_action(self, parsed_args: argparse.Namespace) -> tuple[tuple[str, ...], list]:
-        def work(conn: Any) -> list[dict[str, Any]]:
-            lb = _lb_id(conn, parsed_args.loadbalancer)
-            return Q.list_pools(conn, load_balancer=lb, **_statuses(parsed_args))
-
-        with Context(parsed_args) as ctx:
-            return table(ctx.read(work), Q.POOL_COLUMNS)
+    query = staticmethod(Q.list_pools)
+    columns = Q.POOL_COLUMNS
 
 
 class PoolShow(_ShowBase):
