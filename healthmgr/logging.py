@@ -233,3 +233,9 @@ class RateLimitedLogger:
         for reason, held in sorted(drained.items()):
             self.logger.warning(self.event, reason=reason, suppressed=held, summary=True)
         return len(drained)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error for a log field: its first line, at most 300 characters."""
+    text = str(exc)
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -26,9 +26,10 @@ from healthmgr import constants as C
 from healthmgr.chaos import invariants as inv
 from healthmgr.chaos.deployment import Deployment, metric_sum
 from healthmgr.chaos.fleet import Faults, Fleet, Topology, counters
-from healthmgr.chaos.timeline import Sampler, Timeline, utcnow
+from healthmgr.chaos.timeline import Sampler, Timeline
 from healthmgr.chaos.topology import chunks, insert_topology, remove_topology
 from healthmgr.db import models
+from healthmgr.db.dbtime import utcnow
 from healthmgr.wire.ids import id_str
 from healthmgr.wire.values import MemberState
 

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from healthmgr.chaos.deployment import Deployment, metric_sum
 from healthmgr.chaos.topology import chunks
 from healthmgr.db import models
+from healthmgr.db.dbtime import utcnow
 
 _health = models.AmphoraHealth.__table__
 _requests = models.FailoverRequest.__table__
@@ -59,9 +60,6 @@ class Timeline:
         values = [v for v in values if v is not None]
         return max(values) if values else 0.0
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
 class Sampler:

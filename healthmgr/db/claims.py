@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from healthmgr import constants as C
-from healthmgr.db.dbtime import db_now
+from healthmgr.db.dbtime import db_now, utcnow
 from healthmgr.db.models import (
     Amphora,
     AmphoraHealth,
@@ -225,7 +225,7 @@ def stop(conn: sa.Connection, ids: Collection[str], cutoff: dt.datetime) -> list
                 sa.update(_amp)
                 .where(_amp.c.id.in_(still))
                 .where(_amp.c.status == C.ALLOCATED)
-                .values(status=C.FAILOVER_STOPPED, updated_at=_utcnow())
+                .values(status=C.FAILOVER_STOPPED, updated_at=utcnow())
             )
         stopped += still
     return stopped
@@ -300,7 +300,7 @@ def _request_rows(
     lb_of = dict(
         conn.execute(sa.select(_amp.c.id, _amp.c.load_balancer_id).where(_amp.c.id.in_(ids))).all()
     )
-    now = _utcnow()
+    now = utcnow()
     lease = db_now(conn) + dt.timedelta(seconds=lease_seconds)
     claims = []
     for amp in ids:  # few per round (bounded by the caller's limit)
@@ -361,7 +361,7 @@ def take_over(
             continue
         conn.execute(
             sa.update(_req).where(_req.c.id == r.id)
-            .values(owner=manager[:255], lease_expires_at=lease, updated_at=_utcnow())
+            .values(owner=manager[:255], lease_expires_at=lease, updated_at=utcnow())
         )
         set_busy(conn, r.amphora_id, True)
         claims.append(Claim(
@@ -408,7 +408,7 @@ def progress(
         sa.update(_req)
         .where(_req.c.id == request_id)
         .where(_req.c.owner == manager)
-        .values(attempts=attempts, last_error=error, updated_at=_utcnow())
+        .values(attempts=attempts, last_error=error, updated_at=utcnow())
     )
 
 
@@ -453,7 +453,7 @@ def _finish(
         .where(_req.c.id == request_id)
         .where(_req.c.state == C.FAILOVER_RUNNING)
         .values(state=state, attempts=attempts, last_error=error, owner=None,
-                lease_expires_at=None, updated_at=_utcnow())
+                lease_expires_at=None, updated_at=utcnow())
     )
     stmt = stmt.where(_req.c.owner.is_(None) if owner is None else _req.c.owner == owner)
     return conn.execute(stmt).rowcount > 0
@@ -469,10 +469,6 @@ def mark_lb_error(conn: sa.Connection, lb_id: Id) -> bool:
         sa.update(_lb)
         .where(_lb.c.id == id_str(lb_id))
         .where(_lb.c.provisioning_status != C.DELETED)
-        .values(provisioning_status=C.ERROR, updated_at=_utcnow())
+        .values(provisioning_status=C.ERROR, updated_at=utcnow())
     )
     return result.rowcount > 0
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -13,12 +13,12 @@ known to have been sent.
 
 from __future__ import annotations
 
-import datetime as dt
 import enum
 
 import sqlalchemy as sa
 
 from healthmgr import constants as C
+from healthmgr.db.dbtime import utcnow
 from healthmgr.db.models import LoadBalancer
 from healthmgr.db.octavia_schema import OctaviaFailover
 
@@ -57,9 +57,9 @@ def lock_load_balancer(
                 return Lock.IMMUTABLE
             conn.execute(
                 sa.update(_lb).where(_lb.c.id == lb_id)
-                .values(provisioning_status=C.PENDING_UPDATE, updated_at=_utcnow())
+                .values(provisioning_status=C.PENDING_UPDATE, updated_at=utcnow())
             )
-    values = {"lb_locked_at": _utcnow()}
+    values = {"lb_locked_at": utcnow()}
     if row is None:
         conn.execute(sa.insert(_step).values(
             request_id=request_id, amphora_id=amphora_id, load_balancer_id=lb_id, **values
@@ -71,9 +71,5 @@ def lock_load_balancer(
 
 def mark_cast(conn: sa.Connection, request_id: int) -> None:
     conn.execute(
-        sa.update(_step).where(_step.c.request_id == request_id).values(cast_at=_utcnow())
+        sa.update(_step).where(_step.c.request_id == request_id).values(cast_at=utcnow())
     )
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

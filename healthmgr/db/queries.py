@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from healthmgr import constants as C
+from healthmgr.db.dbtime import db_now
 from healthmgr.db.models import (
     Amphora,
     AmphoraHealth,
@@ -86,19 +87,6 @@ LISTENER = Kind("listener", _listener)
 POOL = Kind("pool", _pool)
 MEMBER = Kind("member", _member)
 AMPHORA = Kind("amphora", _amp, named=False)
-
-
-def db_now(conn: sa.Connection) -> dt.datetime:
-    """The database's current time, naive UTC (as every time column holds it)."""
-    name = conn.dialect.name
-    if name == "postgresql":
-        value = conn.exec_driver_sql("SELECT (now() AT TIME ZONE 'UTC')").scalar_one()
-    elif name in ("mysql", "mariadb"):
-        value = conn.exec_driver_sql("SELECT UTC_TIMESTAMP(6)").scalar_one()
-    else:
-        text = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
-        value = dt.datetime.fromisoformat(text)
-    return value.replace(tzinfo=None)
 
 
 def resolve(conn: sa.Connection, kind: Kind, ref: str, where: Iterable[Any] = ()) -> Row:

@@ -17,6 +17,7 @@ import structlog
 import trio
 
 from healthmgr.db.claims import CheckRead
+from healthmgr.db.dbtime import utcnow
 from healthmgr.db.store import Store
 from healthmgr.detector import (
     OBSERVER_PRESUMED_DEAD,
@@ -84,7 +85,7 @@ class Checker:
 
     async def check_once(self) -> Decision | None:
         now = trio.current_time()
-        wall = _utcnow()
+        wall = utcnow()
         suspect_cutoff = wall - dt.timedelta(seconds=self.detector.config.listed_after)
         window_start = wall - dt.timedelta(seconds=self.cfg.heartbeat_timeout)
         try:
@@ -256,7 +257,3 @@ class Checker:
         self.verdicts.say(event, kind=f"{v.action.value}:{v.reason}", amphora_id=v.amphora_id,
                           lb_id=v.load_balancer_id, level=level, verdict=v.action.value,
                           reason=v.reason)
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -27,6 +27,7 @@ import trio
 from healthmgr import constants as C
 from healthmgr.db.claims import Claim
 from healthmgr.db.store import Store
+from healthmgr.logging import one_line
 from healthmgr.manager.dbcall import DbCalls
 from healthmgr.manager.failover import (
     DriverResult,
@@ -100,7 +101,7 @@ class FailoverRunner:
                 await self.db.run(self.store.renew_leases, self.cfg.manager_id,
                                   list(self._held), self.cfg.lease)
             except Exception as exc:  # the database is gone: the lease may lapse
-                log.warning("could not renew failover leases", error=_line(exc),
+                log.warning("could not renew failover leases", error=one_line(exc),
                             requests=sorted(self._held))
 
     async def _run_one(self, claim: Claim) -> None:
@@ -126,7 +127,7 @@ class FailoverRunner:
             await self._record(claim, job, state, attempts, error)
         except Exception as exc:  # a bug: the lease will lapse and someone retries
             log.exception("failover outcome not recorded; its lease will expire",
-                          amphora_id=job.amphora_id, request=claim.request_id, error=_line(exc))
+                          amphora_id=job.amphora_id, request=claim.request_id, error=one_line(exc))
         finally:
             self._done(claim)
 
@@ -175,7 +176,7 @@ class FailoverRunner:
             await self.db.run(self.store.record_progress, claim.request_id,
                               self.cfg.manager_id, attempts, error)
         except Exception as exc:
-            log.warning("could not record failover progress", error=_line(exc))
+            log.warning("could not record failover progress", error=one_line(exc))
 
     async def _record(
         self,
@@ -194,13 +195,13 @@ class FailoverRunner:
                                           self.cfg.manager_id, state, attempts, error)
             except Exception as exc:
                 log.error("could not record abandoned failover; its lease will expire",
-                          amphora_id=job.amphora_id, error=_line(exc))
+                          amphora_id=job.amphora_id, error=one_line(exc))
                 return
         else:
             def retrying(rs: tenacity.RetryCallState) -> None:
                 log.error("could not record failover outcome; retrying",
                           amphora_id=job.amphora_id, state=state,
-                          error=_line(rs.outcome.exception()),  # type: ignore[union-attr]
+                          error=one_line(rs.outcome.exception()),  # type: ignore[union-attr]
                           retry_in=rs.upcoming_sleep)
 
             owned = await tenacity.AsyncRetrying(
@@ -238,8 +239,3 @@ class FailoverRunner:
                 amphora_id=job.amphora_id, lb_id=job.load_balancer_id, attempts=attempts,
                 error=error, reason=claim.reason,
             )
-
-
-def _line(exc: BaseException) -> str:
-    text = str(exc)
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from healthmgr.batch import FlushBatch, RefusedRow
 from healthmgr.db.errors import diagnose
 from healthmgr.db.flush import FlushStats
+from healthmgr.logging import one_line
 from healthmgr.manager.dbcall import DbCalls
 from healthmgr.manager.pending import Pending
 from healthmgr.manager.quarantine import Quarantine
@@ -108,7 +109,7 @@ class Writer:
     def _failed(self, exc: Exception, size: int) -> None:
         self.state.failures += 1
         self.state.healthy = False
-        self.state.last_error = _one_line(exc)
+        self.state.last_error = one_line(exc)
         self.metrics.count_flush_failure()
         log.error(
             "flush failed; keeping pending writes and retrying",
@@ -122,9 +123,9 @@ class Writer:
     def _dropped(self, exc: Exception, batch: FlushBatch) -> None:
         """Not a database error: a bug. Retrying would wedge every later flush."""
         log.exception("flush failed on an internal error; the batch is dropped",
-                      rows=len(batch), error=_one_line(exc))
+                      rows=len(batch), error=one_line(exc))
         rows = [RefusedRow("amphora_health", id_str(b.amphora_id), id_str(b.amphora_id),
-                           "internal_error", _one_line(exc)) for b in batch.health]
+                           "internal_error", one_line(exc)) for b in batch.health]
         self.quarantine.refused(rows)
 
     def _succeeded(self, stats: FlushStats, size: int, lags: list[float]) -> None:
@@ -145,8 +146,3 @@ class Writer:
 
 def _is_bug(exc: Exception) -> bool:
     return not isinstance(exc, sa_exc.SQLAlchemyError | OSError | TimeoutError)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:300]

@@ -14,7 +14,6 @@ refused rows are isolated; the rest lands.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from sqlalchemy import exc
 
 from healthmgr import constants as C
 from healthmgr.batch import FlushBatch, RefusedRow, ReportWrite
+from healthmgr.db.dbtime import utcnow
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import statements as _w
 from healthmgr.db.flush.octavia_stats import OctaviaStatsWriter
@@ -131,7 +131,7 @@ class Flusher:
     def _once(self, batch: FlushBatch, transaction: Transaction) -> FlushStats:
         dialect = self.dialect
         health_ids, health = _w.health_params(dialect, batch.health)
-        now = _utcnow()
+        now = utcnow()
         absolute = [s for s in batch.stats if not s.is_delta]
         deltas = [s for s in batch.stats if s.is_delta]
         octavia_stats = self._octavia_stats
@@ -226,7 +226,7 @@ class Flusher:
                 sa.update(_amp)
                 .where(_amp.c.id.in_(stopped))
                 .where(_amp.c.status == C.FAILOVER_STOPPED)
-                .values(status=C.ALLOCATED, updated_at=_utcnow()),
+                .values(status=C.ALLOCATED, updated_at=utcnow()),
             )
         return [id_bytes(i) for i in sorted(stopped)]
 
@@ -315,7 +315,3 @@ def _with_seconds(stats: FlushStats, seconds: float) -> FlushStats:
         stats.health_rows, stats.reports_won, stats.status_rows, stats.stats_rows,
         stats.statements, stats.recovered, stats.refused, stats.attempts, seconds,
     )
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
