@@ -17,7 +17,7 @@ from typing import Any
 from healthmgr.cli.base import (
     Context,
     Lister,
-    ShowOne,
+    ShowOneById,
     add_database_options,
     one,
     status_choices,
@@ -41,18 +41,10 @@ def requested_by() -> str:
     return f"cli:{user}@{socket.gethostname()}"
 
 
-def _add_id(parser: argparse.ArgumentParser) -> None:
-    add_database_options(parser)
-    parser.add_argument("amphora", metavar="AMPHORA_ID", help="the amphora's id")
-
-
-class _OnAmphora(ShowOne):
+class _OnAmphora(ShowOneById):
     """One amphora, named by AMPHORA_ID."""
 
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        _add_id(parser)
-        return parser
+    id_dest, id_metavar, id_help = "amphora", "AMPHORA_ID", "the amphora's id"
 
 
 class AmphoraList(Lister):

@@ -87,6 +87,20 @@ class ShowOne(Guarded, show.ShowOne):
     pass
 
 
+class ShowOneById(ShowOne):
+    """A command on one object of the database, named by a positional argument."""
+
+    id_dest: str  # e.g. "amphora": parsed_args.amphora
+    id_metavar: str  # e.g. "AMPHORA_ID"
+    id_help: str
+
+    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
+        parser = super().get_parser(prog_name)
+        add_database_options(parser)
+        parser.add_argument(self.id_dest, metavar=self.id_metavar, help=self.id_help)
+        return parser
+
+
 def hint_location(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     """The ``--config`` and ``--db-url`` arguments that hints must keep."""
     config = ["--config", shlex.quote(str(args.config))] if getattr(args, "config", None) else []

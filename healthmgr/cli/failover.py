@@ -8,7 +8,7 @@ from typing import Any
 from healthmgr.cli.base import (
     Context,
     Lister,
-    ShowOne,
+    ShowOneById,
     add_database_options,
     one,
     status_choices,
@@ -33,18 +33,10 @@ def request_id(text: str) -> int:
     return value
 
 
-def _add_id(parser: argparse.ArgumentParser) -> None:
-    add_database_options(parser)
-    parser.add_argument("request", metavar="REQUEST_ID", help="the failover request's id")
-
-
-class _OnRequest(ShowOne):
+class _OnRequest(ShowOneById):
     """One failover request, named by REQUEST_ID."""
 
-    def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
-        parser = super().get_parser(prog_name)
-        _add_id(parser)
-        return parser
+    id_dest, id_metavar, id_help = "request", "REQUEST_ID", "the failover request's id"
 
 
 class FailoverList(Lister):
