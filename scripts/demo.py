@@ -40,7 +40,6 @@ from typing import Any, TextIO, TypeVar
 
 import sqlalchemy as sa
 
-from healthmgr import constants as C
 from healthmgr.db.engine import make_engine
 from healthmgr.db.models import (
     Amphora,
@@ -52,6 +51,7 @@ from healthmgr.db.models import (
     Member,
     Pool,
 )
+from healthmgr.rules import constants as C
 
 T = TypeVar("T")
 

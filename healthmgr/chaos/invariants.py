@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from healthmgr import constants as C
+from healthmgr.rules import constants as C
 from healthmgr.wire.values import MemberState
 
 SHOWN = 3  # amphorae named in a failing check's detail

@@ -22,7 +22,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from healthmgr import constants as C
 from healthmgr.chaos import invariants as inv
 from healthmgr.chaos.deployment import Deployment, metric_sum
 from healthmgr.chaos.fleet import Faults, Fleet, Topology, counters
@@ -30,6 +29,7 @@ from healthmgr.chaos.timeline import Sampler, Timeline
 from healthmgr.chaos.topology import chunks, insert_topology, remove_topology
 from healthmgr.db import models
 from healthmgr.db.dbtime import utcnow
+from healthmgr.rules import constants as C
 from healthmgr.wire.ids import id_str
 from healthmgr.wire.values import MemberState
 

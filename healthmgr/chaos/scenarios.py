@@ -28,13 +28,13 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from healthmgr import constants as C
 from healthmgr.chaos import invariants as inv
 from healthmgr.chaos.deployment import Deployment
 from healthmgr.chaos.fleet import Faults
 from healthmgr.chaos.run import Params, Result, Run, ScenarioError
 from healthmgr.chaos.udp_relay import UdpFaults, UdpRelay
 from healthmgr.db import models
+from healthmgr.rules import constants as C
 from healthmgr.wire import envelope
 from healthmgr.wire.values import MemberState
 

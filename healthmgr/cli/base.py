@@ -141,7 +141,7 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
 def status_choices(kind: str) -> Callable[[str], str]:
     """An argparse type: a status of ``kind`` ("operating", "provisioning", "amphora",
     "failover"), any case, checked against Octavia's vocabulary."""
-    from healthmgr import constants as C
+    from healthmgr.rules import constants as C
 
     vocabulary = {
         "operating": C.OPERATING_STATUSES,

@@ -12,10 +12,10 @@ import argparse
 import datetime as dt
 from typing import Any
 
-from healthmgr import constants as C
 from healthmgr.cli.base import Context, Lister, add_database_options, hint_location
 from healthmgr.cli.errors import Exit, keep_location
 from healthmgr.db import queries as Q
+from healthmgr.rules import constants as C
 
 OK, ATTENTION = "OK", "ATTENTION"
 COLUMNS = ("check", "state", "detail")

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from healthmgr import constants as C
 from healthmgr.db.engine import connect
 from healthmgr.db.models import Amphora, AmphoraHealth, FailoverRequest
 from healthmgr.db.queries import (
@@ -31,6 +30,7 @@ from healthmgr.db.queries import (
     list_failover_requests,
     resolve,
 )
+from healthmgr.rules import constants as C
 
 _amp = Amphora.__table__
 _health = AmphoraHealth.__table__

@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from healthmgr import constants as C
 from healthmgr.db.dbtime import db_now, utcnow
 from healthmgr.db.models import (
     Amphora,
@@ -40,6 +39,7 @@ from healthmgr.db.models import (
     ManagerRecord,
 )
 from healthmgr.db.topology_queries import chunks
+from healthmgr.rules import constants as C
 from healthmgr.wire.ids import Id, id_bytes, id_str
 
 CLAIMABLE_STATUSES = (C.ALLOCATED, C.FAILOVER_STOPPED)

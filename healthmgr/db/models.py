@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from healthmgr import constants as C
+from healthmgr.rules import constants as C
 
 # Microsecond precision on MariaDB too (its DATETIME defaults to whole seconds).
 UTCDateTime = DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")

@@ -17,10 +17,10 @@ import enum
 
 import sqlalchemy as sa
 
-from healthmgr import constants as C
 from healthmgr.db.dbtime import utcnow
 from healthmgr.db.models import LoadBalancer
 from healthmgr.db.octavia_schema import OctaviaFailover
+from healthmgr.rules import constants as C
 
 # Octavia's FAILOVERABLE_STATUSES: the states a failover may start from.
 FAILOVERABLE = (C.ACTIVE, C.ERROR)

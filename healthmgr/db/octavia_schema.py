@@ -28,7 +28,6 @@ import sqlalchemy as sa
 from sqlalchemy import BigInteger, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from healthmgr import constants as C
 from healthmgr.db.models import (
     NAMING,
     AmphoraReport,
@@ -36,6 +35,7 @@ from healthmgr.db.models import (
     ManagerRecord,
     UTCDateTime,
 )
+from healthmgr.rules import constants as C
 
 NATIVE = "healthmgr"
 OCTAVIA = "octavia"

@@ -18,7 +18,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from healthmgr import constants as C
 from healthmgr.db.dbtime import db_now
 from healthmgr.db.models import (
     Amphora,
@@ -33,6 +32,7 @@ from healthmgr.db.models import (
     Member,
     Pool,
 )
+from healthmgr.rules import constants as C
 from healthmgr.wire.ids import canonical_id
 
 Row = dict[str, Any]

@@ -23,7 +23,6 @@ import sqlalchemy as sa
 import tenacity
 from sqlalchemy import exc
 
-from healthmgr.batch import FlushBatch, RefusedRow
 from healthmgr.db import claims as _claims
 from healthmgr.db import managers as _managers
 from healthmgr.db import topology_queries as _topo
@@ -31,7 +30,8 @@ from healthmgr.db.claims import Claim
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import Flusher, FlushStats
 from healthmgr.db.octavia_schema import NATIVE
-from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
+from healthmgr.rules.batch import FlushBatch, RefusedRow
+from healthmgr.rules.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.ids import Id, id_str
 
 __all__ = ["Claim", "FlushStats", "Store", "TopologyLoad"]

@@ -20,10 +20,10 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from healthmgr import constants as C
-from healthmgr.batch import RefusedRow
 from healthmgr.db.models import Amphora, Listener, LoadBalancer, Member, Pool
-from healthmgr.topology import (
+from healthmgr.rules import constants as C
+from healthmgr.rules.batch import RefusedRow
+from healthmgr.rules.topology import (
     AmphoraTopology,
     ListenerTopology,
     LoadBalancerTopology,

@@ -2,7 +2,7 @@
 
 Every ``health_check_interval``: one read of the silent amphorae and of every
 manager's liveness (:meth:`Store.read_for_check`), one pure decision
-(:class:`healthmgr.detector.Detector`), then the actions: FAILOVER_STOPPED for
+(:class:`healthmgr.rules.detector.Detector`), then the actions: FAILOVER_STOPPED for
 the breaker, claims (exactly once across managers) for failovers, and the
 take-over of claims whose lease expired. Every verdict is logged with its
 reason when it changes, and counted.
@@ -19,7 +19,12 @@ import trio
 from healthmgr.db.claims import CheckRead
 from healthmgr.db.dbtime import utcnow
 from healthmgr.db.store import Store
-from healthmgr.detector import (
+from healthmgr.manager.dbcall import DbCalls
+from healthmgr.manager.monitor import CheckState
+from healthmgr.manager.runner import FailoverRunner
+from healthmgr.manager.verdict_log import VerdictLog
+from healthmgr.metrics import Metrics
+from healthmgr.rules.detector import (
     OBSERVER_PRESUMED_DEAD,
     Action,
     Decision,
@@ -30,12 +35,7 @@ from healthmgr.detector import (
     Snapshot,
     Verdict,
 )
-from healthmgr.impairment import Impairment
-from healthmgr.manager.dbcall import DbCalls
-from healthmgr.manager.monitor import CheckState
-from healthmgr.manager.runner import FailoverRunner
-from healthmgr.manager.verdict_log import VerdictLog
-from healthmgr.metrics import Metrics
+from healthmgr.rules.impairment import Impairment
 
 log = structlog.get_logger("healthmgr.checker")
 

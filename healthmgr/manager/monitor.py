@@ -4,7 +4,7 @@ Two loops, owned by one task:
 
 - every ``TICK`` it samples its senses (the writer's last outcome, the age of
   the oldest database call, the socket's drop counter, its own wake-up lag)
-  into :class:`healthmgr.impairment.Impairment`, and logs and counts every
+  into :class:`healthmgr.rules.impairment.Impairment`, and logs and counts every
   transition;
 - every ``presence_interval`` it writes its row in ``healthmgr_manager``
   (liveness and health, database clock), which is also how it notices a
@@ -25,10 +25,10 @@ import trio
 from healthmgr import __version__
 from healthmgr.db.managers import Presence
 from healthmgr.db.store import Store
-from healthmgr.impairment import Change, Impairment, Sample
 from healthmgr.manager.dbcall import DbCalls
 from healthmgr.manager.writer import WriterState
 from healthmgr.metrics import Metrics
+from healthmgr.rules.impairment import Change, Impairment, Sample
 
 log = structlog.get_logger("healthmgr.monitor")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import NamedTuple
 
-from healthmgr.batch import FlushBatch, HealthBump, ReportWrite, StatusWrite
-from healthmgr.stats import StatsAccumulator
+from healthmgr.rules.batch import FlushBatch, HealthBump, ReportWrite, StatusWrite
+from healthmgr.rules.stats import StatsAccumulator
 from healthmgr.wire.values import Heartbeat, Id
 
 _EPOCH = dt.datetime(1970, 1, 1)

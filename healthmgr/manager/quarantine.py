@@ -12,9 +12,9 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from healthmgr.batch import RefusedRow
 from healthmgr.logging import RateLimiter
 from healthmgr.metrics import Metrics
+from healthmgr.rules.batch import RefusedRow
 
 log = structlog.get_logger("healthmgr.quarantine")
 

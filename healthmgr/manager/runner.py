@@ -24,7 +24,6 @@ import structlog
 import tenacity
 import trio
 
-from healthmgr import constants as C
 from healthmgr.db.claims import Claim
 from healthmgr.db.store import Store
 from healthmgr.logging import one_line
@@ -36,6 +35,7 @@ from healthmgr.manager.failover import (
     run_with_retries,
 )
 from healthmgr.metrics import Metrics
+from healthmgr.rules import constants as C
 from healthmgr.wire.ids import id_str
 
 log = structlog.get_logger("healthmgr.runner")

@@ -27,8 +27,6 @@ from healthmgr.config import Settings, diff_reloadable, load_settings
 from healthmgr.db.engine import make_engine
 from healthmgr.db.migrate import resolve_schema
 from healthmgr.db.store import Store
-from healthmgr.detector import Detector, DetectorConfig, Threshold
-from healthmgr.impairment import Impairment
 from healthmgr.logging import RateLimitedLogger, set_level
 from healthmgr.manager.checker import Checker, CheckerSettings
 from healthmgr.manager.dbcall import DbCalls
@@ -44,6 +42,8 @@ from healthmgr.manager.verdict_log import VerdictLog
 from healthmgr.manager.view import View
 from healthmgr.manager.writer import Writer
 from healthmgr.metrics import Metrics, serve_metrics
+from healthmgr.rules.detector import Detector, DetectorConfig, Threshold
+from healthmgr.rules.impairment import Impairment
 from healthmgr.wire.errors import Rejected
 
 log = structlog.get_logger("healthmgr.service")

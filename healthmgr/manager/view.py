@@ -17,11 +17,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from healthmgr import constants as c
-from healthmgr import status
-from healthmgr.batch import StatusWrite
 from healthmgr.manager.pending import Pending, Report
-from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
+from healthmgr.rules import constants as c
+from healthmgr.rules import status
+from healthmgr.rules.batch import StatusWrite
+from healthmgr.rules.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.replay import alive_at_ms
 from healthmgr.wire.values import Heartbeat, Id, WireFormat
 

@@ -17,7 +17,6 @@ import structlog
 import trio
 from sqlalchemy import exc as sa_exc
 
-from healthmgr.batch import FlushBatch, RefusedRow
 from healthmgr.db.errors import diagnose
 from healthmgr.db.flush import FlushStats
 from healthmgr.logging import one_line
@@ -26,6 +25,7 @@ from healthmgr.manager.pending import Pending
 from healthmgr.manager.quarantine import Quarantine
 from healthmgr.manager.view import View
 from healthmgr.metrics import Metrics
+from healthmgr.rules.batch import FlushBatch, RefusedRow
 from healthmgr.wire.ids import id_str
 
 log = structlog.get_logger("healthmgr.writer")

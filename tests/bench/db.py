@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository
 
 import datetime as dt
 
-from healthmgr import constants as C
-from healthmgr import status
-from healthmgr.batch import FlushBatch, HealthBump, ReportWrite, StatsUpdate, StatusWrite
 from healthmgr.db.store import Store
+from healthmgr.rules import constants as C
+from healthmgr.rules import status
+from healthmgr.rules.batch import FlushBatch, HealthBump, ReportWrite, StatsUpdate, StatusWrite
 from tests.conftest import fresh_database_url
 from tests.db.factories import SeedIds, make_fleet, make_test_engine, utcnow
 

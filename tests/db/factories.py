@@ -21,7 +21,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from healthmgr import constants as C
 from healthmgr.db.models import (
     Amphora,
     AmphoraHealth,
@@ -32,6 +31,7 @@ from healthmgr.db.models import (
     Member,
     Pool,
 )
+from healthmgr.rules import constants as C
 from healthmgr.wire.values import Id, id_str
 
 Target = sa.Engine | sa.Connection | Session

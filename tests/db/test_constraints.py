@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import Engine, exc, insert, select, update
 from sqlalchemy.engine import make_url
 
-from healthmgr import constants as C
 from healthmgr.db import migrate
 from healthmgr.db.engine import (
     SQLITE_BUSY_TIMEOUT_MS,
@@ -26,6 +25,7 @@ from healthmgr.db.engine import (
     ping,
 )
 from healthmgr.db.models import Amphora, FailoverRequest, Listener, LoadBalancer, Member, Pool
+from healthmgr.rules import constants as C
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, 123456)
 

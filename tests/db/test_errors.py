@@ -25,7 +25,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from healthmgr import constants as C
 from healthmgr.db.engine import Bounds, DatabaseUnavailable, make_engine, ping
 from healthmgr.db.errors import (
     Diagnosis,
@@ -36,6 +35,7 @@ from healthmgr.db.errors import (
     is_transient,
 )
 from healthmgr.db.models import Amphora, AmphoraHealth, Base, ListenerStatistics, LoadBalancer
+from healthmgr.rules import constants as C
 
 T = 2.0  # [database] timeout of the engines under test
 BIG = 2**63  # one past BIGINT's maximum

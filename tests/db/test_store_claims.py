@@ -9,11 +9,11 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
-from healthmgr import constants as C
-from healthmgr.batch import FlushBatch, HealthBump
 from healthmgr.db import claims
 from healthmgr.db.models import Amphora, AmphoraHealth, FailoverRequest, LoadBalancer
 from healthmgr.db.store import Claim, Store, is_retryable
+from healthmgr.rules import constants as C
+from healthmgr.rules.batch import FlushBatch, HealthBump
 from healthmgr.wire.values import Id, id_str
 from tests.db.factories import make_amphora, make_seed_lb, make_test_engine, new_id, utcnow
 

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 import pytest
 import sqlalchemy as sa
 
-from healthmgr import constants as C
-from healthmgr import status
-from healthmgr.batch import FlushBatch, HealthBump, ReportWrite, StatsUpdate, StatusWrite
 from healthmgr.db.models import Amphora, AmphoraHealth, ListenerStatistics, Member, Pool
 from healthmgr.db.store import Store
+from healthmgr.rules import constants as C
+from healthmgr.rules import status
+from healthmgr.rules.batch import FlushBatch, HealthBump, ReportWrite, StatsUpdate, StatusWrite
 from healthmgr.wire.values import Id, id_str
 from tests.db.factories import (
     make_amphora,

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from healthmgr.batch import FlushBatch, HealthBump, StatsUpdate
 from healthmgr.db.flush.statements import MAX_COUNTER
 from healthmgr.db.store import Store
+from healthmgr.rules.batch import FlushBatch, HealthBump, StatsUpdate
 from healthmgr.wire.values import Id, id_str
 from tests.db.factories import make_fleet, make_seed_lb, new_id, utcnow
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from healthmgr import constants as C
 from healthmgr.db.models import Listener, LoadBalancer, Member, Pool
 from healthmgr.db.store import Store
-from healthmgr.topology import AmphoraTopology, LoadBalancerTopology
+from healthmgr.rules import constants as C
+from healthmgr.rules.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.values import id_str
 from tests.db.factories import make_amphora, make_fleet, make_seed_lb, new_id
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from healthmgr.detector import (
+from healthmgr.rules.detector import (
     BREAKER_OPEN,
     HEARTBEAT_TIMEOUT,
     LISTENER_COUNT,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from healthmgr.impairment import (
+from healthmgr.rules.impairment import (
     DB_STALLED,
     DB_UNREACHABLE,
     DB_WRITE_FAILED,

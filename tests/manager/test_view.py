@@ -7,9 +7,9 @@ import datetime as dt
 import itertools
 import uuid
 
-from healthmgr.batch import ReportWrite
 from healthmgr.manager.view import Applied, Arrival, View
-from healthmgr.topology import (
+from healthmgr.rules.batch import ReportWrite
+from healthmgr.rules.topology import (
     AmphoraTopology,
     ListenerTopology,
     LoadBalancerTopology,

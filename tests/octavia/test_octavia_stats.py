@@ -8,10 +8,10 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from healthmgr.batch import FlushBatch, StatsUpdate
 from healthmgr.db.engine import make_engine
 from healthmgr.db.flush.octavia_stats import MAX_ACTIVE, NEW, State, fold
 from healthmgr.db.store import Store
+from healthmgr.rules.batch import FlushBatch, StatsUpdate
 
 L, A = b"\x01" * 16, b"\x02" * 16
 

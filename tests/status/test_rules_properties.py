@@ -7,9 +7,9 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from healthmgr import constants as c
-from healthmgr.status import StatusOutcome, apply, evaluate
-from healthmgr.topology import (
+from healthmgr.rules import constants as c
+from healthmgr.rules.status import StatusOutcome, apply, evaluate
+from healthmgr.rules.topology import (
     ListenerTopology,
     LoadBalancerTopology,
     MemberTopology,

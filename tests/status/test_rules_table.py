@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from healthmgr import constants as c
-from healthmgr.batch import STATUS_TABLES, StatusWrite
-from healthmgr.status import StatusOutcome, apply, evaluate, evaluate_amphora, is_healthy
-from healthmgr.topology import (
+from healthmgr.rules import constants as c
+from healthmgr.rules.batch import STATUS_TABLES, StatusWrite
+from healthmgr.rules.status import StatusOutcome, apply, evaluate, evaluate_amphora, is_healthy
+from healthmgr.rules.topology import (
     AmphoraTopology,
     ListenerTopology,
     LoadBalancerTopology,

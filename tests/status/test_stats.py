@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from healthmgr.batch import StatsUpdate
-from healthmgr.stats import StatsAccumulator
+from healthmgr.rules.batch import StatsUpdate
+from healthmgr.rules.stats import StatsAccumulator
 from healthmgr.wire.values import Heartbeat, Id, ListenerReport, ListenerState
 
 

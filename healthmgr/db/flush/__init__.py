@@ -1,7 +1,7 @@
 """The store's half of the flush path: one batch written in one transaction.
 
 The path, end to end: the status rules and the statistics accumulator produce
-the values of :mod:`healthmgr.batch`; the manager's view holds them in
+the values of :mod:`healthmgr.rules.batch`; the manager's view holds them in
 :mod:`healthmgr.manager.pending` until :mod:`healthmgr.manager.writer` takes
 them, at each flush interval, to :meth:`healthmgr.db.store.Store.flush` (the
 transaction and its retries). Here:

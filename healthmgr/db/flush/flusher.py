@@ -22,8 +22,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
-from healthmgr import constants as C
-from healthmgr.batch import FlushBatch, RefusedRow, ReportWrite
 from healthmgr.db.dbtime import utcnow
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import statements as _w
@@ -31,6 +29,8 @@ from healthmgr.db.flush.octavia_stats import OctaviaStatsWriter
 from healthmgr.db.models import Amphora, Base
 from healthmgr.db.octavia_schema import NATIVE, OCTAVIA
 from healthmgr.db.topology_queries import chunks
+from healthmgr.rules import constants as C
+from healthmgr.rules.batch import FlushBatch, RefusedRow, ReportWrite
 from healthmgr.wire.ids import Id, id_bytes, id_str
 
 # IN-list size for the FAILOVER_STOPPED check and the report lock: one

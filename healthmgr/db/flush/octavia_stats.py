@@ -32,8 +32,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from healthmgr.batch import StatsUpdate
 from healthmgr.db.flush.statements import MAX_COUNTER
+from healthmgr.rules.batch import StatsUpdate
 from healthmgr.wire.ids import id_bytes, id_str
 
 MAX_ACTIVE = 2**31 - 1  # Octavia's listener_statistics.active_connections is INT

@@ -44,8 +44,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from healthmgr import constants as C
-from healthmgr.batch import (
+from healthmgr.rules import constants as C
+from healthmgr.rules.batch import (
     STATUS_TABLES,
     HealthBump,
     RefusedRow,

@@ -6,7 +6,7 @@ Create Date: 2026-11-28
 
 Written from autogenerate's output and checked by hand against
 healthmgr/db/models.py. The vocabularies are spelled out here (not imported
-from healthmgr.constants) so this revision stays what it was when later
+from healthmgr.rules.constants) so this revision stays what it was when later
 releases change the constants: a new status value is a new revision.
 """
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from itertools import chain
 from operator import attrgetter
 
-from healthmgr.batch import StatsUpdate
+from healthmgr.rules.batch import StatsUpdate
 from healthmgr.wire.values import Heartbeat, Id, ListenerReport
 
 # C-level key: drain sorts one entry per listener and amphora every flush.

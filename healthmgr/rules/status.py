@@ -21,9 +21,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from healthmgr import constants as c
-from healthmgr.batch import StatusWrite
-from healthmgr.topology import (
+from healthmgr.rules import constants as c
+from healthmgr.rules.batch import StatusWrite
+from healthmgr.rules.topology import (
     AmphoraTopology,
     ListenerTopology,
     LoadBalancerTopology,

@@ -1,6 +1,6 @@
 """What one flush writes: plain values from the manager's view to the store.
 
-The flush path: the rules (:mod:`healthmgr.status`, :mod:`healthmgr.stats`)
+The flush path: the rules (:mod:`healthmgr.rules.status`, :mod:`healthmgr.rules.stats`)
 produce these values; :mod:`healthmgr.manager.pending` holds them between two
 flushes; :mod:`healthmgr.manager.writer` hands a batch to
 :meth:`healthmgr.db.store.Store.flush`, which writes it with
