@@ -4,7 +4,7 @@
     .venv/bin/python scripts/grafana_dashboard.py > docs/grafana/healthmgr.json
 
 Needs the ``dashboards`` (or ``test``) extra. Every query names series of
-healthmgr/series.py; tests/test_observability.py checks that, and that the JSON in
+healthmgr/manager/series.py; tests/test_observability.py checks that, and that the JSON in
 docs/grafana/ is what this script prints. The ``instance`` label is the scrape
 target's (one per manager); ``$datasource`` is chosen on import.
 """

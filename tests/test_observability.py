@@ -1,6 +1,6 @@
 """The observability kit: the Grafana dashboard and the Prometheus alert rules.
 
-Every query names a series of healthmgr/series.py, the list the daemon exposes;
+Every query names a series of healthmgr/manager/series.py, the list the daemon exposes;
 the dashboard JSON in docs/grafana/ is what its generator prints; the rules pass
 `promtool check rules` and their unit tests (`promtool test rules`).
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from healthmgr.metrics import Metrics
-from healthmgr.series import SERIES, sample_names
+from healthmgr.manager.metrics import Metrics
+from healthmgr.manager.series import SERIES, sample_names
 from tests.conftest import unavailable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def unknown_metrics(exprs: list[str]) -> set[str]:
 def test_the_daemon_exposes_every_listed_series() -> None:
     families = {metric.name for metric in Metrics(process=False).registry.collect()}
     ours = {name for name in families if name.startswith("healthmgr_")}
-    assert ours - set(SERIES) == set(), "exposed but not listed in healthmgr/series.py"
+    assert ours - set(SERIES) == set(), "exposed but not listed in healthmgr/manager/series.py"
     assert set(SERIES) - ours == NOT_YET_EXPOSED
 
 

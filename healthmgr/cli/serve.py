@@ -28,8 +28,8 @@ class Serve(Command):
         from healthmgr.config import ConfigError, load_settings
         from healthmgr.db.migrate import check_current
         from healthmgr.logging import configure_logging
+        from healthmgr.manager.metrics import MetricsBindError
         from healthmgr.manager.service import Daemon
-        from healthmgr.metrics import MetricsBindError
 
         try:
             settings = load_settings(parsed_args.config)
@@ -65,7 +65,7 @@ class Serve(Command):
 
 def _bind_error(exc: BaseException) -> str:
     """The message of a MetricsBindError, alone or in trio's exception groups; else re-raise."""
-    from healthmgr.metrics import MetricsBindError
+    from healthmgr.manager.metrics import MetricsBindError
 
     if isinstance(exc, MetricsBindError):
         return str(exc)

@@ -20,10 +20,10 @@ from healthmgr.db.claims import CheckRead
 from healthmgr.db.dbtime import utcnow
 from healthmgr.db.store import Store
 from healthmgr.manager.dbcall import DbCalls
+from healthmgr.manager.metrics import Metrics
 from healthmgr.manager.monitor import CheckState
 from healthmgr.manager.runner import FailoverRunner
 from healthmgr.manager.verdict_log import VerdictLog
-from healthmgr.metrics import Metrics
 from healthmgr.rules.detector import (
     OBSERVER_PRESUMED_DEAD,
     Action,

@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from healthmgr.manager.metrics import Metrics
 from healthmgr.manager.verdict_log import VerdictLog
 from healthmgr.manager.view import Applied, Arrival, Event, View
-from healthmgr.metrics import Metrics
 from healthmgr.wire.errors import Rejected
 from healthmgr.wire.values import Heartbeat
 

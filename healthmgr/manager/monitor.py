@@ -26,8 +26,8 @@ from healthmgr import __version__
 from healthmgr.db.managers import Presence
 from healthmgr.db.store import Store
 from healthmgr.manager.dbcall import DbCalls
+from healthmgr.manager.metrics import Metrics
 from healthmgr.manager.writer import WriterState
-from healthmgr.metrics import Metrics
 from healthmgr.rules.impairment import Change, Impairment, Sample
 
 log = structlog.get_logger("healthmgr.monitor")

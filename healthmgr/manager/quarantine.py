@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import structlog
 
 from healthmgr.logging import RateLimiter
-from healthmgr.metrics import Metrics
+from healthmgr.manager.metrics import Metrics
 from healthmgr.rules.batch import RefusedRow
 
 log = structlog.get_logger("healthmgr.quarantine")

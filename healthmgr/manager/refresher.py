@@ -9,8 +9,8 @@ import trio
 
 from healthmgr.db.store import Store
 from healthmgr.manager.ingest import Ingest
+from healthmgr.manager.metrics import Metrics
 from healthmgr.manager.quarantine import Quarantine
-from healthmgr.metrics import Metrics
 
 log = structlog.get_logger("healthmgr.refresher")
 

@@ -34,7 +34,7 @@ from healthmgr.manager.failover import (
     FailoverJob,
     run_with_retries,
 )
-from healthmgr.metrics import Metrics
+from healthmgr.manager.metrics import Metrics
 from healthmgr.rules import constants as C
 from healthmgr.wire.ids import id_str
 

@@ -33,6 +33,7 @@ from healthmgr.manager.dbcall import DbCalls
 from healthmgr.manager.decoder import Decoder
 from healthmgr.manager.failover import load_driver
 from healthmgr.manager.ingest import Ingest
+from healthmgr.manager.metrics import Metrics, serve_metrics
 from healthmgr.manager.monitor import CheckState, Monitor
 from healthmgr.manager.quarantine import Quarantine
 from healthmgr.manager.receiver import Receiver, bind_udp, socket_drops
@@ -41,7 +42,6 @@ from healthmgr.manager.runner import FailoverRunner, RunnerSettings
 from healthmgr.manager.verdict_log import VerdictLog
 from healthmgr.manager.view import View
 from healthmgr.manager.writer import Writer
-from healthmgr.metrics import Metrics, serve_metrics
 from healthmgr.rules.detector import Detector, DetectorConfig, Threshold
 from healthmgr.rules.impairment import Impairment
 from healthmgr.wire.errors import Rejected

@@ -21,10 +21,10 @@ from healthmgr.db.errors import diagnose
 from healthmgr.db.flush import FlushStats
 from healthmgr.logging import one_line
 from healthmgr.manager.dbcall import DbCalls
+from healthmgr.manager.metrics import Metrics
 from healthmgr.manager.pending import Pending
 from healthmgr.manager.quarantine import Quarantine
 from healthmgr.manager.view import View
-from healthmgr.metrics import Metrics
 from healthmgr.rules.batch import FlushBatch, RefusedRow
 from healthmgr.wire.ids import id_str
 

@@ -17,9 +17,9 @@ import trio.testing
 from healthmgr.db.claims import CheckRead, Claim, ManagerRow, SilentRow, TakeOver
 from healthmgr.manager.checker import Checker, CheckerSettings
 from healthmgr.manager.dbcall import DbCalls
+from healthmgr.manager.metrics import Metrics
 from healthmgr.manager.monitor import CheckState
 from healthmgr.manager.verdict_log import VerdictLog
-from healthmgr.metrics import Metrics
 from healthmgr.rules.detector import Detector, DetectorConfig, Threshold
 from healthmgr.rules.impairment import Impairment, Sample
 from healthmgr.wire.values import id_bytes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from healthmgr.metrics import FAILOVER_OUTCOMES, HEARTBEAT_RESULTS
+from healthmgr.manager.metrics import FAILOVER_OUTCOMES, HEARTBEAT_RESULTS
 from tests.db.factories import make_seed_lb, new_id
 from tests.manager.conftest import SQLITE_AND_PG, SeededDb, ago
 from tests.manager.harness import MASTER, Agent, start_daemon, write_config

@@ -203,8 +203,8 @@ async def test_runner_records_an_outcome_until_the_database_takes_it(
     """The outcome write is retried (0.5, 1, 2, 5, 5 ... s) through errors, never dropped."""
     from healthmgr.db.claims import Claim
     from healthmgr.manager.dbcall import DbCalls
+    from healthmgr.manager.metrics import Metrics
     from healthmgr.manager.runner import FailoverRunner, RunnerSettings
-    from healthmgr.metrics import Metrics
 
     calls: list[float] = []
 

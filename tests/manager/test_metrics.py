@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import trio
 
-from healthmgr.metrics import FAILOVER_OUTCOMES, HEARTBEAT_RESULTS, Metrics, serve_metrics
+from healthmgr.manager.metrics import FAILOVER_OUTCOMES, HEARTBEAT_RESULTS, Metrics, serve_metrics
 from healthmgr.wire.errors import Reason
 
 
