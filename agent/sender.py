@@ -25,8 +25,8 @@ from pathlib import Path
 import trio
 
 from agent.config import ConfigError, Destination
+from agent.seqfile import PersistentSequence
 from healthmgr.wire.limits import DEFAULT_SEQ_BLOCK
-from healthmgr.wire.sequence import PersistentSequence
 
 log = logging.getLogger("amphora-agent")
 
@@ -109,7 +109,7 @@ def state_file(state_dir: Path) -> Path:
 
 
 class SequenceFile(PersistentSequence):
-    """Restart-safe sequence numbers (healthmgr.wire.sequence) stored in ``state_dir``.
+    """Restart-safe sequence numbers (agent/seqfile.py) stored in ``state_dir``.
 
     Before a number is sent, a reservation above it is stored durably, in
     blocks of ``block`` numbers, so a restarted agent resumes above every number
