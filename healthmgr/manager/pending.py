@@ -13,7 +13,8 @@ from typing import NamedTuple
 
 from healthmgr.rules.batch import FlushBatch, HealthBump, ReportWrite, StatusWrite
 from healthmgr.rules.stats import StatsAccumulator
-from healthmgr.wire.values import Heartbeat, Id
+from healthmgr.wire.ids import Id
+from healthmgr.wire.values import Heartbeat
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _MS = dt.timedelta(milliseconds=1)

@@ -22,8 +22,9 @@ from healthmgr.rules import constants as c
 from healthmgr.rules import status
 from healthmgr.rules.batch import StatusWrite
 from healthmgr.rules.topology import AmphoraTopology, LoadBalancerTopology
+from healthmgr.wire.ids import Id
 from healthmgr.wire.replay import alive_at_ms
-from healthmgr.wire.values import Heartbeat, Id, WireFormat
+from healthmgr.wire.values import Heartbeat, WireFormat
 
 WAITING_PER_AMPHORA = 4  # heartbeats held per amphora while its topology loads
 # Full topologies are needed only when a report changes, so only the most

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from healthmgr.wire.values import Id
+from healthmgr.wire.ids import Id
 
 STATUS_TABLES = ("load_balancer", "listener", "pool", "member")
 

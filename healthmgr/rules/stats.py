@@ -22,7 +22,8 @@ from itertools import chain
 from operator import attrgetter
 
 from healthmgr.rules.batch import StatsUpdate
-from healthmgr.wire.values import Heartbeat, Id, ListenerReport
+from healthmgr.wire.ids import Id
+from healthmgr.wire.values import Heartbeat, ListenerReport
 
 # C-level key: drain sorts one entry per listener and amphora every flush.
 _sort_key = attrgetter("listener_id", "amphora_id", "seq")

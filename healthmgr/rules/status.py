@@ -30,7 +30,8 @@ from healthmgr.rules.topology import (
     MemberTopology,
     PoolTopology,
 )
-from healthmgr.wire.values import Heartbeat, Id, ListenerState, MemberState, PoolState
+from healthmgr.wire.ids import Id
+from healthmgr.wire.values import Heartbeat, ListenerState, MemberState, PoolState
 
 Changes = tuple[tuple[Id, str], ...]
 S = TypeVar("S", ListenerState, PoolState, MemberState)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from healthmgr.wire.values import Id
+from healthmgr.wire.ids import Id
 
 
 @dataclass(frozen=True, slots=True)

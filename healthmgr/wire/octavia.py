@@ -40,6 +40,7 @@ from healthmgr.wire.haproxy_status import (
     member_state_from_haproxy,
     pool_state_from_haproxy,
 )
+from healthmgr.wire.ids import Id, id_bytes, id_str
 from healthmgr.wire.limits import (
     MAX_LISTENERS,
     MAX_MEMBERS,
@@ -49,7 +50,6 @@ from healthmgr.wire.limits import (
 )
 from healthmgr.wire.values import (
     Heartbeat,
-    Id,
     ListenerReport,
     ListenerState,
     MemberReport,
@@ -57,7 +57,6 @@ from healthmgr.wire.values import (
     PoolReport,
     PoolState,
     WireFormat,
-    id_str,
 )
 
 # --- limits ---------------------------------------------------------------
@@ -285,17 +284,12 @@ def _status(value: Any, owner: Any) -> str:
 
 
 def _uuid(text: Any, what: str) -> Id:
-    """Canonical 8-4-4-4-12 hex UUID -> 16 bytes (3x faster than uuid.UUID)."""
-    if type(text) is str and len(text) == 36 and text[8:24:5] == "----":
+    """Canonical 8-4-4-4-12 hex UUID -> 16 bytes (``id_bytes``: 3x faster than uuid.UUID)."""
+    if type(text) is str:
         try:
-            raw = bytes.fromhex(text.replace("-", ""))
+            return id_bytes(text)
         except ValueError:
-            raw = b""
-        # Extra hyphens or whitespace (which fromhex skips) leave < 16 bytes.
-        if len(raw) == 16:
-            return raw
-    if isinstance(text, str):
-        raise Rejected(Reason.MALFORMED, f"{what} {text!r:.48} is not a UUID")
+            raise Rejected(Reason.MALFORMED, f"{what} {text!r:.48} is not a UUID") from None
     raise Rejected(Reason.MALFORMED, f"{what} is {_kind(text)}, not a UUID string")
 
 

@@ -1,26 +1,18 @@
 """The in-memory heartbeat value both wire formats decode into.
 
 Ids are the 16 raw bytes of a UUID: cheap to hash and compare on the hot path;
-convert with :func:`id_str` / :func:`id_bytes` at the database edge.
+convert with :func:`healthmgr.wire.ids.id_str` / ``id_bytes`` at the database edge.
 """
 
 from __future__ import annotations
 
 import enum
-import uuid
 from dataclasses import dataclass
 
-Id = bytes  # 16 bytes, uuid.UUID(...).bytes
-
-
-def id_str(raw: Id) -> str:
-    """Canonical text form (as stored in the database) of a 16-byte id."""
-    return str(uuid.UUID(bytes=raw))
-
-
-def id_bytes(text: str) -> Id:
-    """16-byte form of a textual UUID."""
-    return uuid.UUID(text).bytes
+# Re-exported for branches written before healthmgr.wire.ids; import from there.
+from healthmgr.wire.ids import Id
+from healthmgr.wire.ids import id_bytes as id_bytes
+from healthmgr.wire.ids import id_str as id_str
 
 
 class WireFormat(enum.IntEnum):

@@ -25,8 +25,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from healthmgr.wire.ids import Id, id_str
 from healthmgr.wire.keys import derive_amphora_key
-from healthmgr.wire.values import Id, id_str
 from tests.agent.agent_testlib import free_port, start_web, stop, wait_for
 from tests.db.factories import SeedIds, make_seed_lb
 from tests.manager.conftest import migrated_engine

@@ -27,8 +27,9 @@ from agent.config import AgentConfig, Destination
 from agent.main import Agent
 from agent.main import main as agent_main
 from agent.sender import SequenceFile, UdpSender
+from healthmgr.wire.ids import id_bytes
 from healthmgr.wire.native import decode_native
-from healthmgr.wire.values import ListenerState, MemberState, PoolState, id_bytes
+from healthmgr.wire.values import ListenerState, MemberState, PoolState
 
 BASE = ("--amphora-id", str(uuid.uuid4()), "--controller", "127.0.0.1:5555")
 

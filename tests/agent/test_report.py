@@ -9,7 +9,8 @@ import pytest
 
 from agent import haproxy, report
 from agent.haproxy import Info
-from healthmgr.wire.values import ListenerState, MemberState, PoolState, id_bytes
+from healthmgr.wire.ids import id_bytes
+from healthmgr.wire.values import ListenerState, MemberState, PoolState
 
 CAPTURED = (Path(__file__).parent / "data" / "show_info_stat.txt").read_text()
 LISTENER = "11111111-1111-1111-1111-111111111111"

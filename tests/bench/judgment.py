@@ -35,7 +35,7 @@ import sqlalchemy as sa
 
 from healthmgr.chaos.relay import Relay
 from healthmgr.db.engine import make_engine
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.conftest import fresh_database_url
 from tests.db.factories import make_fleet
 from tests.fault.conftest import server_address, through

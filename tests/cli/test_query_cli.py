@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from healthmgr.db.models import FailoverRequest, ListenerStatistics
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.cli.clitest import Db, cli, healthmgr, one_error_line
 from tests.db.factories import SeedIds, make_seed_lb
 

@@ -32,7 +32,7 @@ from healthmgr.db.models import (
     Pool,
 )
 from healthmgr.rules import constants as C
-from healthmgr.wire.values import Id, id_str
+from healthmgr.wire.ids import Id, id_str
 
 Target = sa.Engine | sa.Connection | Session
 

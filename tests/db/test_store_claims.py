@@ -14,7 +14,7 @@ from healthmgr.db.models import Amphora, AmphoraHealth, FailoverRequest, LoadBal
 from healthmgr.db.store import Claim, Store, is_retryable
 from healthmgr.rules import constants as C
 from healthmgr.rules.batch import FlushBatch, HealthBump
-from healthmgr.wire.values import Id, id_str
+from healthmgr.wire.ids import Id, id_str
 from tests.db.factories import make_amphora, make_seed_lb, make_test_engine, new_id, utcnow
 
 TIMEOUT = dt.timedelta(seconds=60)

@@ -15,7 +15,7 @@ from healthmgr.db.store import Store
 from healthmgr.rules import constants as C
 from healthmgr.rules import status
 from healthmgr.rules.batch import FlushBatch, HealthBump, ReportWrite, StatsUpdate, StatusWrite
-from healthmgr.wire.values import Id, id_str
+from healthmgr.wire.ids import Id, id_str
 from tests.db.factories import (
     make_amphora,
     make_fleet,

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from healthmgr.db.flush.statements import MAX_COUNTER
 from healthmgr.db.store import Store
 from healthmgr.rules.batch import FlushBatch, HealthBump, StatsUpdate
-from healthmgr.wire.values import Id, id_str
+from healthmgr.wire.ids import Id, id_str
 from tests.db.factories import make_fleet, make_seed_lb, new_id, utcnow
 
 

@@ -9,7 +9,7 @@ from healthmgr.db.models import Listener, LoadBalancer, Member, Pool
 from healthmgr.db.store import Store
 from healthmgr.rules import constants as C
 from healthmgr.rules.topology import AmphoraTopology, LoadBalancerTopology
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.db.factories import make_amphora, make_fleet, make_seed_lb, new_id
 
 

@@ -24,7 +24,7 @@ from healthmgr.chaos.fleet import Faults, Fleet, Topology
 from healthmgr.chaos.topology import insert_topology
 from healthmgr.db.engine import make_engine
 from healthmgr.db.migrate import upgrade
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.manager.harness import MASTER, start_daemon, wait_until, write_config
 
 FAULTS = Faults(drop=0.1, duplicate=0.1, reorder=0.1, forged=0.05, replay=0.1, dead=0.1,

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from healthmgr.wire.ids import Id
 from healthmgr.wire.keys import MasterKey, derive_amphora_key
 from healthmgr.wire.native import encode_native
 from healthmgr.wire.values import (
     Heartbeat,
-    Id,
     ListenerReport,
     ListenerState,
     MemberReport,

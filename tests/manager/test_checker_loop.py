@@ -22,7 +22,7 @@ from healthmgr.manager.monitor import CheckState
 from healthmgr.manager.verdict_log import VerdictLog
 from healthmgr.rules.detector import Detector, DetectorConfig, Threshold
 from healthmgr.rules.impairment import Impairment, Sample
-from healthmgr.wire.values import id_bytes
+from healthmgr.wire.ids import id_bytes
 
 T, INTERVAL, CHECK = 6.0, 1.0, 0.5
 ME, PEER = "hm-b", "hm-a"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.db.factories import make_fleet
 from tests.manager.conftest import SeededDb, agent_for, ago
 from tests.manager.harness import Beater, start_daemon, wait_until, write_config

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from healthmgr.wire.values import Id, MemberState, id_str
+from healthmgr.wire.ids import Id, id_str
+from healthmgr.wire.values import MemberState
 from tests.db.factories import make_seed_lb
 from tests.manager.conftest import SeededDb, agent_for
 from tests.manager.harness import Agent, RunningDaemon

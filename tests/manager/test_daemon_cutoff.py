@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from healthmgr.chaos.relay import Relay
 from healthmgr.db.engine import make_engine
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.db.factories import make_fleet
 from tests.fault.conftest import server_address, through
 from tests.manager.conftest import agent_for, migrated_engine

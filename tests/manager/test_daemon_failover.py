@@ -17,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from healthmgr.db.models import AmphoraHealth
-from healthmgr.wire.values import Id, id_str
+from healthmgr.wire.ids import Id, id_str
 from tests.db.factories import make_seed_lb
 from tests.manager.conftest import SQLITE_AND_PG, SQLITE_ONLY, SeededDb, agent_for, ago
 from tests.manager.harness import Beater, RunningDaemon, start_daemon, wait_until, write_config

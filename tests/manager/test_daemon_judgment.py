@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.db.factories import make_fleet
 from tests.manager.conftest import SQLITE_AND_PG, SeededDb, agent_for, ago
 from tests.manager.harness import (

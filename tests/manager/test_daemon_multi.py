@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.db.factories import make_fleet
 from tests.manager.conftest import ago, migrated_engine
 from tests.manager.harness import RunningDaemon, start_daemon, wait_until, write_config

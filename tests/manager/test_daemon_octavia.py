@@ -6,7 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from healthmgr.wire import octavia
-from healthmgr.wire.values import MemberState, id_str
+from healthmgr.wire.ids import id_str
+from healthmgr.wire.values import MemberState
 from tests.manager.conftest import SQLITE_AND_PG, SeededDb
 from tests.manager.harness import Agent, start_daemon, write_config
 

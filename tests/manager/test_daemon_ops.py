@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from healthmgr.db.migrate import upgrade
-from healthmgr.wire.values import id_str
+from healthmgr.wire.ids import id_str
 from tests.manager.conftest import SQLITE_AND_PG, SeededDb
 from tests.manager.harness import (
     MASTER,

@@ -23,7 +23,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from healthmgr.wire.values import MemberState, id_str
+from healthmgr.wire.ids import id_str
+from healthmgr.wire.values import MemberState
 from tests.conftest import PG_ADMIN_URL
 from tests.db.factories import make_seed_lb
 from tests.manager.conftest import SQLITE_AND_PG, SeededDb, agent_for

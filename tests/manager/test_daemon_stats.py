@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from healthmgr.wire.ids import id_str
 from healthmgr.wire.native import encode_native
-from healthmgr.wire.values import Heartbeat, id_str
+from healthmgr.wire.values import Heartbeat
 from tests.db.factories import make_seed_lb
 from tests.manager.conftest import SeededDb, migrated_engine
 from tests.manager.harness import Agent, RunningDaemon, start_daemon, write_config

@@ -11,7 +11,7 @@ from tests.manager.harness import start_daemon, wait_until, write_config
 
 
 def _status(db: SeededDb, table: str, obj_id: bytes) -> str:
-    from healthmgr.wire.values import id_str
+    from healthmgr.wire.ids import id_str
 
     return str(db.scalar(f"SELECT operating_status FROM {table} WHERE id = :i", i=id_str(obj_id)))
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from healthmgr.db.flush.statements import MAX_COUNTER
-from healthmgr.wire.values import Id, MemberState, id_str
+from healthmgr.wire.ids import Id, id_str
+from healthmgr.wire.values import MemberState
 from tests.db.factories import make_amphora, make_seed_lb, new_id, utcnow
 from tests.db.test_store_poison import _refuse_big_counters
 from tests.manager.conftest import SeededDb, agent_for

@@ -26,8 +26,8 @@ from healthmgr.db.engine import make_engine
 from healthmgr.db.store import Store
 from healthmgr.manager.decoder import Decoder
 from healthmgr.manager.view import Applied, Arrival, View
+from healthmgr.wire.ids import id_bytes
 from healthmgr.wire.keys import Keyring
-from healthmgr.wire.values import id_bytes
 from tests.octavia import cases as gen
 
 pytestmark = pytest.mark.mysql

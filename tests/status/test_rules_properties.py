@@ -15,9 +15,9 @@ from healthmgr.rules.topology import (
     MemberTopology,
     PoolTopology,
 )
+from healthmgr.wire.ids import Id
 from healthmgr.wire.values import (
     Heartbeat,
-    Id,
     ListenerReport,
     ListenerState,
     MemberReport,

@@ -21,9 +21,9 @@ from healthmgr.wire.haproxy_status import (
     member_state_from_haproxy,
     pool_state_from_haproxy,
 )
+from healthmgr.wire.ids import Id
 from healthmgr.wire.values import (
     Heartbeat,
-    Id,
     ListenerReport,
     ListenerState,
     MemberReport,

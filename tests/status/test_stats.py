@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from healthmgr.rules.batch import StatsUpdate
 from healthmgr.rules.stats import StatsAccumulator
-from healthmgr.wire.values import Heartbeat, Id, ListenerReport, ListenerState
+from healthmgr.wire.ids import Id
+from healthmgr.wire.values import Heartbeat, ListenerReport, ListenerState
 
 
 def uid(name: str) -> Id:

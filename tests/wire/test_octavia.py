@@ -22,6 +22,7 @@ from healthmgr.wire.haproxy_status import (
     member_state_from_haproxy,
     pool_state_from_haproxy,
 )
+from healthmgr.wire.ids import id_str
 from healthmgr.wire.values import (
     Heartbeat,
     ListenerReport,
@@ -31,7 +32,6 @@ from healthmgr.wire.values import (
     PoolReport,
     PoolState,
     WireFormat,
-    id_str,
 )
 
 KEY = b"fleet-heartbeat-key"

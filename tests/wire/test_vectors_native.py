@@ -20,10 +20,11 @@ import pytest
 
 from healthmgr.wire import envelope, limits
 from healthmgr.wire.errors import Reason, Rejected
+from healthmgr.wire.ids import id_bytes, id_str
 from healthmgr.wire.keys import Keyring, MasterKey, derive_amphora_key
 from healthmgr.wire.native import decode_native, encode_native
 from healthmgr.wire.replay import ReplayGuard, check_freshness
-from healthmgr.wire.values import Heartbeat, id_bytes, id_str
+from healthmgr.wire.values import Heartbeat
 
 VECTORS = Path(__file__).resolve().parents[2] / "schema" / "vectors" / "native.json"
 

@@ -20,7 +20,8 @@ import pytest
 
 from healthmgr.wire import octavia
 from healthmgr.wire.errors import Reason, Rejected
-from healthmgr.wire.values import Heartbeat, id_str
+from healthmgr.wire.ids import id_str
+from healthmgr.wire.values import Heartbeat
 
 VECTORS = Path(__file__).resolve().parents[2] / "schema" / "vectors" / "octavia.json"
 
