@@ -314,6 +314,15 @@ class Store:
         """``busy = False``: the amphora may be claimed again."""
         self._transaction(lambda conn: _claims.set_busy(conn, amphora_id, False), write=True)
 
+    # --- fleet ------------------------------------------------------------
+
+    def load_fleet(self) -> tuple[set[Id], set[Id]]:
+        """(live amphora ids, those that have spoken native): the decoder's fleet."""
+        from healthmgr.db.fleet_queries import load_fleet
+
+        found, _ = self._transaction(load_fleet, write=False)
+        return found
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)

@@ -1,12 +1,18 @@
 """Datagram -> verified, fresh, not-replayed heartbeat (or ``Rejected``).
 
-Composes the wire pieces with the manager's keys and clock. The native
+Composes the wire pieces with the manager's keys, fleet and clock. The native
 format is always on; Octavia's when ``octavia_compat`` is set.
+
+Key derivation (one HKDF, the dearest step of a rejection) happens only for
+amphorae of the fleet, whose keys are then cached, and for a few unlisted ids
+a second (``unlisted_derive_rate``): amphorae created since the fleet was last
+loaded. Anything beyond is rejected as ``unlisted`` before any cryptography.
 """
 
 from __future__ import annotations
 
 from healthmgr.config import Settings
+from healthmgr.manager.fleet import Fleet, TokenBucket
 from healthmgr.wire import octavia
 from healthmgr.wire.errors import Reason, Rejected
 from healthmgr.wire.keys import Keyring
@@ -24,12 +30,16 @@ class Decoder:
         octavia_key: bytes | None,
         max_age_ms: int,
         max_future_ms: int,
+        fleet: Fleet | None = None,
+        unlisted_rate: float = 20.0,
         restart_every_ms: int = 60_000,
     ) -> None:
         self.keyring = keyring
         self.octavia_key = octavia_key
         self.max_age_ms = max_age_ms
         self.max_future_ms = max_future_ms
+        self.fleet = fleet if fleet is not None else Fleet()
+        self.unlisted = TokenBucket(unlisted_rate)
         self.replay = ReplayGuard()
         # Octavia agents restart their sequence at 0: a separate guard that
         # only drops exact duplicates within its window (docs/octavia-compat.md).
@@ -38,7 +48,7 @@ class Decoder:
         self.restart_every_ms = restart_every_ms
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Decoder:
+    def from_settings(cls, settings: Settings, fleet: Fleet | None = None) -> Decoder:
         hm = settings.health_manager
         return cls(
             Keyring(settings.keys.master_keys, settings.keys.active_key_id),
@@ -46,12 +56,14 @@ class Decoder:
             # A heartbeat older than one interval plus the skew proves nothing new.
             max_age_ms=int((hm.heartbeat_interval + hm.max_clock_skew) * 1000),
             max_future_ms=int(hm.max_clock_skew * 1000),
+            fleet=fleet,
+            unlisted_rate=hm.unlisted_derive_rate,
             restart_every_ms=int(hm.heartbeat_timeout * 1000),
         )
 
     def update(self, settings: Settings) -> None:
-        """SIGHUP: new master keys and Octavia key; replay state is kept, and so
-        are the derived keys when the master keys did not change."""
+        """SIGHUP: new master keys and Octavia key; replay state and the fleet are
+        kept, and so are the derived keys when the master keys did not change."""
         fresh = Decoder.from_settings(settings)
         if fresh.keyring.masters != self.keyring.masters:
             self.keyring = fresh.keyring
@@ -60,6 +72,7 @@ class Decoder:
         self.octavia_key = fresh.octavia_key
         self.max_age_ms = fresh.max_age_ms
         self.max_future_ms = fresh.max_future_ms
+        self.unlisted = fresh.unlisted
 
     def decode(self, datagram: bytes, now_ms: int) -> tuple[Heartbeat, bool]:
         """The heartbeat, and whether it is its amphora's newest so far.
@@ -68,7 +81,7 @@ class Decoder:
         (still inside the replay window) proves life and carries counters,
         but its statuses are out of date."""
         if is_native(datagram):
-            hb = self._native(datagram)
+            hb = self._native(datagram, now_ms)
             check_freshness(
                 hb.sent_at_ms, now_ms, max_age_ms=self.max_age_ms, max_future_ms=self.max_future_ms
             )
@@ -78,14 +91,28 @@ class Decoder:
         hb = octavia.decode(datagram, self.octavia_key, received_at_ms=now_ms)
         return hb, self._octavia_replay(hb, now_ms)
 
-    def _native(self, datagram: bytes) -> Heartbeat:
+    def _native(self, datagram: bytes, now_ms: int) -> Heartbeat:
         header = peek_header(datagram)
         if header is None or self.keyring.cached_key(*header) is not None:
             return decode_native(datagram, self.keyring)
-        # First contact: cache the derived key only once the signature held.
+        amphora_id = header[1]
+        fleet = self.fleet
+        if fleet.loaded:
+            if fleet.known(amphora_id):
+                # The fleet bounds what this caches, verified or not.
+                return decode_native(datagram, self.keyring)
+            if not self.unlisted.take(now_ms):
+                raise Rejected(
+                    Reason.UNLISTED,
+                    f"amphora {amphora_id.hex()} is not in the fleet (derivation budget spent)",
+                )
+        # First contact with an unlisted id: cache the key only once the tag held,
+        # so forgeries for random ids cannot evict the fleet's keys.
         lookup = self.keyring.uncached()
         hb = decode_native(datagram, lookup)
-        self.keyring.remember(header[0], header[1], lookup.last)
+        self.keyring.remember(header[0], amphora_id, lookup.last)
+        if fleet.loaded:
+            fleet.add(amphora_id)
         return hb
 
     def _octavia_replay(self, hb: Heartbeat, now_ms: int) -> bool:

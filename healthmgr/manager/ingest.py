@@ -32,7 +32,7 @@ class Ingest:
         try:
             hb, newest = self.decode(data, wall_ms)
         except Rejected as exc:
-            self.counts[exc.reason.value] += 1
+            self.counts[exc.reason] += 1  # a StrEnum: the same key as its value
             self.on_reject(addr, exc)
             return
         result = self.view.apply(Arrival(hb, mono, wall_ms, newest), mono)

@@ -30,6 +30,8 @@ from healthmgr.logging import RateLimitedLogger, set_level
 from healthmgr.manager.checker import Checker, CheckerSettings, FailoverRunner
 from healthmgr.manager.decoder import Decoder
 from healthmgr.manager.failover import load_driver
+from healthmgr.manager.fleet import Fleet
+from healthmgr.manager.fleet_loader import FleetLoader
 from healthmgr.manager.ingest import Ingest
 from healthmgr.manager.receiver import Receiver, bind_udp
 from healthmgr.manager.refresher import Refresher
@@ -58,7 +60,11 @@ class Daemon:
         hm = self.settings.health_manager
         self.engine = make_engine(self.settings.database.connection)
         self.store = Store(self.engine)
-        self.decoder = Decoder.from_settings(self.settings)
+        self.fleet = Fleet()
+        self.decoder = Decoder.from_settings(self.settings, self.fleet)
+        self.fleet_loader = FleetLoader(
+            self.store.load_fleet, self.fleet, interval=hm.fleet_refresh_interval
+        )
         self.view = View(
             ttl=hm.topology_ttl,
             refresh_min_interval=REFRESH_MIN_INTERVAL,
@@ -132,11 +138,13 @@ class Daemon:
         self, sock: socket.socket, sigs: AsyncIterator[int], task_status: trio.TaskStatus[None]
     ) -> None:
         receiver = Receiver(sock, self.ingest.datagram, self._after_burst)
+        self.metrics.watch_kernel_drops(receiver.kernel_drops)
         notifier = _Notifier()
         async with trio.open_nursery() as root:
             await root.start(self.runner.run)
             async with trio.open_nursery() as main:
                 await main.start(self.writer.run)
+                await main.start(self.fleet_loader.run)
                 await main.start(self.refresher.run)
                 await main.start(self.checker.run)
                 if self.settings.metrics.bind:
