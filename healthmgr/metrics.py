@@ -220,6 +220,13 @@ class Metrics:
             namespace=ns,
             registry=reg,
         )
+        self.octavia_agent_restarts = Counter(
+            "octavia_agent_restarts",
+            "Octavia-format heartbeats taken as an agent restart (sequence back at or "
+            "below the highest): a real restart, or a replay of a captured heartbeat.",
+            namespace=ns,
+            registry=reg,
+        )
         self.kernel_drops = _ReadCounter(
             f"{ns}_kernel_drops",
             "Datagrams the kernel dropped at the manager's UDP socket (receive buffer full).",
@@ -267,6 +274,9 @@ class Metrics:
 
     def set_tracked(self, count: int) -> None:
         self.tracked_amphorae.set(count)
+
+    def count_octavia_restarts(self, n: int = 1) -> None:
+        self.octavia_agent_restarts.inc(n)
 
     def watch_kernel_drops(self, read: Callable[[], int]) -> None:
         """Read the socket's cumulative drop count at each scrape."""

@@ -11,15 +11,19 @@ loaded. Anything beyond is rejected as ``unlisted`` before any cryptography.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from healthmgr.config import Settings
 from healthmgr.manager.fleet import Fleet, TokenBucket
 from healthmgr.wire import octavia
 from healthmgr.wire.errors import Reason, Rejected
 from healthmgr.wire.keys import Keyring
-from healthmgr.wire.limits import REPLAY_WINDOW
 from healthmgr.wire.native import decode_native, is_native, peek_header
-from healthmgr.wire.replay import ReplayGuard, check_freshness
+from healthmgr.wire.replay import OctaviaArrival, OctaviaSequences, ReplayGuard, check_freshness
 from healthmgr.wire.values import Heartbeat
+
+# (amphora id, highest seq of the previous run, first seq seen of the new one)
+OnRestart = Callable[[bytes, int | None, int], None]
 
 
 class Decoder:
@@ -32,7 +36,7 @@ class Decoder:
         max_future_ms: int,
         fleet: Fleet | None = None,
         unlisted_rate: float = 20.0,
-        restart_every_ms: int = 60_000,
+        duplicate_ms: int = 5_000,
     ) -> None:
         self.keyring = keyring
         self.octavia_key = octavia_key
@@ -41,11 +45,8 @@ class Decoder:
         self.fleet = fleet if fleet is not None else Fleet()
         self.unlisted = TokenBucket(unlisted_rate)
         self.replay = ReplayGuard()
-        # Octavia agents restart their sequence at 0: a separate guard that
-        # only drops exact duplicates within its window (docs/octavia-compat.md).
-        self.octavia_replay = ReplayGuard()
-        self._octavia_restarts: dict[bytes, int] = {}
-        self.restart_every_ms = restart_every_ms
+        self.octavia_seqs = OctaviaSequences(duplicate_ms)
+        self.on_restart: OnRestart = lambda amphora_id, previous, seq: None
 
     @classmethod
     def from_settings(cls, settings: Settings, fleet: Fleet | None = None) -> Decoder:
@@ -58,7 +59,9 @@ class Decoder:
             max_future_ms=int(hm.max_clock_skew * 1000),
             fleet=fleet,
             unlisted_rate=hm.unlisted_derive_rate,
-            restart_every_ms=int(hm.heartbeat_timeout * 1000),
+            # An Octavia agent sends one seq per interval: the same seq within
+            # half an interval is the network's duplicate, not the agent's.
+            duplicate_ms=int(hm.heartbeat_interval * 500),
         )
 
     def update(self, settings: Settings) -> None:
@@ -73,6 +76,7 @@ class Decoder:
         self.max_age_ms = fresh.max_age_ms
         self.max_future_ms = fresh.max_future_ms
         self.unlisted = fresh.unlisted
+        self.octavia_seqs.duplicate_ms = fresh.octavia_seqs.duplicate_ms
 
     def decode(self, datagram: bytes, now_ms: int) -> tuple[Heartbeat, bool]:
         """The heartbeat, and whether it is its amphora's newest so far.
@@ -82,6 +86,8 @@ class Decoder:
         but its statuses are out of date."""
         if is_native(datagram):
             hb = self._native(datagram, now_ms)
+            # Signed with its own key: this amphora can never be downgraded.
+            self.fleet.mark_native(hb.amphora_id)
             check_freshness(
                 hb.sent_at_ms, now_ms, max_age_ms=self.max_age_ms, max_future_ms=self.max_future_ms
             )
@@ -89,7 +95,11 @@ class Decoder:
         if self.octavia_key is None:
             raise Rejected(Reason.BAD_MAGIC, "not a native heartbeat (octavia_compat is off)")
         hb = octavia.decode(datagram, self.octavia_key, received_at_ms=now_ms)
-        return hb, self._octavia_replay(hb, now_ms)
+        if self.fleet.native(hb.amphora_id):
+            raise Rejected(
+                Reason.DOWNGRADE, f"amphora {hb.amphora_id.hex()} speaks the native format"
+            )
+        return hb, self._octavia_sequence(hb, now_ms)
 
     def _native(self, datagram: bytes, now_ms: int) -> Heartbeat:
         header = peek_header(datagram)
@@ -115,23 +125,13 @@ class Decoder:
             fleet.add(amphora_id)
         return hb
 
-    def _octavia_replay(self, hb: Heartbeat, now_ms: int) -> bool:
-        """Duplicates are dropped; a sequence far below the highest is an agent
-        restart (Octavia keeps its counter in memory), accepted at most once per
-        ``restart_every_ms`` per amphora so replays cannot rewind it at will."""
-        guard, amp = self.octavia_replay, hb.amphora_id
-        try:
-            return guard.check_and_update(amp, hb.seq)
-        except Rejected:
-            highest = guard.highest(amp)
-            last = self._octavia_restarts.get(amp, -self.restart_every_ms)
-            if highest is None or hb.seq + REPLAY_WINDOW > highest:
-                raise
-            if now_ms - last < self.restart_every_ms:
-                raise
-        self._octavia_restarts[amp] = now_ms
-        guard.forget(amp)
-        return guard.check_and_update(amp, hb.seq)
+    def _octavia_sequence(self, hb: Heartbeat, now_ms: int) -> bool:
+        """Duplicates are dropped, restarts accepted at once (OctaviaSequences)."""
+        previous = self.octavia_seqs.highest(hb.amphora_id)
+        arrival = self.octavia_seqs.check_and_update(hb.amphora_id, hb.seq, now_ms)
+        if arrival is OctaviaArrival.RESTART:
+            self.on_restart(hb.amphora_id, previous, hb.seq)
+        return arrival is not OctaviaArrival.REORDERED
 
 
 def _octavia_key(settings: Settings) -> bytes | None:

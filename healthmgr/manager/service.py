@@ -74,6 +74,7 @@ class Daemon:
         )
         self.rejected_log = RateLimitedLogger(self.settings.logging.rejected_log_interval)
         self.ingest = Ingest(self.decoder.decode, self.view, self.metrics, self._on_reject)
+        self.decoder.on_restart = self.ingest.octavia_restart
         self.refresher = Refresher(self.store, self.ingest, self.metrics)
         self.writer = Writer(self.view, self.store.flush, self.metrics, interval=hm.flush_interval)
         self.checker_cfg = self._checker_settings()

@@ -1,8 +1,9 @@
-"""The manager's decoder: fleet-gated key derivation. In process, real keys
-and real datagrams."""
+"""The manager's decoder: fleet-gated key derivation, downgrade protection,
+Octavia agent restarts. In process, real keys and real datagrams."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -11,12 +12,14 @@ import pytest
 from healthmgr.manager.decoder import Decoder
 from healthmgr.manager.fleet import Fleet
 from healthmgr.wire import keys as keys_module
+from healthmgr.wire import octavia
 from healthmgr.wire.errors import Reason, Rejected
 from healthmgr.wire.keys import Keyring
 from tests.manager.harness import MASTER, Agent
 
 OCTAVIA_KEY = b"octavia shared heartbeat key"
 NOW = int(time.time() * 1000)  # native heartbeats carry the wall clock
+INTERVAL_MS = 1_000
 
 
 def agent() -> Agent:
@@ -31,7 +34,13 @@ def decoder(fleet: Fleet | None = None, *, unlisted_rate: float = 2.0) -> Decode
         max_future_ms=60_000,
         fleet=fleet,
         unlisted_rate=unlisted_rate,
+        duplicate_ms=INTERVAL_MS // 2,
     )
+
+
+def octavia_datagram(a: Agent, seq: int) -> bytes:
+    hb = dataclasses.replace(a.heartbeat(), seq=seq)
+    return octavia.encode(octavia.heartbeat_to_message(hb, 2), OCTAVIA_KEY)
 
 
 def forged(datagram: bytes) -> bytes:
@@ -106,6 +115,53 @@ def test_before_the_first_fleet_load_nothing_is_unlisted():
     assert reason(dec, agent().datagram()) is None
 
 
+def test_a_verified_native_heartbeat_marks_its_amphora_native():
+    fleet = Fleet()
+    dec = decoder(fleet)
+    a = agent()
+    assert reason(dec, forged(a.datagram())) is Reason.BAD_SIGNATURE
+    assert not fleet.native(a.amphora)
+    dec.decode(a.datagram(), NOW)
+    assert fleet.native(a.amphora)
+
+
+def test_octavia_heartbeat_after_native_is_a_downgrade():
+    dec = decoder()
+    a = agent()
+    captured = octavia_datagram(a, 1)
+    assert reason(dec, captured) is None  # before native: accepted
+    dec.decode(a.datagram(), NOW + 1)
+    assert reason(dec, captured, NOW + 10_000) is Reason.DOWNGRADE
+    assert reason(dec, octavia_datagram(a, 500), NOW + 20_000) is Reason.DOWNGRADE
+
+
+def test_octavia_heartbeat_of_an_amphora_the_database_knows_as_native_is_a_downgrade():
+    a = agent()
+    fleet = Fleet()
+    fleet.replace([a.amphora], [a.amphora])
+    assert reason(decoder(fleet), octavia_datagram(a, 0)) is Reason.DOWNGRADE
+
+
+def test_octavia_agent_restart_is_accepted_at_once_and_reported():
+    dec = decoder()
+    restarts: list[tuple[bytes, int | None, int]] = []
+    dec.on_restart = lambda amphora, previous, seq: restarts.append((amphora, previous, seq))
+    a = agent()
+    for seq in range(4):
+        assert dec.decode(octavia_datagram(a, seq), NOW + seq * INTERVAL_MS)[1]
+    _hb, newest = dec.decode(octavia_datagram(a, 0), NOW + 4 * INTERVAL_MS)
+    assert newest
+    assert restarts == [(a.amphora, 3, 0)]
+
+
+def test_octavia_network_duplicate_is_replayed():
+    dec = decoder()
+    a = agent()
+    datagram = octavia_datagram(a, 5)
+    dec.decode(datagram, NOW)
+    assert reason(dec, datagram, NOW + 10) is Reason.REPLAYED
+
+
 def test_sighup_update_keeps_the_fleet_and_replay_state():
     from healthmgr.config import Settings
 
@@ -122,3 +178,33 @@ def test_sighup_update_keeps_the_fleet_and_replay_state():
     assert dec.fleet is fleet and fleet.native(b"x" * 16)
     assert dec.unlisted.rate == 5
     assert reason(dec, a.datagram(seq=7), NOW + 1) is Reason.REPLAYED
+
+
+class _Lines:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def warning(self, event: str, **fields: object) -> None:
+        self.lines.append((event, fields))
+
+
+def test_restart_log_names_each_amphora_once_per_interval_and_counts_the_rest():
+    from healthmgr.manager.ingest import RestartLog
+
+    now = [100.0]
+    sink = _Lines()
+    log = RestartLog(10.0, lines=2, clock=lambda: now[0], logger=sink)
+    a, b, c = b"a" * 16, b"b" * 16, b"c" * 16
+    log.restart(a, 7, 0)
+    log.restart(a, 3, 0)  # the same amphora again: held back
+    log.restart(b, None, 0)
+    log.restart(c, 9, 1)  # beyond the lines of this interval: held back
+    assert [(e, f.get("seq"), f.get("previous_seq")) for e, f in sink.lines] == [
+        ("octavia agent restarted", 0, 7), ("octavia agent restarted", 0, None)]
+    assert sink.lines[0][1]["amphora_id"] == "61616161-6161-6161-6161-616161616161"
+    now[0] += 10
+    log.flush()
+    assert sink.lines[-1] == ("octavia agent restarts not logged",
+                              {"suppressed": 2, "summary": True})
+    log.restart(c, 9, 1)
+    assert sink.lines[-1][0] == "octavia agent restarted"
