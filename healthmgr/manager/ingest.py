@@ -19,7 +19,7 @@ from healthmgr.metrics import Metrics
 from healthmgr.wire.errors import Rejected
 from healthmgr.wire.values import Heartbeat, id_str
 
-Decode = Callable[[bytes, int], tuple[Heartbeat, bool]]  # -> (heartbeat, newest) or Rejected
+Decode = Callable[[bytes, int], tuple[Heartbeat, bool] | Rejected]  # (heartbeat, newest)
 OnReject = Callable[[object, Rejected], None]
 
 RESTART_LINES = 20  # Octavia agent restarts logged per interval, one per amphora
@@ -85,11 +85,16 @@ class Ingest:
 
     def datagram(self, data: bytes, addr: object, mono: float, wall_ms: int) -> None:
         try:
-            hb, newest = self.decode(data, wall_ms)
+            decoded = self.decode(data, wall_ms)
         except Rejected as exc:
             self.counts[exc.reason] += 1  # a StrEnum: the same key as its value
             self.on_reject(addr, exc)
             return
+        if decoded.__class__ is Rejected:  # returned, not raised: see Decoder.decode
+            self.counts[decoded.reason] += 1  # type: ignore[union-attr]
+            self.on_reject(addr, decoded)  # type: ignore[arg-type]
+            return
+        hb, newest = decoded  # type: ignore[misc]
         result = self.view.apply(Arrival(hb, mono, wall_ms, newest), mono)
         self.counts[result.value] += 1  # Counter: local, published per burst
 

@@ -18,7 +18,6 @@ from healthmgr.wire.keys import Keyring
 from tests.manager.harness import MASTER, Agent
 
 OCTAVIA_KEY = b"octavia shared heartbeat key"
-NOW = int(time.time() * 1000)  # native heartbeats carry the wall clock
 INTERVAL_MS = 1_000
 
 
@@ -47,12 +46,18 @@ def forged(datagram: bytes) -> bytes:
     return datagram[:-32] + bytes(32)
 
 
-def reason(dec: Decoder, datagram: bytes, now: int = NOW) -> Reason | None:
+def wall_ms() -> int:
+    """Now, as the receiver passes it (native heartbeats carry the wall clock)."""
+    return int(time.time() * 1000)
+
+
+def reason(dec: Decoder, datagram: bytes, now: int | None = None) -> Reason | None:
+    """Why the decoder rejected it (returned or raised), or None."""
     try:
-        dec.decode(datagram, now)
+        result = dec.decode(datagram, wall_ms() if now is None else now)
     except Rejected as exc:
         return exc.reason
-    return None
+    return result.reason if isinstance(result, Rejected) else None
 
 
 @pytest.fixture
@@ -81,25 +86,27 @@ def test_listed_amphora_is_derived_once_even_for_forgeries(derivations: list[byt
 
 
 def test_unlisted_ids_get_only_the_derivation_budget(derivations: list[bytes]):
+    now = wall_ms()
     fleet = Fleet()
     fleet.replace([], [])
     dec = decoder(fleet, unlisted_rate=2.0)
     strangers = [forged(agent().datagram()) for _ in range(10)]
-    reasons = [reason(dec, d) for d in strangers]
+    reasons = [reason(dec, d, now) for d in strangers]
     assert reasons == [Reason.BAD_SIGNATURE] * 2 + [Reason.UNLISTED] * 8
     assert len(derivations) == 2
     assert dec.keyring.cached() == 0  # forgeries never cache a key
     # The budget refills with time: one more a half second later.
-    assert reason(dec, forged(agent().datagram()), NOW + 500) is Reason.BAD_SIGNATURE
-    assert reason(dec, forged(agent().datagram()), NOW + 500) is Reason.UNLISTED
+    assert reason(dec, forged(agent().datagram()), now + 500) is Reason.BAD_SIGNATURE
+    assert reason(dec, forged(agent().datagram()), now + 500) is Reason.UNLISTED
 
 
 def test_new_amphora_gets_in_through_the_budget_and_joins_the_fleet(derivations: list[bytes]):
+    now = wall_ms()
     fleet = Fleet()
     fleet.replace([], [])
     dec = decoder(fleet, unlisted_rate=1.0)
     newcomer = agent()
-    hb, newest = dec.decode(newcomer.datagram(), NOW)
+    hb, newest = dec.decode(newcomer.datagram(), now)
     assert hb.amphora_id == newcomer.amphora and newest
     assert fleet.known(newcomer.amphora)
     # Spend the budget on a stranger: the newcomer still gets in (key cached).
@@ -116,23 +123,25 @@ def test_before_the_first_fleet_load_nothing_is_unlisted():
 
 
 def test_a_verified_native_heartbeat_marks_its_amphora_native():
+    now = wall_ms()
     fleet = Fleet()
     dec = decoder(fleet)
     a = agent()
     assert reason(dec, forged(a.datagram())) is Reason.BAD_SIGNATURE
     assert not fleet.native(a.amphora)
-    dec.decode(a.datagram(), NOW)
+    dec.decode(a.datagram(), now)
     assert fleet.native(a.amphora)
 
 
 def test_octavia_heartbeat_after_native_is_a_downgrade():
+    now = wall_ms()
     dec = decoder()
     a = agent()
     captured = octavia_datagram(a, 1)
     assert reason(dec, captured) is None  # before native: accepted
-    dec.decode(a.datagram(), NOW + 1)
-    assert reason(dec, captured, NOW + 10_000) is Reason.DOWNGRADE
-    assert reason(dec, octavia_datagram(a, 500), NOW + 20_000) is Reason.DOWNGRADE
+    dec.decode(a.datagram(), now + 1)
+    assert reason(dec, captured, now + 10_000) is Reason.DOWNGRADE
+    assert reason(dec, octavia_datagram(a, 500), now + 20_000) is Reason.DOWNGRADE
 
 
 def test_octavia_heartbeat_of_an_amphora_the_database_knows_as_native_is_a_downgrade():
@@ -143,23 +152,25 @@ def test_octavia_heartbeat_of_an_amphora_the_database_knows_as_native_is_a_downg
 
 
 def test_octavia_agent_restart_is_accepted_at_once_and_reported():
+    now = wall_ms()
     dec = decoder()
     restarts: list[tuple[bytes, int | None, int]] = []
     dec.on_restart = lambda amphora, previous, seq: restarts.append((amphora, previous, seq))
     a = agent()
     for seq in range(4):
-        assert dec.decode(octavia_datagram(a, seq), NOW + seq * INTERVAL_MS)[1]
-    _hb, newest = dec.decode(octavia_datagram(a, 0), NOW + 4 * INTERVAL_MS)
+        assert dec.decode(octavia_datagram(a, seq), now + seq * INTERVAL_MS)[1]
+    _hb, newest = dec.decode(octavia_datagram(a, 0), now + 4 * INTERVAL_MS)
     assert newest
     assert restarts == [(a.amphora, 3, 0)]
 
 
 def test_octavia_network_duplicate_is_replayed():
+    now = wall_ms()
     dec = decoder()
     a = agent()
     datagram = octavia_datagram(a, 5)
-    dec.decode(datagram, NOW)
-    assert reason(dec, datagram, NOW + 10) is Reason.REPLAYED
+    dec.decode(datagram, now)
+    assert reason(dec, datagram, now + 10) is Reason.REPLAYED
 
 
 def test_sighup_update_keeps_the_fleet_and_replay_state():
@@ -169,7 +180,8 @@ def test_sighup_update_keeps_the_fleet_and_replay_state():
     fleet.replace([b"x" * 16], [b"x" * 16])
     dec = decoder(fleet)
     a = agent()
-    dec.decode(a.datagram(seq=7), NOW)
+    now = int(time.time() * 1000)
+    dec.decode(a.datagram(seq=7), now)
     settings = Settings.model_validate({
         "keys": {"master": [{"id": MASTER.id, "secret": MASTER.secret.decode()}]},
         "health_manager": {"unlisted_derive_rate": 5},
@@ -177,7 +189,7 @@ def test_sighup_update_keeps_the_fleet_and_replay_state():
     dec.update(settings)
     assert dec.fleet is fleet and fleet.native(b"x" * 16)
     assert dec.unlisted.rate == 5
-    assert reason(dec, a.datagram(seq=7), NOW + 1) is Reason.REPLAYED
+    assert reason(dec, a.datagram(seq=7), now + 1) is Reason.REPLAYED
 
 
 class _Lines:
@@ -208,3 +220,13 @@ def test_restart_log_names_each_amphora_once_per_interval_and_counts_the_rest():
                               {"suppressed": 2, "summary": True})
     log.restart(c, 9, 1)
     assert sink.lines[-1][0] == "octavia agent restarted"
+
+
+def test_bad_magic_is_returned_with_octavia_off_and_raised_never():
+    now = wall_ms()
+    dec = Decoder(Keyring([MASTER], MASTER.id), octavia_key=None, max_age_ms=60_000,
+                  max_future_ms=60_000)
+    for datagram in (b"", b"x", b"\x78\x9c" + bytes(100), bytes(300)):
+        result = dec.decode(datagram, now)
+        assert isinstance(result, Rejected) and result.reason is Reason.BAD_MAGIC
+        assert result.__traceback__ is None  # a shared value, never raised
