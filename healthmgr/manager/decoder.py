@@ -18,17 +18,18 @@ from healthmgr.manager.fleet import Fleet, TokenBucket
 from healthmgr.wire import octavia
 from healthmgr.wire.errors import Reason, Rejected
 from healthmgr.wire.keys import Keyring
-from healthmgr.wire.native import MAGIC, decode_native, peek_header
+from healthmgr.wire.native import MAGIC, check_native, peek_header
 from healthmgr.wire.replay import OctaviaArrival, OctaviaSequences, ReplayGuard, check_freshness
 from healthmgr.wire.values import Heartbeat
 
 # (amphora id, highest seq of the previous run, first seq seen of the new one)
 OnRestart = Callable[[bytes, int | None, int], None]
 
-# The flood's cheapest rejections are shared values, returned and never raised:
-# making and raising the exception cost 6,300 of the 27,000 instructions a bad
-# magic took in the receive path, 8,300 of 47,000 for an unlisted id
-# (tests/bench/reject.py under callgrind, docs/performance.md).
+# What a flood is made of is rejected with shared values, returned and never
+# raised (also envelope.BAD_TAG): making and raising the exception cost 6,300
+# of the 27,000 instructions a bad magic took in the receive path, 8,300 of
+# 47,000 for an unlisted id, 8,000 of 70,000 for a forgery of a fleet
+# amphora (tests/bench/reject.py under callgrind, docs/performance.md).
 _NOT_NATIVE = Rejected(Reason.BAD_MAGIC, "not a native heartbeat (octavia_compat is off)")
 _UNLISTED = Rejected(Reason.UNLISTED, "amphora not in the fleet; derivation budget spent")
 _MAGIC = MAGIC
@@ -92,9 +93,9 @@ class Decoder:
         Only a newest heartbeat may change statuses: a reordered older one
         (still inside the replay window) proves life and carries counters,
         but its statuses are out of date. Why not: a ``Rejected`` returned for
-        a bad magic or an unlisted amphora (a flood's cheapest kinds), raised
-        for every other reason (returning those costs more: the caught
-        exception's frames outlive their functions)."""
+        a bad magic, an unlisted amphora or a bad tag (what a flood is made
+        of), raised for every other reason (catching and returning those would
+        cost more: the caught exception's frames outlive their functions)."""
         if datagram[:3] == _MAGIC:
             hb = self._native(datagram, now_ms)
             if hb.__class__ is Rejected:
@@ -117,22 +118,23 @@ class Decoder:
     def _native(self, datagram: bytes, now_ms: int) -> Heartbeat | Rejected:
         header = peek_header(datagram)
         if header is None or self.keyring.cached_key(*header) is not None:
-            return decode_native(datagram, self.keyring)
+            return check_native(datagram, self.keyring)
         amphora_id = header[1]
         fleet = self.fleet
         if fleet.loaded:
             if fleet.known(amphora_id):
                 # The fleet bounds what this caches, verified or not.
-                return decode_native(datagram, self.keyring)
+                return check_native(datagram, self.keyring)
             if not self.unlisted.take(now_ms):
                 return _UNLISTED
         # First contact with an unlisted id: cache the key only once the tag held,
         # so forgeries for random ids cannot evict the fleet's keys.
         lookup = self.keyring.uncached()
-        hb = decode_native(datagram, lookup)
-        self.keyring.remember(header[0], amphora_id, lookup.last)
-        if fleet.loaded:
-            fleet.add(amphora_id)
+        hb = check_native(datagram, lookup)
+        if hb.__class__ is not Rejected:
+            self.keyring.remember(header[0], amphora_id, lookup.last)
+            if fleet.loaded:
+                fleet.add(amphora_id)
         return hb
 
     def _octavia_sequence(self, hb: Heartbeat, now_ms: int) -> bool:
