@@ -18,7 +18,7 @@ from healthmgr.manager.fleet import Fleet, TokenBucket
 from healthmgr.wire import octavia
 from healthmgr.wire.errors import Reason, Rejected
 from healthmgr.wire.keys import Keyring
-from healthmgr.wire.native import MAGIC, check_native, peek_header
+from healthmgr.wire.native import MAGIC, check_native
 from healthmgr.wire.replay import OctaviaArrival, OctaviaSequences, ReplayGuard, check_freshness
 from healthmgr.wire.values import Heartbeat
 
@@ -32,7 +32,6 @@ OnRestart = Callable[[bytes, int | None, int], None]
 # amphora (tests/bench/reject.py under callgrind, docs/performance.md).
 _NOT_NATIVE = Rejected(Reason.BAD_MAGIC, "not a native heartbeat (octavia_compat is off)")
 _UNLISTED = Rejected(Reason.UNLISTED, "amphora not in the fleet; derivation budget spent")
-_MAGIC = MAGIC
 
 
 class Decoder:
@@ -56,6 +55,10 @@ class Decoder:
         self.replay = ReplayGuard()
         self.octavia_seqs = OctaviaSequences(duplicate_ms)
         self.on_restart: OnRestart = lambda amphora_id, previous, seq: None
+        # Per native datagram, for key_for: its arrival, and the key derived
+        # for an unlisted amphora, cached once its tag held.
+        self._now_ms = 0
+        self._first_contact: tuple[int, bytes, bytes] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, fleet: Fleet | None = None) -> Decoder:
@@ -96,7 +99,7 @@ class Decoder:
         a bad magic, an unlisted amphora or a bad tag (what a flood is made
         of), raised for every other reason (catching and returning those would
         cost more: the caught exception's frames outlive their functions)."""
-        if datagram[:3] == _MAGIC:
+        if datagram[:3] == MAGIC:
             hb = self._native(datagram, now_ms)
             if hb.__class__ is Rejected:
                 return hb
@@ -116,26 +119,34 @@ class Decoder:
         return hb, self._octavia_sequence(hb, now_ms)
 
     def _native(self, datagram: bytes, now_ms: int) -> Heartbeat | Rejected:
-        header = peek_header(datagram)
-        if header is None or self.keyring.cached_key(*header) is not None:
-            return check_native(datagram, self.keyring)
-        amphora_id = header[1]
+        self._now_ms = now_ms
+        self._first_contact = None
+        hb = check_native(datagram, self)
+        if self._first_contact is not None and hb.__class__ is not Rejected:
+            key_id, amphora_id, key = self._first_contact
+            self.keyring.remember(key_id, amphora_id, key)
+            if self.fleet.loaded:
+                self.fleet.add(amphora_id)
+        return hb
+
+    def key_for(self, key_id: int, amphora_id: bytes) -> bytes | Rejected:
+        """The KeyLookup ``check_native`` asks, with the fleet's policy. One lookup
+        per datagram in the common case (the header is not parsed twice)."""
+        key = self.keyring.cached_key(key_id, amphora_id)
+        if key is not None:
+            return key
         fleet = self.fleet
         if fleet.loaded:
             if fleet.known(amphora_id):
-                # The fleet bounds what this caches, verified or not.
-                return check_native(datagram, self.keyring)
-            if not self.unlisted.take(now_ms):
+                # Derived and cached before the tag is checked: the fleet bounds the cache.
+                return self.keyring.key_for(key_id, amphora_id)
+            if not self.unlisted.take(self._now_ms):
                 return _UNLISTED
-        # First contact with an unlisted id: cache the key only once the tag held,
-        # so forgeries for random ids cannot evict the fleet's keys.
-        lookup = self.keyring.uncached()
-        hb = check_native(datagram, lookup)
-        if hb.__class__ is not Rejected:
-            self.keyring.remember(header[0], amphora_id, lookup.last)
-            if fleet.loaded:
-                fleet.add(amphora_id)
-        return hb
+        # First contact with an unlisted id: its key is cached only once the tag
+        # held (_native), so forgeries for random ids cannot evict the fleet's keys.
+        key = self.keyring.uncached().key_for(key_id, amphora_id)
+        self._first_contact = (key_id, amphora_id, key)
+        return key
 
     def _octavia_sequence(self, hb: Heartbeat, now_ms: int) -> bool:
         """Duplicates are dropped, restarts accepted at once (OctaviaSequences)."""

@@ -84,8 +84,8 @@ def peek_header(datagram: bytes) -> tuple[int, bytes] | None:
     """
     if len(datagram) < HEADER_BYTES or datagram[:3] != MAGIC:
         return None
-    # Index arithmetic, not int.from_bytes(..., "big"): this runs for every
-    # native datagram the manager reads (5,900 -> 3,800 instructions per call).
+    # Index arithmetic, not int.from_bytes(..., "big"): 5,900 -> 3,800
+    # instructions per call.
     amphora_id = datagram[6:HEADER_BYTES]
     if amphora_id.__class__ is not bytes:
         amphora_id = bytes(amphora_id)
