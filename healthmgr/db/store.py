@@ -231,6 +231,15 @@ class Store:
         """This manager's liveness and health row (database clock)."""
         self._transaction(lambda conn: _managers.write(conn, presence, first=first), write=True)
 
+    # --- fleet ------------------------------------------------------------
+
+    def load_fleet(self) -> tuple[set[Id], set[Id]]:
+        """(live amphora ids, those that have spoken native): the decoder's fleet."""
+        from healthmgr.db.fleet_queries import load_fleet
+
+        found, _ = self._transaction(load_fleet, write=False)
+        return found
+
 
 def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
