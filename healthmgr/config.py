@@ -74,6 +74,7 @@ RELOADABLE: frozenset[str] = frozenset(
         "health_manager.max_clock_skew",
         "health_manager.health_update_resolution",
         "health_manager.stats_update_every",
+        "health_manager.unlisted_derive_rate",
         "logging.level",
         "logging.rejected_log_interval",
         "failover.command",
@@ -238,8 +239,12 @@ class HealthManagerSettings(_Section):
     flush_interval: Seconds = 0.25
     topology_ttl: Seconds = 300.0
     max_clock_skew: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 5.0
-    sock_rlimit: Annotated[int, Field(ge=0)] = 0
+    # 32 MiB: a burst of 52,428 seed heartbeats on loopback (docs/configuration.md).
+    sock_rlimit: Annotated[int, Field(ge=0)] = 32 << 20
     reuse_port: bool = False
+    # The fleet whose keys the decoder derives; others get unlisted_derive_rate.
+    fleet_refresh_interval: Seconds = 10.0
+    unlisted_derive_rate: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 20.0
     manager_id: str | None = None
     # Write amplification: 0 and 1 keep Octavia's one write per heartbeat.
     health_update_resolution: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0

@@ -231,3 +231,12 @@ class Store:
     def write_presence(self, presence: _managers.Presence, *, first: bool = False) -> None:
         """This manager's liveness and health row (database clock)."""
         self._transaction(lambda conn: _managers.write(conn, presence, first=first), write=True)
+
+    # --- fleet ------------------------------------------------------------
+
+    def load_fleet(self) -> tuple[set[Id], set[Id]]:
+        """(live amphora ids, those that have spoken native): the decoder's fleet."""
+        from healthmgr.db.fleet_queries import load_fleet
+
+        found, _ = self._transaction(load_fleet, write=False)
+        return found

@@ -12,7 +12,8 @@ rate. They must be updated from the trio thread only (never from a
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
 
 import h11
@@ -113,6 +114,25 @@ class FastHistogram(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self.doc)
+
+
+class _ReadCounter(Collector):
+    """A counter whose value is read from its source at collection time."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.doc = name, doc
+        self.read: Callable[[], int] = lambda: 0
+        self.last = 0
+
+    def collect(self) -> Iterator[Metric]:
+        with contextlib.suppress(OSError):  # socket closed at shutdown: the last value
+            self.last = self.read()
+        family = CounterMetricFamily(self.name, self.doc)
+        family.add_metric([], self.last)
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.name, self.doc)
 
 
 def _bucket_label(bound: float) -> str:
@@ -268,6 +288,18 @@ class Metrics:
         )
         for state in ("live", "impaired", "stale"):
             self.peer_managers.labels(state)
+        self.octavia_agent_restarts = Counter(
+            "octavia_agent_restarts",
+            "Octavia-format heartbeats taken as an agent restart (sequence back at or "
+            "below the highest): a real restart, or a replay of a captured heartbeat.",
+            namespace=ns,
+            registry=reg,
+        )
+        self.kernel_drops = _ReadCounter(
+            f"{ns}_kernel_drops",
+            "Datagrams the kernel dropped at the manager's UDP socket (receive buffer full).",
+        )
+        reg.register(self.kernel_drops)
         self.build_info = Info(
             "build", "healthmgr version and manager id.", namespace=ns, registry=reg
         )
@@ -324,6 +356,13 @@ class Metrics:
 
     def set_tracked(self, count: int) -> None:
         self.tracked_amphorae.set(count)
+
+    def count_octavia_restarts(self, n: int = 1) -> None:
+        self.octavia_agent_restarts.inc(n)
+
+    def watch_kernel_drops(self, read: Callable[[], int]) -> None:
+        """Read the socket's cumulative drop count at each scrape."""
+        self.kernel_drops.read = read
 
     def set_breaker(self, is_open: bool) -> None:
         self.circuit_breaker_open.set(1 if is_open else 0)

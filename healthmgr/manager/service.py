@@ -32,11 +32,13 @@ from healthmgr.manager.checker import Checker, CheckerSettings
 from healthmgr.manager.dbcall import DbCalls
 from healthmgr.manager.decoder import Decoder
 from healthmgr.manager.failover import load_driver
+from healthmgr.manager.fleet import Fleet
+from healthmgr.manager.fleet_loader import FleetLoader
 from healthmgr.manager.ingest import Ingest
 from healthmgr.manager.metrics import Metrics, serve_metrics
 from healthmgr.manager.monitor import CheckState, Monitor
 from healthmgr.manager.quarantine import Quarantine
-from healthmgr.manager.receiver import Receiver, bind_udp, socket_drops
+from healthmgr.manager.receiver import Receiver, bind_udp
 from healthmgr.manager.refresher import Refresher
 from healthmgr.manager.runner import FailoverRunner, RunnerSettings
 from healthmgr.manager.verdict_log import VerdictLog
@@ -109,7 +111,11 @@ class Daemon:
         self.db = DbCalls()
         self.quarantine = Quarantine(self.metrics)
         self.verdicts = VerdictLog()
-        self.decoder = Decoder.from_settings(self.settings)
+        self.fleet = Fleet()
+        self.decoder = Decoder.from_settings(self.settings, self.fleet)
+        self.fleet_loader = FleetLoader(
+            self.store.load_fleet, self.fleet, interval=hm.fleet_refresh_interval
+        )
         self.view = View(
             ttl=hm.topology_ttl,
             refresh_min_interval=REFRESH_MIN_INTERVAL,
@@ -121,6 +127,7 @@ class Daemon:
         self.ingest = Ingest(
             self.decoder.decode, self.view, self.metrics, self._on_reject, self.verdicts
         )
+        self.decoder.on_restart = self.ingest.octavia_restart
         self.refresher = Refresher(self.store, self.ingest, self.metrics, self.quarantine)
         self.writer = Writer(
             self.view, self.store.flush, self.metrics, interval=hm.flush_interval,
@@ -135,7 +142,7 @@ class Daemon:
         self.sock: socket.socket | None = None
         self.early_signals: list[int] = []
 
-    def _judgment(self) -> tuple[Impairment, Checker, Monitor]:
+    def _judgment(self, receiver: Receiver) -> tuple[Impairment, Checker, Monitor]:
         """Built when the run starts: their clocks are trio's."""
         hm = self.settings.health_manager
         assert self.metrics is not None and self.sock is not None
@@ -151,17 +158,16 @@ class Daemon:
             cfg=CheckerSettings(manager_id(self.settings), hm.heartbeat_timeout,
                                 hm.health_check_interval, self.settings.failover.lease),
         )
-        sock = self.sock
         monitor = Monitor(
             manager_id=manager_id(self.settings), store=self.store, db=self.db,
             impairment=impairment, writer=self.writer.state, checks=self.checks,
-            kernel_drops=lambda: socket_drops(sock), metrics=self.metrics,
+            kernel_drops=receiver.kernel_drops, metrics=self.metrics,
             presence_interval=presence_interval(self.settings),
         )
         return impairment, checker, monitor
 
     def _on_reject(self, addr: object, exc: Rejected) -> None:
-        self.rejected_log.rejected(exc.reason.value, addr, exc.detail)
+        self.rejected_log.rejected(exc.reason, addr, exc.detail)  # the StrEnum: no .value
 
     def _after_burst(self, datagrams: int, started: float) -> None:
         assert self.metrics is not None
@@ -199,8 +205,9 @@ class Daemon:
     ) -> None:
         assert self.metrics is not None
         receiver = Receiver(sock, self.ingest.datagram, self._after_burst)
+        self.metrics.watch_kernel_drops(receiver.kernel_drops)
         notifier = _Notifier()
-        _, checker, monitor = self._judgment()
+        _, checker, monitor = self._judgment(receiver)
         async with trio.open_nursery() as root:
             await root.start(self.runner.run)
             async with trio.open_nursery() as main:
@@ -208,6 +215,7 @@ class Daemon:
                     await main.start(serve_metrics, self.settings.metrics.bind, self.metrics)
                 await main.start(monitor.run)
                 await main.start(self.writer.run)
+                await main.start(self.fleet_loader.run)
                 await main.start(self.refresher.run)
                 await main.start(checker.run)
                 await main.start(receiver.run)

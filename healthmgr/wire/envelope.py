@@ -52,13 +52,28 @@ def seal(key_id: int, amphora_id: bytes, payload: bytes, key: bytes) -> bytes:
     return signed + mac(key, signed)
 
 
-def open_envelope(
+# A forged datagram's rejection: shared, returned by check_envelope, never raised.
+BAD_TAG = Rejected(Reason.BAD_SIGNATURE, "tag does not match")
+
+
+def open_envelope(datagram: bytes, keys: KeyLookup) -> tuple[bytes, bytes]:
+    """Check the header and the tag; return (amphora id, payload bytes)."""
+    opened = check_envelope(datagram, keys)
+    if opened.__class__ is Rejected:
+        raise Rejected(opened.reason, opened.detail)  # type: ignore[union-attr]
+    return opened  # type: ignore[return-value]
+
+
+def check_envelope(
     datagram: bytes,
     keys: KeyLookup,
     _digest: Any = hmac.digest,
     _compare: Any = hmac.compare_digest,
-) -> tuple[bytes, bytes]:
-    """Check the header and the tag; return (amphora id, payload bytes).
+) -> tuple[bytes, bytes] | Rejected:
+    """``open_envelope`` for a receiver under a flood: a bad tag is returned as
+    ``BAD_TAG``, not raised (raising cost 8,000 of the 70,000 instructions a
+    forgery cost the manager's receive path), and so is a ``Rejected`` the key
+    lookup returns; any other problem raises.
 
     ``datagram`` must be ``bytes`` (as ``socket.recvfrom`` returns). This runs
     for every datagram, so the common case is one combined header test; the
@@ -69,10 +84,12 @@ def open_envelope(
         raise _header_problem(datagram)
     amphora_id = datagram[6:HEADER_BYTES]
     key = keys.key_for((datagram[4] << 8) | datagram[5], amphora_id)
+    if key.__class__ is Rejected:
+        return key  # type: ignore[return-value]
     if len(key) != KEY_BYTES:
         raise ValueError(f"key lookup returned {len(key)} bytes, not {KEY_BYTES}")
     if not _compare(_digest(key, datagram[:-TAG_BYTES], "sha256"), datagram[-TAG_BYTES:]):
-        raise Rejected(Reason.BAD_SIGNATURE, "tag does not match")
+        return BAD_TAG
     return amphora_id, datagram[HEADER_BYTES:-TAG_BYTES]
 
 

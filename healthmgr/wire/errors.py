@@ -15,12 +15,21 @@ class Reason(enum.StrEnum):
     REPLAYED = "replayed"
     STALE = "stale"
     FUTURE = "future"
+    # Native header naming an amphora the manager's fleet does not list, beyond
+    # the budget of key derivations for amphorae created since the fleet loaded.
+    UNLISTED = "unlisted"
+    # Octavia's format from an amphora that has spoken the native one.
+    DOWNGRADE = "downgrade"
 
 
 class Rejected(Exception):
     """The one exception the decoders raise for any bad input."""
 
     def __init__(self, reason: Reason, detail: str = "") -> None:
-        super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
+        # A flood is rejected one exception at a time: the message is built
+        # only when read (an enum's .value alone costs ~2,300 instructions).
         self.reason = reason
         self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.detail}" if self.detail else self.reason.value

@@ -41,8 +41,10 @@ class MasterKey:
 class KeyLookup(Protocol):
     """What the decoder needs: the per-amphora key named by a datagram's header."""
 
-    def key_for(self, key_id: int, amphora_id: bytes) -> bytes:
-        """The 32-byte key, or raise ``Rejected(Reason.UNKNOWN_KEY)``."""
+    def key_for(self, key_id: int, amphora_id: bytes) -> bytes | Rejected:
+        """The 32-byte key, or raise ``Rejected(Reason.UNKNOWN_KEY)``. A lookup
+        with a policy of its own may return a ``Rejected`` instead of raising
+        it: ``check_envelope`` returns that as is (a flood is cheaper so)."""
         ...
 
 

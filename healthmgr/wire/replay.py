@@ -4,9 +4,15 @@ Pure state, no clock and no I/O: the receiver passes its own time in. Order in
 the manager, after ``decode_native`` verified the tag (a forged datagram must
 never move a window): ``check_freshness`` then ``ReplayGuard.check_and_update``.
 Rules and their reasons: schema/heartbeat.md, "Replay and freshness".
+
+Octavia's format has no send time and its agent restarts its sequence at 0:
+:class:`OctaviaSequences` only tells duplicates, reordering and restarts apart
+(docs/octavia-compat.md).
 """
 
 from __future__ import annotations
+
+import enum
 
 from healthmgr.wire.errors import Reason, Rejected
 from healthmgr.wire.limits import REPLAY_WINDOW
@@ -123,3 +129,85 @@ def alive_at_ms(sent_at_ms: int, received_at_ms: int) -> int:
     its original send time, so it cannot keep a dead amphora alive.
     """
     return min(sent_at_ms, received_at_ms)
+
+
+class OctaviaArrival(enum.Enum):
+    """How an accepted Octavia-format heartbeat relates to the agent's sequence."""
+
+    NEWEST = "newest"  # above the highest so far
+    REORDERED = "reordered"  # below it, arriving right after it: old news
+    RESTART = "restart"  # at or below it, later: the agent started a new run at 0
+
+
+class _Run:
+    __slots__ = ("recent", "top", "top_ms")
+
+    def __init__(self, seq: int, now_ms: int) -> None:
+        self.top = seq
+        self.top_ms = now_ms
+        self.recent: list[tuple[int, int]] = []  # (seq, arrival ms) accepted lately
+
+
+class OctaviaSequences:
+    """Per amphora: the highest seq of the agent's current run, and the seqs
+    accepted in the last ``duplicate_ms``. The only clock is the arrival time
+    passed in (ms); a clock that steps back is read as time gone by.
+
+    For each heartbeat that verified, in this order:
+
+    1. the same seq accepted less than ``duplicate_ms`` ago: a network
+       duplicate, rejected as REPLAYED (v3 counters are deltas: it would count
+       twice);
+    2. above the highest: NEWEST;
+    3. at or below it, less than ``duplicate_ms`` after the highest arrived:
+       REORDERED (accepted as proof of life and counters, statuses not
+       applied), the highest kept;
+    4. otherwise RESTART: the agent restarted (its sequence lives in memory
+       and starts at 0), accepted at once as the newest, whatever the number.
+
+    Nothing tells a restart from a replay of a captured heartbeat older than
+    ``duplicate_ms``: Octavia's format carries no send time. Such a replay is
+    accepted and counted as a restart (docs/octavia-compat.md).
+    """
+
+    __slots__ = ("_runs", "duplicate_ms", "recent_max")
+
+    def __init__(self, duplicate_ms: int, *, recent_max: int = 16) -> None:
+        if duplicate_ms < 0 or recent_max < 1:
+            raise ValueError("duplicate_ms must be >= 0 and recent_max >= 1")
+        self.duplicate_ms = duplicate_ms
+        self.recent_max = recent_max
+        self._runs: dict[bytes, _Run] = {}
+
+    def check_and_update(self, amphora_id: bytes, seq: int, now_ms: int) -> OctaviaArrival:
+        run = self._runs.get(amphora_id)
+        if run is None:
+            run = self._runs[amphora_id] = _Run(seq, now_ms)
+            run.recent.append((seq, now_ms))
+            return OctaviaArrival.NEWEST
+        window = self.duplicate_ms
+        recent = [(s, at) for s, at in run.recent if 0 <= now_ms - at < window]
+        if any(s == seq for s, _ in recent):
+            run.recent = recent
+            raise Rejected(Reason.REPLAYED, f"seq {seq} arrived again within {window} ms")
+        if seq > run.top:
+            verdict = OctaviaArrival.NEWEST
+        elif 0 <= now_ms - run.top_ms < window:
+            verdict = OctaviaArrival.REORDERED
+        else:
+            verdict = OctaviaArrival.RESTART
+        if verdict is not OctaviaArrival.REORDERED:
+            run.top, run.top_ms = seq, now_ms
+        recent.append((seq, now_ms))
+        run.recent = recent[-self.recent_max :]
+        return verdict
+
+    def highest(self, amphora_id: bytes) -> int | None:
+        run = self._runs.get(amphora_id)
+        return None if run is None else run.top
+
+    def forget(self, amphora_id: bytes) -> None:
+        self._runs.pop(amphora_id, None)
+
+    def __len__(self) -> int:
+        return len(self._runs)

@@ -95,9 +95,10 @@ def test_dead_amphora_is_failed_over_once_and_a_live_one_never(
                 what="both amphorae reported",
             )
             beater.remove(dead)  # the amphora dies; its neighbour keeps beating
-            (request,) = _wait_request(seeded)
-            daemon.wait_for_log("failover requested")
+            _wait_request(seeded)  # claimed: RUNNING while the record driver runs
+            daemon.wait_for_log("failover requested")  # handed off: PENDING
             _several_health_checks()  # with the live one beating: still one request
+            (request,) = _requests(seeded)
         assert request.amphora_id == id_str(dead.amphora)
         assert request.load_balancer_id == id_str(seeded.seed.load_balancer)
         assert request.state == "PENDING"

@@ -43,6 +43,8 @@ def test_label_values_exist_at_zero() -> None:
         assert metrics.value("healthmgr_failovers_total", {"outcome": outcome}) == 0
     assert metrics.value("healthmgr_circuit_breaker_open") == 0
     assert metrics.value("healthmgr_flush_failures_total") == 0
+    assert metrics.value("healthmgr_octavia_agent_restarts_total") == 0
+    assert metrics.value("healthmgr_kernel_drops_total") == 0
     assert metrics.value("healthmgr_build_info", {"version": "0.1.0", "manager_id": "hm-1"}) == 1
 
 

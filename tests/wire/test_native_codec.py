@@ -7,7 +7,13 @@ import pytest
 
 from healthmgr.wire import envelope, limits
 from healthmgr.wire.errors import Reason, Rejected
-from healthmgr.wire.native import decode_native, encode_native, is_native, peek_header
+from healthmgr.wire.native import (
+    check_native,
+    decode_native,
+    encode_native,
+    is_native,
+    peek_header,
+)
 from healthmgr.wire.values import (
     ListenerReport,
     ListenerState,
@@ -142,6 +148,23 @@ def test_bad_signature_on_flipped_tag_bit():
     good = bytearray(encode_native(seed(), *keyring().provision(AMPHORA)))
     good[-1] ^= 1
     assert reason(bytes(good)) is Reason.BAD_SIGNATURE
+
+
+def test_check_native_returns_a_bad_tag_and_raises_the_rest():
+    ring = keyring()
+    good = encode_native(seed(), *ring.provision(AMPHORA))
+    assert check_native(good, ring) == decode_native(good, ring)
+    forged = good[:-1] + bytes([good[-1] ^ 1])
+    for _ in range(3):  # the same value each time, never raised: no traceback grows
+        assert check_native(forged, ring) is envelope.BAD_TAG
+    assert envelope.BAD_TAG.__traceback__ is None
+    assert envelope.BAD_TAG.reason is Reason.BAD_SIGNATURE
+    with pytest.raises(Rejected) as info:
+        check_native(good[:30], ring)
+    assert info.value.reason is Reason.MALFORMED
+    with pytest.raises(Rejected) as info:
+        check_native(signed(fields(seq=-1)), ring)
+    assert info.value.reason is Reason.MALFORMED
 
 
 # -- payload rejections (signed correctly, so they reach the parser) -----------
