@@ -51,7 +51,7 @@ backend {pool}:{listener}
 """
 # "[WARNING]  (123) : Server <pool>:<listener>/<member> is DOWN, reason: ..."
 HAPROXY_STATE = re.compile(r"Server [^/\s]+/(\S+) is (UP|DOWN)\b")
-# The manager's own defaults (healthmgr/config.py): the figures hold for them.
+# The manager's own defaults (healthmgr/config/sections.py): the figures hold for them.
 MANAGER_DEFAULTS = {
     "heartbeat_interval": 10.0,
     "heartbeat_timeout": 60.0,
