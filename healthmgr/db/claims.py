@@ -237,16 +237,18 @@ def claim(
     cutoff: dt.datetime,
     manager: str,
     lease_seconds: float,
+    limit: int | None = None,
 ) -> list[Claim]:
     """Claim these amphorae (id -> reason) if they are still stale candidates,
-    exactly once across managers: each becomes busy and gets a RUNNING request
-    owned by ``manager`` under a lease. Rows another manager holds locked are
-    skipped, not waited for."""
+    at most ``limit`` of them, exactly once across managers: each becomes busy
+    and gets a RUNNING request owned by ``manager`` under a lease. Rows another
+    manager holds locked are skipped, not waited for, and the next ones taken
+    instead: managers that decided alike share a burst of failovers."""
     ids = sorted(wanted)
-    if not ids:
+    if not ids or (limit is not None and limit <= 0):
         return []
     if conn.dialect.name == "sqlite":
-        got = _mark_busy_sqlite(conn, ids, cutoff)
+        got = _mark_busy_sqlite(conn, ids, cutoff, limit)
     else:
         candidates = list(
             conn.execute(
@@ -255,33 +257,49 @@ def claim(
                 .where(_stale(_health, cutoff))
             ).scalars()
         )
-        got = _lock_health(conn, candidates, cutoff) if candidates else []
+        got = _lock_health(conn, candidates, cutoff, limit) if candidates else []
         if got:
             conn.execute(sa.update(_health).where(_health.c.amphora_id.in_(got)).values(busy=True))
     return _request_rows(conn, got, wanted, manager, lease_seconds)
 
 
-def _lock_health(conn: sa.Connection, ids: list[str], cutoff: dt.datetime) -> list[str]:
+def _lock_health(
+    conn: sa.Connection, ids: list[str], cutoff: dt.datetime, limit: int | None = None
+) -> list[str]:
     """Lock these health rows (by primary key only), skipping rows another manager
     holds, and keep those still not busy and stale.
 
     Only the key in the WHERE: with a range on the (busy, last_update) index,
     MariaDB locks every row the range scan passes, not only the ones it returns.
     """
-    rows = conn.execute(
+    stmt = (
         sa.select(_health.c.amphora_id, _health.c.busy, _health.c.last_update)
         .where(_health.c.amphora_id.in_(sorted(ids)))
         .order_by(_health.c.amphora_id)
         .with_for_update(skip_locked=True)
-    ).all()
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = conn.execute(stmt).all()
     return [r.amphora_id for r in rows if not r.busy and r.last_update < cutoff]
 
 
-def _mark_busy_sqlite(conn: sa.Connection, ids: list[str], cutoff: dt.datetime) -> list[str]:
+def _mark_busy_sqlite(
+    conn: sa.Connection, ids: list[str], cutoff: dt.datetime, limit: int | None = None
+) -> list[str]:
+    inner = _health.alias("candidate")
+    picked = (
+        sa.select(inner.c.amphora_id)
+        .where(inner.c.amphora_id.in_(ids))
+        .where(_stale(inner, cutoff))
+        .order_by(inner.c.amphora_id)
+    )
+    if limit is not None:
+        picked = picked.limit(limit)
     stmt = (
         sa.update(_health)
-        .where(_health.c.amphora_id.in_(ids))
-        .where(_stale(_health, cutoff))
+        .where(_health.c.amphora_id.in_(picked))
+        .where(_health.c.busy == sa.false())
         .values(busy=True)
         .returning(_health.c.amphora_id)
     )

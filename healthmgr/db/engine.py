@@ -132,6 +132,13 @@ class Bounds:
         return max(2, min(CONNECT_TIMEOUT_S, math.ceil(self.timeout)))
 
     @property
+    def idle_in_transaction_s(self) -> int:
+        """A session left idle inside a transaction (its client vanished mid-flush,
+        holding row locks) is ended by the server after this: other managers'
+        lock waits stay bounded. The manager never idles inside a transaction."""
+        return max(5, math.ceil(2 * self.timeout))
+
+    @property
     def keepalive_s(self) -> int:
         """Idle time before the first TCP keepalive probe, and between probes."""
         return max(1, math.ceil(self.timeout / 2))
@@ -140,7 +147,10 @@ class Bounds:
         """libpq connection parameters (psycopg's ``connect`` keywords)."""
         return {
             "connect_timeout": self.connect_s,
-            "options": f"-c statement_timeout={self.statement_ms} -c lock_timeout={self.lock_ms}",
+            "options": (
+                f"-c statement_timeout={self.statement_ms} -c lock_timeout={self.lock_ms}"
+                f" -c idle_in_transaction_session_timeout={self.idle_in_transaction_s * 1000}"
+            ),
             # A silent peer (packets dropped): the kernel gives up on unacknowledged
             # data after tcp_user_timeout, and on an idle wait (query sent and
             # acknowledged, no reply) after a keepalive probe goes unanswered.
@@ -162,7 +172,10 @@ class Bounds:
     def mysql_session(self, server_version: str) -> str:
         """The SET statement of a new MariaDB (or MySQL) session."""
         if "mariadb" in server_version.lower():
-            statement = f"max_statement_time = {self.timeout:.3f}"
+            statement = (
+                f"max_statement_time = {self.timeout:.3f},"
+                f" idle_transaction_timeout = {self.idle_in_transaction_s}"
+            )
         else:  # MySQL bounds only SELECT, in milliseconds
             statement = f"max_execution_time = {self.statement_ms}"
         return (

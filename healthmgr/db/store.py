@@ -185,12 +185,17 @@ class Store:
         return found
 
     def claim(
-        self, wanted: Mapping[str, str], cutoff: dt.datetime, manager: str, lease: float
+        self,
+        wanted: Mapping[str, str],
+        cutoff: dt.datetime,
+        manager: str,
+        lease: float,
+        limit: int | None = None,
     ) -> list[Claim]:
-        """Claim these amphorae (id -> reason) if still stale, exactly once across
-        managers (see :func:`healthmgr.db.claims.claim`)."""
+        """Claim at most ``limit`` of these amphorae (id -> reason) if still stale,
+        exactly once across managers (see :func:`healthmgr.db.claims.claim`)."""
         found, _ = self._transaction(
-            lambda conn: _claims.claim(conn, wanted, cutoff, manager, lease), write=True
+            lambda conn: _claims.claim(conn, wanted, cutoff, manager, lease, limit), write=True
         )
         return found
 

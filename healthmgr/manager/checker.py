@@ -194,11 +194,13 @@ class Checker:
 
     async def _claim(self, decision: Decision, wall: dt.datetime) -> None:
         free = self.runner.free_slots()
-        wanted = {v.amphora_id: v.reason for v in decision.failover[:free]}
-        if not wanted:
+        # All of them, at most `free` claimed: what another manager holds is
+        # skipped and the next taken, so managers share a burst.
+        wanted = {v.amphora_id: v.reason for v in decision.failover}
+        if not wanted or not free:
             return
         claims = await self._write(self.store.claim, wanted, self._cutoff(wall),
-                                   self.cfg.manager_id, self.cfg.lease)
+                                   self.cfg.manager_id, self.cfg.lease, free)
         for claim in claims or ():
             self.runner.start(claim)
         if claims:

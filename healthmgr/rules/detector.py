@@ -299,11 +299,16 @@ class Detector:
         return False, reason
 
 
+LOST_MANAGER_MEMORY = 86_400.0  # a manager row older than a day is a decommissioned one
+
+
 def _lost(observers: Mapping[str, Observer], cfg: DetectorConfig) -> int:
-    """Managers gone recently (dead, cut off or stopped): their agents' heartbeats are lost."""
+    """Managers not live (dead, cut off or stopped): agents that still list them
+    lose the heartbeats they send there, however long ago they went (only rows
+    untouched for a day, a decommissioned manager's, are left out)."""
     return sum(
         1 for o in observers.values()
-        if (o.stopped or o.age > cfg.observer_fresh) and o.age < cfg.observer_timeout
+        if (o.stopped or o.age > cfg.observer_fresh) and o.age < LOST_MANAGER_MEMORY
     )
 
 

@@ -39,10 +39,15 @@ def test_bounds_are_derived_from_one_timeout() -> None:
     assert (small.lock_s, small.connect_s, small.keepalive_s) == (1, 2, 1)  # drivers' minimums
     assert small.reply_s == 1.5
     pg = b.postgresql()
-    assert pg["options"] == "-c statement_timeout=10000 -c lock_timeout=5000"
+    assert pg["options"] == (
+        "-c statement_timeout=10000 -c lock_timeout=5000"
+        " -c idle_in_transaction_session_timeout=20000"
+    )
+    assert (b.idle_in_transaction_s, small.idle_in_transaction_s) == (20, 5)
     assert pg["tcp_user_timeout"] == 10_000 and pg["keepalives"] == 1
     assert b.mysql() == {"connect_timeout": 5, "read_timeout": 12.5, "write_timeout": 12.5}
     assert "max_statement_time = 10.000" in b.mysql_session("10.11.19-MariaDB-0+deb12u1")
+    assert "idle_transaction_timeout = 20" in b.mysql_session("10.11.19-MariaDB-0+deb12u1")
     assert "max_execution_time = 10000" in b.mysql_session("8.0.36")
 
 
@@ -57,6 +62,7 @@ def test_sessions_run_with_the_bounds(bounded: sa.Engine) -> None:
     if dialect == "postgresql":
         assert _one(bounded, "SHOW statement_timeout") == "2s"
         assert _one(bounded, "SHOW lock_timeout") == "1s"
+        assert _one(bounded, "SHOW idle_in_transaction_session_timeout") == "5s"
         with bounded.connect() as conn:
             info = conn.connection.dbapi_connection.info  # type: ignore[union-attr]
             params = info.get_parameters()
@@ -67,9 +73,9 @@ def test_sessions_run_with_the_bounds(bounded: sa.Engine) -> None:
         row = _one(
             bounded,
             "SELECT CONCAT_WS(' ', @@max_statement_time,"
-            " @@innodb_lock_wait_timeout, @@lock_wait_timeout)",
+            " @@innodb_lock_wait_timeout, @@lock_wait_timeout, @@idle_transaction_timeout)",
         )
-        assert row == "2.000000 1 1"
+        assert row == "2.000000 1 1 5"
         assert "STRICT_ALL_TABLES" in str(_one(bounded, "SELECT @@SESSION.sql_mode"))
     else:
         assert _one(bounded, "PRAGMA busy_timeout") == 2000

@@ -113,6 +113,29 @@ def test_claim_marks_busy_and_records_a_running_request_under_a_lease(
     assert store.claim({id_str(seed.amphora): "again"}, cutoff(), "hm-2", LEASE) == []
 
 
+def test_a_claim_skips_what_another_manager_holds_and_takes_the_next(
+    server_db_url: str,
+) -> None:
+    """A burst seen alike by two managers: the second one's claim of the same ids,
+    limited to its free slots, takes the ones the first does not hold."""
+    engine1 = make_test_engine(server_db_url)
+    engine2 = make_test_engine(server_db_url, create=False)
+    try:
+        stale = sorted(id_str(stale_amp(engine1)) for _ in range(6))
+        with engine1.connect() as conn1:
+            conn1.execution_options(isolation_level="READ COMMITTED")
+            tx = conn1.begin()
+            first = claims.claim(conn1, dict.fromkeys(stale, "r"), cutoff(), "hm-1", LEASE, 3)
+            second = Store(engine2, retries=0).claim(dict.fromkeys(stale, "r"), cutoff(),
+                                                     "hm-2", LEASE, 3)
+            tx.commit()
+        assert [id_str(c.amphora_id) for c in first] == stale[:3]
+        assert [id_str(c.amphora_id) for c in second] == stale[3:]
+    finally:
+        engine1.dispose()
+        engine2.dispose()
+
+
 def test_a_claim_takes_only_amphorae_still_stale(engine: sa.Engine, store: Store) -> None:
     amp = stale_amp(engine)
     ids = stale_ids(store)

@@ -60,10 +60,11 @@ class Fleet:
         self.stopped |= set(ids)
         return list(ids)
 
-    def claim(self, wanted, cutoff, manager, lease) -> list[Claim]:
-        self.claimed += list(wanted)
+    def claim(self, wanted, cutoff, manager, lease, limit=None) -> list[Claim]:
+        taken = sorted(wanted)[:limit]
+        self.claimed += taken
         return [Claim(id_bytes(f"00000000-0000-0000-0000-{i:012d}"), None, i)
-                for i, _ in enumerate(wanted)]
+                for i, _ in enumerate(taken)]
 
     def take_over(self, manager, lease, limit, cutoff) -> TakeOver:
         return TakeOver([], [])
