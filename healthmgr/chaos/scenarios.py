@@ -375,7 +375,11 @@ def _manager_signal(sig: signal.Signals) -> Scenario:
         run.clean()
         run.wait_clean_landed()
         run.figures["exit_status"] = code
-        return run.verdict(*checks)
+        result = run.verdict(*checks)
+        dead_ids = [run.ids[i] for i in dead]
+        run.figures["dead_reasons"] = sorted(
+            r.reason for reqs in run.requests(dead_ids).values() for r in inv.effective(reqs))
+        return result
 
     return scenario
 
