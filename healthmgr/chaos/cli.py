@@ -94,8 +94,10 @@ class Run(Lister):
         own.add_argument("--work-dir", type=Path, metavar="DIR",
                          help="configs, logs and the SQLite database (default: a temporary "
                          "directory, removed afterwards)")
+        # A timeout of six intervals, as production's defaults (10 s, 60 s): with fewer,
+        # a lost heartbeat or a lost manager crosses the breaker's line (docs).
         own.add_argument("--heartbeat-interval", type=float, default=0.5, metavar="S")
-        own.add_argument("--heartbeat-timeout", type=float, default=2.0, metavar="S")
+        own.add_argument("--heartbeat-timeout", type=float, default=3.0, metavar="S")
         own.add_argument("--health-check-interval", type=float, default=0.2, metavar="S")
         ext = p.add_argument_group("an existing deployment (--manager given)")
         ext.add_argument("--manager", type=_address, action="append", default=[],

@@ -277,7 +277,7 @@ def _zombie(pid: int) -> bool:
 
 # -- started here -------------------------------------------------------------------------
 
-FAST = {"heartbeat_interval": 0.5, "heartbeat_timeout": 2.0, "health_check_interval": 0.2,
+FAST = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "health_check_interval": 0.2,
         "flush_interval": 0.05}
 
 

@@ -502,8 +502,11 @@ class Run:
         checks += self._truth(alive_idx)
         checks.append(self._memory())
         checks += list(extra)
+        period = self.sampler.period if self.sampler else 0.0
         self.figures.update(sent=self.sent, rounds=self.beater.round, amphorae=len(self.ids),
-                            dead=len(dead), failover_requests=sum(map(len, requests.values())))
+                            dead=len(dead), failover_requests=sum(map(len, requests.values())),
+                            breaker_open_s=round(period * sum(
+                                1 for s in self.timeline.samples if s.breaker_open), 2))
         return Result(self.name, checks, self.figures, self.timeline)
 
     def failed_over_once(self, ids: Sequence[str], snapshot: dict[str, Any] | None = None,

@@ -7,7 +7,7 @@ ends them, lets a clean phase land, and measures the standard invariants
 deployment's ``heartbeat_interval`` (i), ``heartbeat_timeout`` (T) and the
 failover bound B = T + failover_settle + health_check_interval, so a scenario
 means the same against a deployment with production timings as against the
-fast managers the tool starts itself (i = 0.5 s, T = 2 s).
+fast managers the tool starts itself (i = 0.5 s, T = 3 s).
 
 Faults last about B: long enough for a live amphora's troubled silence to
 ripen into a false failover. The dead are not waited for with a fixed sleep:

@@ -161,8 +161,8 @@ class External:
                 self.relays.append(relay)
                 url = through(db_url, relay.address)
             cfg = write_config(tmp_path / f"hm-{i}.toml", url, sections={
-                "health_manager": {**FAST, **(timings or {}), "manager_id": f"ext-{i}",
-                                   "observer_timeout": OBSERVER_TIMEOUT},
+                "health_manager": {**FAST, "manager_id": f"ext-{i}",
+                                   "observer_timeout": OBSERVER_TIMEOUT, **(timings or {})},
                 "database": {"timeout": 1.0}})
             self.configs.append(cfg)
             self.daemons.append(start_daemon(cfg, wait=False))  # all at once: a second each
