@@ -387,7 +387,7 @@ def _manager_signal(sig: signal.Signals) -> Scenario:
 def several_managers(run: Run) -> Result:
     """Amphorae die with several managers sharing the database: each is failed over
     exactly once, by one of them."""
-    n = run.params.size(30, 300)
+    n = run.params.size(60, 600)  # a breaker threshold (10 %) that lets 3 die at once
     run.fleet_up(n)
     k = _killable(run, n, run.params.size(3, 30))
     run.kill(range(k), f"{k} amphorae die")
