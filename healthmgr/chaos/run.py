@@ -2,10 +2,11 @@
 
 A scenario (healthmgr/chaos/scenarios.py) gets a :class:`Run`. It brings up
 a fleet (topology inserted, heartbeats beating to the managers round robin,
-as agents do with several ``controller_ip_port_list`` entries), injects its
-faults, ends them with a clean phase, and asks :meth:`Run.verdict` for the
-standard invariants measured on the database and the managers; then
-:meth:`Run.close` removes every row its amphorae caused.
+as agents do with several ``controller_ip_port_list`` entries) and, for some,
+real amphorae (:meth:`Run.real_up`), injects its faults, ends them with a
+clean phase, and asks :meth:`Run.verdict` for the standard invariants
+measured on the database and the managers; then :meth:`Run.close` stops what
+it started and removes every row its amphorae caused.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sqlalchemy as sa
 
 from healthmgr.chaos import invariants as inv
 from healthmgr.chaos.amphora import RealAmphora, haproxy_binary
-from healthmgr.chaos.deployment import Deployment, metric_sum
+from healthmgr.chaos.deployment import Deployment, Manager, metric_sum
 from healthmgr.chaos.fleet import AmphoraTopo, Faults, Fleet, Topology, counters
 from healthmgr.chaos.netns import LinkedNamespace
 from healthmgr.chaos.timeline import Sampler, Timeline, utcnow
@@ -380,7 +381,7 @@ class Run:
     # -- readings -------------------------------------------------------------------------
 
     @staticmethod
-    def _tracked(manager: Any) -> float | None:
+    def _tracked(manager: Manager) -> float | None:
         """Amphorae in the manager's in-memory view (None: no metrics)."""
         samples = manager.metrics() if manager.running else None
         return None if samples is None else metric_sum(samples, "healthmgr_tracked_amphorae")
