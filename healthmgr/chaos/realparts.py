@@ -26,6 +26,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from healthmgr import constants as C
 from healthmgr.chaos import invariants as inv
 from healthmgr.chaos.amphora import RealAmphora
 from healthmgr.chaos.netns import NamespaceUnavailable, linked_namespace
@@ -154,6 +155,9 @@ def partition(run: Run) -> Result:
     run.event("link cut")
     ns.cut()
     requested = run.within(lambda: _requested(run, behind.id), _wait_failover(run))
+    # Its driver's outcome first (record: PENDING at once; exec: when the command ends).
+    run.within(lambda: C.FAILOVER_RUNNING not in _request_state(run, behind.id)[0],
+               run.t.heartbeat_timeout + 10)
     snap = run.snapshot([behind.id])
     before = _request_state(run, behind.id)
     healed = run.event("link healed")

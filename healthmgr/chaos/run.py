@@ -89,6 +89,11 @@ class Beater:
         self.round = 0  # the next round to send
         self.sent = 0
         self.captured: dict[int, deque[bytes]] = defaultdict(lambda: deque(maxlen=REPLAY_CAPTURE))
+        # Where each recent datagram of an amphora went first: a replay or a duplicate goes
+        # to that manager, whose replay window must reject it. (Another manager never saw
+        # it and takes it as a late heartbeat of its share: harmless, its stamp proves no
+        # new life and newest wins, but not what the replay invariants measure.)
+        self._first_route: dict[int, dict[bytes, Address]] = defaultdict(dict)
         self.hooks: list[Callable[[int], Iterable[tuple[int, bytes]]]] = []
         # Every round to every manager until each knows the whole new fleet: a manager
         # meeting many new amphorae loads their topology first, and at a fast interval
@@ -138,11 +143,30 @@ class Beater:
             for k, part in enumerate(slices):
                 self._stop.wait(max(0.0, due + k * self.interval / SLICES - time.monotonic()))
                 for index, d in part:
-                    for route in routes if self.warming else [routes[(index + r) % len(routes)]]:
+                    first = self.route_of(index, d)
+                    if self.warming:
+                        targets = routes
+                    elif first is not None:
+                        targets = [first]
+                    else:
+                        targets = [routes[(index + r) % len(routes)]]
+                    for route in targets:
                         self._send(d, route)
+                    if first is None:
+                        self._remember(index, d, targets[0])
                     self.captured[index].append(d)
             due += self.interval
             self._stop.wait(max(0.0, due - time.monotonic()))
+
+    def route_of(self, index: int, datagram: bytes) -> Address | None:
+        """Where this datagram of amphora ``index`` was sent first (None: not recently)."""
+        return self._first_route[index].get(datagram)
+
+    def _remember(self, index: int, datagram: bytes, route: Address) -> None:
+        seen = self._first_route[index]
+        seen[datagram] = route
+        if len(seen) > 4 * REPLAY_CAPTURE:
+            del seen[next(iter(seen))]  # the oldest
 
     def _slice(self, index: int) -> int:
         return index * SLICES // max(1, len(self.fleet))

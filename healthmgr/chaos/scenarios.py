@@ -211,22 +211,26 @@ class Flood:
         self._stop.set()
         self._thread.join()
 
-    def _junk(self, rng: random.Random) -> Iterator[bytes]:
+    def _junk(self, rng: random.Random) -> Iterator[tuple[bytes, tuple[str, int] | None]]:
+        """Junk, and where it must go (None: any manager)."""
         beater = self.run.beater
         assert beater is not None
-        captured = [d for q in list(beater.captured.values()) for d in list(q)]
+        captured = [(i, d) for i, q in list(beater.captured.items()) for d in list(q)]
         key_id = self.run.d.master.id
         while True:
             kind = rng.randrange(4)
             if kind == 0:
-                yield rng.randbytes(rng.randrange(1, 200))
+                yield rng.randbytes(rng.randrange(1, 200)), None
             elif kind == 1:  # well formed, signed with a key no manager has
                 yield envelope.seal(key_id, rng.randbytes(16), rng.randbytes(300),
-                                    rng.randbytes(32))
+                                    rng.randbytes(32)), None
             elif kind == 2:
-                yield b"\x00" * 60000
+                yield b"\x00" * 60000, None
+            elif captured:  # a replay, to the manager that saw it (see Beater)
+                index, d = rng.choice(captured)
+                yield d, beater.route_of(index, d)
             else:
-                yield rng.choice(captured) if captured else rng.randbytes(64)
+                yield rng.randbytes(64), None
 
     def _send(self) -> None:
         rng = random.Random(self.run.params.seed)
@@ -236,8 +240,9 @@ class Flood:
             start = time.monotonic()
             while not self._stop.is_set():
                 for _ in range(50):
+                    datagram, target = next(junk)
                     with contextlib.suppress(OSError):
-                        sock.sendto(next(junk), targets[self.sent % len(targets)])
+                        sock.sendto(datagram, target or targets[self.sent % len(targets)])
                     self.sent += 1
                 ahead = start + self.sent / self.rate - time.monotonic()
                 if ahead > 0:
