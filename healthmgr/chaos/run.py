@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -617,7 +617,7 @@ class Run:
         stats: dict[str, list[tuple[int, int, int, int, int]]] = defaultdict(list)
         orders: dict[str, int] = {}
         objects = {self.ids[i]: _objects(fleet.topology.amphorae[i]) for i in live}
-        with self.d.engine.connect() as conn, conn.begin():  # one snapshot
+        with self._snapshot_connection() as conn, conn.begin():
             for chunk in chunks(ids):
                 for r in conn.execute(sa.select(
                         _stats.c.amphora_id, _stats.c.last_seq, _stats.c.bytes_in,
@@ -650,6 +650,16 @@ class Run:
                                           refused))
         self.figures["refused_rows"] = refused
         return checks
+
+    @contextlib.contextmanager
+    def _snapshot_connection(self) -> Iterator[sa.Connection]:
+        """A connection whose transaction reads one snapshot: REPEATABLE READ on the
+        servers (PostgreSQL's READ COMMITTED would let a flush commit between reading the
+        report order and the statuses, or between two tables); SQLite's is one already."""
+        with self.d.engine.connect() as conn:
+            if self.d.server_db:
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            yield conn
 
     def _expected_statuses(self, index: int, seq: int | None) -> dict[str, str]:
         assert self.fleet is not None
