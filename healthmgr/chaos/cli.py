@@ -62,7 +62,8 @@ class ScenarioList(Lister):
             needs += ["server database"] if spec.server_db else []
             needs += ["database relay"] if spec.db_relay else []
             needs += ["process ids"] if spec.signals else []
-            needs += ["root, haproxy"] if spec.root else []
+            needs += ["root"] if spec.root else []
+            needs += ["haproxy"] if spec.haproxy else []
             rows.append((spec.name, ", ".join(needs) or "-", spec.summary))
         return ("name", "needs", "summary"), rows
 
@@ -93,8 +94,11 @@ class Run(Lister):
         own.add_argument("--work-dir", type=Path, metavar="DIR",
                          help="configs, logs and the SQLite database (default: a temporary "
                          "directory, removed afterwards)")
+        # A timeout of six intervals, as production's defaults (10 s, 60 s): with fewer,
+        # a lost heartbeat or a lost manager crosses the breaker's line (docs).
         own.add_argument("--heartbeat-interval", type=float, default=0.5, metavar="S")
-        own.add_argument("--heartbeat-timeout", type=float, default=2.0, metavar="S")
+        own.add_argument("--heartbeat-timeout", type=float, default=3.0, metavar="S")
+        own.add_argument("--health-check-interval", type=float, default=0.2, metavar="S")
         ext = p.add_argument_group("an existing deployment (--manager given)")
         ext.add_argument("--manager", type=_address, action="append", default=[],
                          metavar="HOST:PORT", help="a manager's heartbeat address (repeat)")
@@ -138,6 +142,14 @@ class Run(Lister):
         if a.plot is not None:
             _check_matplotlib()
         params = Params(a.amphorae, a.long, a.seed, a.margin, a.max_rss_growth)
+        if not (a.manager or a.config or a.all):  # refused before anything is started
+            from healthmgr.chaos.deployment import planned_deployment
+
+            planned = planned_deployment(max(1, a.managers), a.db_url)
+            for name in a.scenarios:
+                why = SCENARIOS[name].unmet(planned)
+                if why is not None:
+                    raise UsageError(f"scenario {name} cannot run here: {why}")
         work = a.work_dir or Path(tempfile.mkdtemp(prefix="healthmgr-chaos-"))
         try:
             deployment = self._deployment(a, work)
@@ -197,7 +209,8 @@ class Run(Lister):
         if a.managers < 1:
             raise UsageError("--managers must be 1 or more")
         options = {"heartbeat_interval": a.heartbeat_interval,
-                   "heartbeat_timeout": a.heartbeat_timeout}
+                   "heartbeat_timeout": a.heartbeat_timeout,
+                   "health_check_interval": a.health_check_interval}
         self.say(f"starting {a.managers} manager(s) in {work}")
         return start_deployment(work, managers=a.managers, db_url=a.db_url, options=options)
 

@@ -68,14 +68,18 @@ class Timing:
     flush_interval: float
     failover_threshold: int | str = "10%"
     observer_timeout: float = 300.0
+    observer_fresh: float = 3.0  # a manager whose liveness row is older is not live
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Timing:
+        from healthmgr.manager.service import presence_interval
+
         hm = settings.health_manager
         settle = hm.failover_settle
         return cls(hm.heartbeat_interval, hm.heartbeat_timeout, hm.health_check_interval,
                    2 * hm.heartbeat_interval if settle is None else settle, hm.flush_interval,
-                   hm.failover_threshold, hm.observer_timeout)
+                   hm.failover_threshold, hm.observer_timeout,
+                   3 * presence_interval(settings))  # as healthmgr/manager/service.py
 
     @property
     def failover_bound(self) -> float:
@@ -119,6 +123,7 @@ class Manager:
                 return False
             except PermissionError:
                 return True
+            return not _zombie(self.pid)  # dead, not yet reaped by its parent
         return True
 
     # -- metrics --------------------------------------------------------------------
@@ -166,6 +171,11 @@ class Manager:
             return None
 
     def start(self) -> None:
+        self.spawn()
+        self.wait_serving()
+
+    def spawn(self) -> None:
+        """Start the process (:meth:`wait_serving` waits until it serves)."""
         if self.argv is None:
             raise DeploymentError(f"manager {self.name} was not started by healthmgr-chaos")
         self._serving.clear()
@@ -176,6 +186,9 @@ class Manager:
         )
         self.pid = self.process.pid
         threading.Thread(target=self._collect, args=(self.process,), daemon=True).start()
+
+    def wait_serving(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._serving.wait(0.05):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -255,9 +268,16 @@ class Deployment:
             self._engine.dispose()
 
 
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError, IndexError):
+        # "pid (comm) S ...": the state follows the last ")" (comm may hold any)
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    return False
+
+
 # -- started here -------------------------------------------------------------------------
 
-FAST = {"heartbeat_interval": 0.5, "heartbeat_timeout": 2.0, "health_check_interval": 0.2,
+FAST = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "health_check_interval": 0.2,
         "flush_interval": 0.05}
 
 
@@ -288,6 +308,25 @@ def write_toml(path: Path, sections: dict[str, dict[str, Any]], master: MasterKe
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
     return path
+
+
+def planned_deployment(managers: int, db_url: str | None) -> Deployment:
+    """What :func:`start_deployment` would start, not started: enough to tell whether a
+    scenario can run against it before anything is started."""
+    url = db_url or "sqlite:///healthmgr.db"
+    server = make_url(url).get_backend_name() != "sqlite"
+    planned = [Manager(("127.0.0.1", 0), pid=0, argv=[],
+                       db_relay=_NoRelay() if server else None) for _ in range(managers)]
+    return Deployment(url, MasterKey(1, b"-" * 32), Timing(1, 2, 1, 1, 1), planned, True)
+
+
+class _NoRelay:
+    """The relay a planned manager will have (never used)."""
+
+    def passthrough(self) -> dict[str, Any]:
+        raise DeploymentError("a planned deployment has no relay yet")
+
+    blackhole = passthrough
 
 
 def start_deployment(
@@ -325,7 +364,9 @@ def start_deployment(
             manager = _manager_config(work_dir, index, manager_url, hm, master)
             manager.db_relay = relay
             deployment.managers.append(manager)
-            manager.start()
+            manager.spawn()  # all at once: each takes a second or so to start
+        for manager in deployment.managers:
+            manager.wait_serving()
         settings = load_settings(str(work_dir / "manager-0.toml"), env={})
         deployment.timing = Timing.from_settings(settings)
     except BaseException:

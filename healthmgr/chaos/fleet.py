@@ -346,11 +346,13 @@ class Fleet:
         # which triples the cost; tests/chaos/test_fleet.py decodes these instead.
         return envelope.seal(self.key_id, hb.amphora_id, pack_payload(hb), key)
 
-    def datagrams(self, round_: int, sent_at_ms: int | None = None) -> list[bytes]:
+    def datagrams(self, round_: int, sent_at_ms: int | None = None,
+                  offset_ms: Callable[[int], int] | None = None) -> list[bytes]:
         """Round ``round_``: one heartbeat per live amphora, with the faults applied.
 
         Stateful across rounds (held-back and earlier datagrams); call with
-        increasing rounds. ``sent_at_ms`` defaults to now.
+        increasing rounds. ``sent_at_ms`` defaults to now; ``offset_ms(index)``
+        is added for an amphora sent later in the round (a paced sender).
         """
         sent_at = self.clock_ms() if sent_at_ms is None else sent_at_ms
         out: list[bytes] = []
@@ -361,7 +363,7 @@ class Fleet:
             if index in self.silenced or (index in self.dead and round_ >= f.dead_after):
                 c.silenced += 1
                 continue
-            payload = self.payload(index, round_, sent_at)
+            payload = self.payload(index, round_, sent_at + (offset_ms(index) if offset_ms else 0))
             amphora_id = self.topology.amphorae[index].id
             good = envelope.seal(self.key_id, amphora_id, payload, self._keys[index])
             c.honest += 1

@@ -7,7 +7,12 @@ ends them, lets a clean phase land, and measures the standard invariants
 deployment's ``heartbeat_interval`` (i), ``heartbeat_timeout`` (T) and the
 failover bound B = T + failover_settle + health_check_interval, so a scenario
 means the same against a deployment with production timings as against the
-fast managers the tool starts itself (i = 0.5 s, T = 2 s).
+fast managers the tool starts itself (i = 0.5 s, T = 3 s).
+
+Faults last about B: long enough for a live amphora's troubled silence to
+ripen into a false failover. The dead are not waited for with a fixed sleep:
+the verdict waits until each has its request (or the wait's bound passed)
+and judges the latency against the bound.
 """
 
 from __future__ import annotations
@@ -29,10 +34,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from healthmgr.chaos import invariants as inv
+from healthmgr.chaos.amphora import haproxy_binary
 from healthmgr.chaos.deployment import Deployment
 from healthmgr.chaos.fleet import Faults
-from healthmgr.chaos.run import Params, Result, Run, ScenarioError
-from healthmgr.chaos.udp_relay import UdpFaults, UdpRelay
+from healthmgr.chaos.realparts import agents_lossy, partition
+from healthmgr.chaos.run import Params, Result, Run, ScenarioError, relay_counts
+from healthmgr.chaos.udp_relay import UdpFaults
 from healthmgr.db import models
 from healthmgr.rules import constants as C
 from healthmgr.wire import envelope
@@ -50,7 +57,8 @@ class Spec:
     server_db: bool = False  # several managers share a PostgreSQL/MariaDB database
     db_relay: bool = False  # a relay in front of a manager's database connection
     signals: bool = False  # the managers' process ids (and a restart, for one manager)
-    root: bool = False  # network namespaces, real HAProxy and amphora-agent
+    root: bool = False  # network namespaces
+    haproxy: bool = False  # real HAProxy and amphora-agent (healthmgr/chaos/amphora.py)
 
     def unmet(self, d: Deployment) -> str | None:
         """Why this scenario cannot run against ``d`` (None: it can)."""
@@ -67,6 +75,8 @@ class Spec:
             return "needs 2 managers when it cannot restart the one it stops"
         if self.root and os.geteuid() != 0:
             return "needs root (network namespaces)"
+        if self.haproxy and haproxy_binary() is None:
+            return "needs haproxy (real amphorae): not found"
         return None
 
 
@@ -93,7 +103,7 @@ def _killable(run: Run, fleet: int, wanted: int) -> int:
 
 
 def _bound(run: Run) -> float:
-    return run.t.failover_bound + run.params.margin
+    return run.bound
 
 
 def _accepted_within(run: Run, honest: int) -> inv.Check:
@@ -103,24 +113,6 @@ def _accepted_within(run: Run, honest: int) -> inv.Check:
     return inv.simple("nothing false accepted", accepted <= honest,
                       f"{accepted:g} accepted", f"<= {honest} genuine",
                       "more heartbeats accepted than genuine ones were sent")
-
-
-@contextlib.contextmanager
-def _udp_relays(run: Run, faults: UdpFaults) -> Iterator[list[UdpRelay]]:
-    relays = [UdpRelay(m.address, UdpFaults(), seed=run.params.seed + i).start()
-              for i, m in enumerate(run.d.managers)]
-    try:
-        yield relays
-    finally:
-        for r in relays:
-            r.close()
-
-
-def _counts(relays: list[UdpRelay]) -> dict[str, int]:
-    total: Counter[str] = Counter()
-    for r in relays:
-        total.update({k: v for k, v in vars(r.counts).items()})
-    return dict(total)
 
 
 # -- lossy network ------------------------------------------------------------------------
@@ -134,22 +126,21 @@ def lossy(run: Run) -> Result:
     # Delay and jitter small beside the interval, as on a real network.
     faults = UdpFaults(loss=0.1, duplicate=0.1, reorder=0.1, corrupt=0.02, delay=i / 50,
                        jitter=i / 50, reorder_delay=1.5 * i)
-    with _udp_relays(run, faults) as relays:
-        fleet = run.fleet_up(n, routes=[r.address for r in relays])
-        honest_before = fleet.counts.honest
-        for r in relays:
-            r.set(faults)
-        run.event("loss, dup, reorder, delay, corrupt")
-        run.kill(range(_killable(run, n, run.params.size(1, 10))), "amphorae die")
-        run.sleep(run.params.span(_bound(run) + 3 * i, 4 * _bound(run)))
-        for r in relays:
-            r.set(UdpFaults())
-        run.clean()
-        run.wait_clean_landed()
-        counts = _counts(relays)
-        run.figures["relay"] = counts
-        honest = fleet.counts.honest - honest_before
-        return run.verdict(_accepted_within(run, honest + n * 2))
+    relays = run.udp_relays()
+    fleet = run.fleet_up(n, routes=[r.address for r in relays])
+    honest_before = fleet.counts.honest
+    for r in relays:
+        r.set(faults)
+    run.event("loss, dup, reorder, delay, corrupt")
+    run.kill(range(_killable(run, n, run.params.size(1, 10))), "amphorae die")
+    run.sleep(run.params.span(_bound(run), 4 * _bound(run)))
+    for r in relays:
+        r.set(UdpFaults())
+    run.clean()
+    run.wait_clean_landed()
+    run.figures["relay"] = relay_counts(relays)
+    honest = fleet.counts.honest - honest_before
+    return run.verdict(_accepted_within(run, honest + n * 2))
 
 
 # -- replay and forgery --------------------------------------------------------------------
@@ -176,7 +167,7 @@ def replay_forgery(run: Run) -> Result:
         run.beater.hooks.append(replay_attack)
     run.event("forged + replayed")
     run.kill(victims, "victims die; their heartbeats replayed")
-    run.sleep(run.params.span(_bound(run) + 3 * run.interval, 4 * _bound(run)))
+    run.sleep(run.params.span(_bound(run), 4 * _bound(run)))
     run.clean()
     with run.beater.lock:
         run.beater.hooks.remove(replay_attack)
@@ -220,22 +211,26 @@ class Flood:
         self._stop.set()
         self._thread.join()
 
-    def _junk(self, rng: random.Random) -> Iterator[bytes]:
+    def _junk(self, rng: random.Random) -> Iterator[tuple[bytes, tuple[str, int] | None]]:
+        """Junk, and where it must go (None: any manager)."""
         beater = self.run.beater
         assert beater is not None
-        captured = [d for q in list(beater.captured.values()) for d in list(q)]
+        captured = [(i, d) for i, q in list(beater.captured.items()) for d in list(q)]
         key_id = self.run.d.master.id
         while True:
             kind = rng.randrange(4)
             if kind == 0:
-                yield rng.randbytes(rng.randrange(1, 200))
+                yield rng.randbytes(rng.randrange(1, 200)), None
             elif kind == 1:  # well formed, signed with a key no manager has
                 yield envelope.seal(key_id, rng.randbytes(16), rng.randbytes(300),
-                                    rng.randbytes(32))
+                                    rng.randbytes(32)), None
             elif kind == 2:
-                yield b"\x00" * 60000
+                yield b"\x00" * 60000, None
+            elif captured:  # a replay, to the manager that saw it (see Beater)
+                index, d = rng.choice(captured)
+                yield d, beater.route_of(index, d)
             else:
-                yield rng.choice(captured) if captured else rng.randbytes(64)
+                yield rng.randbytes(64), None
 
     def _send(self) -> None:
         rng = random.Random(self.run.params.seed)
@@ -245,8 +240,9 @@ class Flood:
             start = time.monotonic()
             while not self._stop.is_set():
                 for _ in range(50):
+                    datagram, target = next(junk)
                     with contextlib.suppress(OSError):
-                        sock.sendto(next(junk), targets[self.sent % len(targets)])
+                        sock.sendto(datagram, target or targets[self.sent % len(targets)])
                     self.sent += 1
                 ahead = start + self.sent / self.rate - time.monotonic()
                 if ahead > 0:
@@ -262,7 +258,7 @@ def flood(run: Run) -> Result:
     rate = float(run.params.size(3000, 20000)) if run.params.amphorae is None else 3000.0
     began = run.event(f"flood {rate:g}/s")
     with Flood(run, rate) as f:
-        run.sleep(run.params.span(_bound(run) + run.interval, 6 * run.t.heartbeat_timeout))
+        run.sleep(run.params.span(_bound(run), 6 * run.t.heartbeat_timeout))
     ended = run.event("flood ends")
     run.clean()
     run.wait_clean_landed()
@@ -312,7 +308,6 @@ def db_outage(run: Run) -> Result:
         run.kill([0], "amphora dies")
         run.sleep(outage - run.interval)
     run.event("database back")
-    run.sleep(run.t.heartbeat_timeout + _bound(run) + 2.0)  # recovery, grace, then the bound
     run.clean()
     run.wait_clean_landed()
     failures = run.metric_delta("healthmgr_flush_failures_total")
@@ -338,14 +333,13 @@ def manager_cut_off(run: Run) -> Result:
     the amphorae keep beating to all of them; one dies meanwhile."""
     n = run.params.size(20, 200)
     run.fleet_up(n)
-    cut = run.params.span(2 * run.t.heartbeat_timeout, 5 * run.t.heartbeat_timeout)
+    cut = run.params.span(_bound(run) + run.interval, 5 * run.t.heartbeat_timeout)
     with _blackholed([run.d.managers[0]]):
         run.event(f"{run.d.managers[0].name} cut off")
         run.sleep(run.interval)
         run.kill([0], "amphora dies")
         run.sleep(cut)
     run.event("reconnected")
-    run.sleep(run.t.heartbeat_timeout + 2.0)
     run.clean()
     run.wait_clean_landed()
     return run.verdict()
@@ -356,11 +350,18 @@ def manager_cut_off(run: Run) -> Result:
 
 def _manager_signal(sig: signal.Signals) -> Scenario:
     def scenario(run: Run) -> Result:
-        n = run.params.size(20, 200)
+        n = run.params.size(40, 400)
         run.fleet_up(n)
         victim = run.d.managers[0]
-        run.kill([0], "amphora dies")
-        run.sleep(run.t.heartbeat_timeout)  # the dead amphora is about to be judged
+        # Two neighbours: their last heartbeats went to different managers (round robin),
+        # so with several managers one of them was last observed by the victim.
+        dead = list(range(_killable(run, n, 2)))
+        run.kill(dead, "amphorae die")
+        # The signal while they are silent, before they are stale: the victim dies with
+        # their silence unjudged (and, with several managers, as the last observer of one).
+        run.sleep(run.t.heartbeat_timeout / 2)
+        observers = run.snapshot([run.ids[i] for i in dead])["observer"]
+        run.figures["dead_observed_by"] = sorted(observers.values())
         run.event(f"{sig.name} {victim.name}")
         victim.send_signal(sig)
         code = victim.wait_exit()
@@ -376,11 +377,14 @@ def _manager_signal(sig: signal.Signals) -> Scenario:
             run.sleep(2 * run.interval)
             victim.start()
             run.event(f"{victim.name} restarted")
-        run.sleep(run.t.heartbeat_timeout + _bound(run) + 1.0)
         run.clean()
         run.wait_clean_landed()
         run.figures["exit_status"] = code
-        return run.verdict(*checks)
+        result = run.verdict(*checks)
+        dead_ids = [run.ids[i] for i in dead]
+        run.figures["dead_reasons"] = sorted(
+            r.reason for reqs in run.requests(dead_ids).values() for r in inv.effective(reqs))
+        return result
 
     return scenario
 
@@ -388,16 +392,16 @@ def _manager_signal(sig: signal.Signals) -> Scenario:
 def several_managers(run: Run) -> Result:
     """Amphorae die with several managers sharing the database: each is failed over
     exactly once, by one of them."""
-    n = run.params.size(30, 300)
+    n = run.params.size(60, 600)  # a breaker threshold (10 %) that lets 3 die at once
     run.fleet_up(n)
     k = _killable(run, n, run.params.size(3, 30))
     run.kill(range(k), f"{k} amphorae die")
-    run.sleep(_bound(run) + 2 * run.interval)
     run.clean()
     run.wait_clean_landed()
+    result = run.verdict()  # waits for the dead ones' requests
     by = Counter(r.requested_by for reqs in run.requests().values() for r in reqs)
     run.figures["requests_by_manager"] = dict(by)
-    return run.verdict()
+    return result
 
 
 # -- mass outages --------------------------------------------------------------------------
@@ -433,7 +437,7 @@ def _mass_outage(gradual: bool) -> Scenario:
                                  timeout=3 * _bound(run) + 10)
         stopped_now = _statuses(run, down).count(C.FAILOVER_STOPPED)
         run.event("all FAILOVER_STOPPED" if all_stopped else "not all stopped")
-        run.sleep(t.heartbeat_timeout)
+        run.sleep(2 * run.interval)  # held a while: stopped, not failed over
         if gradual:
             run.event("they come back one by one")
             for i in down:
@@ -476,34 +480,34 @@ def flapping(run: Run) -> Result:
     i = run.interval
     faults = UdpFaults(reorder=0.3, reorder_delay=1.5 * i, jitter=min(0.2, i / 2))
     flappers = list(range(run.params.size(2, 10)))
-    with _udp_relays(run, faults) as relays:
-        fleet = run.fleet_up(n, routes=[r.address for r in relays])
-        assert run.beater is not None
-        members = {x: fleet.topology.amphorae[x].listeners[0].pools[0].members[0]
-                   for x in flappers}
+    relays = run.udp_relays()
+    fleet = run.fleet_up(n, routes=[r.address for r in relays])
+    assert run.beater is not None
+    members = {x: fleet.topology.amphorae[x].listeners[0].pools[0].members[0]
+               for x in flappers}
 
-        def flap(round_: int) -> list[tuple[int, bytes]]:
-            state = MemberState.DOWN if round_ % 2 else MemberState.UP
-            for x in flappers:
-                run.set_member(x, members[x], state)
-            return []
+    def flap(round_: int) -> list[tuple[int, bytes]]:
+        state = MemberState.DOWN if round_ % 2 else MemberState.UP
+        for x in flappers:
+            run.set_member(x, members[x], state)
+        return []
 
-        with run.beater.lock:
-            run.beater.hooks.append(flap)
-        for r in relays:
-            r.set(faults)
-        run.event("flapping, reordered")
-        run.sleep(run.params.span(4 * run.t.heartbeat_timeout, 15 * run.t.heartbeat_timeout))
-        for r in relays:
-            r.set(UdpFaults())
-        run.sleep(2 * i)  # what the relays held lands
-        run.clean()
-        run.wait_clean_landed()
-        result = run.verdict()
-        with run.beater.lock:
-            run.beater.hooks.remove(flap)
-        run.figures["relay"] = _counts(relays)
-        return result
+    with run.beater.lock:
+        run.beater.hooks.append(flap)
+    for r in relays:
+        r.set(faults)
+    run.event("flapping, reordered")
+    run.sleep(run.params.span(2 * run.t.heartbeat_timeout, 15 * run.t.heartbeat_timeout))
+    for r in relays:
+        r.set(UdpFaults())
+    run.relays_drained(relays)
+    run.clean()
+    run.wait_clean_landed()
+    result = run.verdict()
+    with run.beater.lock:
+        run.beater.hooks.remove(flap)
+    run.figures["relay"] = relay_counts(relays)
+    return result
 
 
 # -- a poisoned amphora --------------------------------------------------------------------
@@ -521,7 +525,7 @@ def poison(run: Run) -> Result:
         run.excluded.update({0, 1})
     run.event("extreme counters")
     run.kill([2], "amphora dies")
-    run.sleep(_bound(run) + 2 * run.interval)
+    run.sleep(_bound(run))  # poisoned heartbeats keep coming meanwhile
     run.clean()
     run.wait_clean_landed()
     return run.verdict()
@@ -551,6 +555,11 @@ SCENARIOS: dict[str, Spec] = {s.name: s for s in (
     Spec("flapping", "members flap UP/DOWN every heartbeat, reordered, across several "
          "managers", flapping, managers=2, server_db=True),
     Spec("poison", "amphorae send counters beyond any column (2**64-1, 2**63)", poison),
+    Spec("partition", "a real amphora (HAProxy, amphora-agent) in a network namespace: its "
+         "link cut until it is failed over, then healed", partition, root=True, haproxy=True),
+    Spec("agents-lossy", "real amphora-agents in front of real HAProxy through the UDP chaos "
+         "relay (loss, duplication, reordering, delay, corruption); members change state; "
+         "one amphora dies", agents_lossy, haproxy=True),
 )}
 
 

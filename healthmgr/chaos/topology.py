@@ -57,6 +57,15 @@ def insert_topology(engine: sa.Engine, topology: Topology) -> None:
                 conn.execute(sa.insert(model.__table__), values[i : i + 5000])
 
 
+def retire(engine: sa.Engine, amphorae: Sequence[str]) -> None:
+    """Amphorae about to stop beating, DELETED first: no manager counts them silent
+    toward its breaker (nor fails them over) while they are removed."""
+    amp = models.Amphora.__table__
+    with engine.begin() as conn:
+        for chunk in chunks(list(amphorae)):
+            conn.execute(sa.update(amp).where(amp.c.id.in_(chunk)).values(status="DELETED"))
+
+
 def remove_topology(engine: sa.Engine, topology: Topology) -> None:
     """Delete every row of these amphorae and their load balancers, in one transaction."""
     amphorae = [id_str(a.id) for a in topology.amphorae]

@@ -214,6 +214,11 @@ class UdpRelay(ServerThread):
     def faults(self) -> UdpFaults:
         return self._server.faults
 
+    @property
+    def pending(self) -> int:
+        """Datagrams received and not forwarded yet (delayed, reordered)."""
+        return len(self._server._queue)
+
     def set(self, faults: UdpFaults) -> None:
         """New faults for every datagram received from now on (those queued keep theirs)."""
         self._server.faults = faults  # one reference assignment: atomic for the relay's thread
@@ -255,11 +260,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UdpRelayError, OSError) as e:
         print(f"udp_relay: error: {e}", file=sys.stderr)
         return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before "ready": a SIGTERM then is handled
+        signal.signal(sig, lambda *_: stop.set())
     (host, port), (t_host, t_port) = relay.address, relay.target
     print(json.dumps({"listen": f"{host}:{port}", "target": f"{t_host}:{t_port}"}), flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.2):
         pass
     relay.close()
