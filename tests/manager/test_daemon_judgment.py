@@ -13,14 +13,18 @@ import os
 import signal
 import stat
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from healthmgr.chaos.relay import Relay
 from healthmgr.wire.ids import id_str
 from tests.db.factories import make_fleet
-from tests.manager.conftest import SQLITE_AND_PG, SeededDb, agent_for, ago
+from tests.fault.conftest import server_address, through
+from tests.manager.conftest import SeededDb, agent_for, ago
 from tests.manager.harness import (
     Agent,
     Beater,
@@ -29,7 +33,19 @@ from tests.manager.harness import (
     wait_until,
     write_config,
 )
-from tests.manager.test_daemon_outage import postgresql_unreachable, sqlite_locked
+from tests.manager.test_daemon_outage import sqlite_locked
+
+ALL_DATABASES = pytest.mark.parametrize("db_url", ["sqlite", "postgresql", "mysql"],
+                                        indirect=True)
+
+
+@contextmanager
+def _refused(relay: Relay) -> Iterator[None]:
+    relay.refuse()
+    try:
+        yield
+    finally:
+        relay.passthrough()
 
 INTERVAL = 0.5
 TIMEOUT = 2.0
@@ -75,7 +91,7 @@ def _alive(pid: int) -> bool:
 # --- case 3: the breaker's edges ----------------------------------------------------
 
 
-@SQLITE_AND_PG
+@ALL_DATABASES
 def test_a_mass_outage_arriving_and_leaving_gradually_fails_over_nothing(
     seeded: SeededDb, config_dir: Path
 ) -> None:
@@ -121,28 +137,31 @@ def test_a_mass_outage_arriving_and_leaving_gradually_fails_over_nothing(
 # --- case 6: a database error while an outcome is recorded ------------------------
 
 
-@SQLITE_AND_PG
+@ALL_DATABASES
 def test_a_database_error_while_recording_an_outcome_is_owned_by_the_runner(
     seeded: SeededDb, config_dir: Path, tmp_path: Path
 ) -> None:
     """The exec driver runs `sleep 1.5` while the database is unavailable for
-    4 s: the daemon does not crash, records SUCCEEDED once the database is
-    back (not ABANDONED), keeps the amphora busy, and exits 0 with its final
-    flush."""
+    4 s (SQLite: locked by another process; the servers: connections refused
+    by the relay the daemon reaches them through): the daemon does not crash,
+    records SUCCEEDED once the database is back (not ABANDONED), keeps the
+    amphora busy, and exits 0 with its final flush."""
     seeded.execute("INSERT INTO amphora_health (amphora_id, last_update, busy)"
                    " VALUES (:a, :t, :b)", a=id_str(seeded.seed.amphora), t=ago(3600), b=False)
     started = tmp_path / "started"
     script = _script(tmp_path / "failover.sh", f"touch {started}\nsleep 1.5\nexit 0\n")
-    daemon_url = seeded.url + ("?timeout=0.2" if seeded.url.startswith("sqlite") else "")
+    sqlite = seeded.url.startswith("sqlite")
+    relay = None if sqlite else Relay(server_address(seeded.url)).start()
+    daemon_url = seeded.url + "?timeout=0.2" if relay is None else through(seeded.url,
+                                                                             relay.address)
     daemon = start_daemon(config(
         seeded, config_dir, url=daemon_url,
         failover={"driver": "exec", "command": [str(script)], "max_attempts": 1},
+        database={"timeout": 1.0},
     ))
     try:
         daemon.until(started.exists, what="the failover command started", timeout=20)
-        seeded.engine.dispose()
-        outage = (sqlite_locked(seeded.url) if seeded.url.startswith("sqlite")
-                  else postgresql_unreachable(seeded.url))
+        outage = sqlite_locked(seeded.url) if relay is None else _refused(relay)
         with outage:
             daemon.wait_for_log("could not record failover outcome; retrying", timeout=10)
             time.sleep(2.5)
@@ -153,6 +172,8 @@ def test_a_database_error_while_recording_an_outcome_is_owned_by_the_runner(
                              a=id_str(seeded.seed.amphora)) in (True, 1)
     finally:
         assert daemon.stop() == 0, "\n".join(daemon.lines[-20:])
+        if relay is not None:
+            relay.close()
     assert not [e for e in daemon.events() if "Traceback" in str(e) or e.get("exception")]
     assert not [e for e in daemon.events() if e.get("event", "").startswith("pending writes lost")]
 
@@ -211,7 +232,7 @@ def test_a_killed_manager_leaves_a_lease_that_is_taken_over_and_no_orphan(
 # --- case 9: every verdict has a reason ---------------------------------------------
 
 
-@pytest.mark.parametrize("db_url", ["sqlite", "postgresql", "mysql"], indirect=True)
+@ALL_DATABASES
 def test_a_listener_count_mismatch_is_logged_counted_and_named_as_the_reason(
     seeded: SeededDb, config_dir: Path
 ) -> None:
@@ -241,5 +262,54 @@ def test_a_listener_count_mismatch_is_logged_counted_and_named_as_the_reason(
         assert daemon.metric("healthmgr_listener_count_mismatches_total") >= 2
         assert daemon.metric("healthmgr_failover_verdicts_total", verdict="failover",
                              reason="listener_count_mismatch") == 1
+    finally:
+        assert daemon.stop() == 0
+
+
+# --- case 2: a flood the socket cannot hold -----------------------------------------
+
+FLOODER = Path(__file__).resolve().parents[1] / "bench" / "flood.py"
+
+
+@pytest.mark.parametrize("db_url", ["postgresql", "mysql"], indirect=True)
+def test_a_flood_that_overflows_the_socket_fails_over_no_live_amphora(
+    seeded: SeededDb, config_dir: Path, tmp_path: Path
+) -> None:
+    """40 amphorae beat every 0.5 s while another process floods the port with
+    garbage and forgeries for three heartbeat timeouts, into a receive buffer
+    too small to hold it (sock_rlimit 64 KiB): the kernel drops honest
+    heartbeats with the junk, the manager knows it cannot see (kernel_drops)
+    and fails over nothing, during the flood or after it."""
+    import json
+    import subprocess
+    import sys
+
+    fleet = make_fleet(seeded.engine, 40, with_health=False)
+    agents = [agent_for(s) for s in fleet]
+    ids = tmp_path / "ids.json"
+    ids.write_text(json.dumps([a.amphora.hex() for a in agents]))
+    daemon = start_daemon(config(seeded, config_dir,
+                                 health_manager={"sock_rlimit": 65536}))
+    try:
+        with Beater([daemon], agents, INTERVAL):
+            daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 40,
+                         what="all reported")
+            time.sleep(TIMEOUT + 0.5)  # past the start-up grace
+            host, port = daemon.address
+            flood = subprocess.run(
+                [sys.executable, str(FLOODER), "--flooder", "--target", f"{host}:{port}",
+                 "--ids", str(ids), "--rate", "0", "--seconds", str(3 * TIMEOUT),
+                 "--mix", "garbage=0.5,known=0.5", "--sources", "4"],
+                capture_output=True, text=True, timeout=60, check=True,
+            )
+            sent = json.loads(flood.stdout)["sent"]
+            time.sleep(2 * TIMEOUT)  # the grace after the flood, and checks after it
+        assert requests(seeded) == []
+        assert daemon.metric("healthmgr_kernel_drops_total") > 0
+        assert daemon.metric("healthmgr_impairments_total", reason="kernel_drops") >= 1
+        event = daemon.wait_for_log("manager impaired: no failover verdict until it has been "
+                                    "healthy for heartbeat_timeout")
+        assert "kernel_drops" in event["reasons"]
+        assert sent > 10_000
     finally:
         assert daemon.stop() == 0
