@@ -106,7 +106,7 @@ class Ingest:
             self.on_reject(addr, decoded)  # type: ignore[arg-type]
             return
         hb, newest = decoded  # type: ignore[misc]
-        result = self.view.apply(Arrival(hb, mono, wall_ms, newest), mono)
+        result = self.view.apply(Arrival(hb, mono, wall_ms, newest, addr), mono)
         self.counts[result.value] += 1  # Counter: local, published per burst
         if result is Applied.UNKNOWN_AMPHORA:
             self._unknown(hb, addr)
@@ -119,7 +119,7 @@ class Ingest:
             if result is not Applied.QUEUED:
                 self.lags.append(now - arrival.mono)
             if result is Applied.UNKNOWN_AMPHORA:
-                self._unknown(arrival.heartbeat, None)
+                self._unknown(arrival.heartbeat, arrival.source)
 
     def _unknown(self, hb: Heartbeat, addr: object) -> None:
         self.verdicts.say(

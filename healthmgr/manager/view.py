@@ -84,6 +84,7 @@ class Arrival(NamedTuple):
     mono: float  # monotonic seconds at arrival
     wall_ms: int  # wall clock at arrival
     newest: bool = True  # the amphora's highest sequence so far
+    source: object = None  # the sender's address, for log lines
 
     @property
     def order(self) -> int:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from healthmgr.manager.metrics import FAILOVER_OUTCOMES, HEARTBEAT_RESULTS
+from healthmgr.wire.ids import id_str
 from tests.db.factories import make_seed_lb, new_id
 from tests.manager.conftest import SQLITE_AND_PG, SeededDb, ago
 from tests.manager.harness import MASTER, Agent, start_daemon, write_config
@@ -34,6 +35,14 @@ def test_validly_signed_heartbeat_of_an_unknown_amphora_writes_nothing(
         )
         assert daemon.metric("healthmgr_topology_refreshes_total") == refreshes
         assert daemon.metric("healthmgr_heartbeats_total", result="accepted") == 0
+        # Logged, with the amphora and where it came from; once (rate-limited).
+        event = daemon.wait_for_log(
+            "verified heartbeat from an amphora that is not in the database; ignored"
+        )
+        assert event["amphora_id"] == id_str(stranger.amphora)
+        assert event["source"].startswith("127.0.0.1:")
+        lines = [e for e in daemon.events() if e.get("reason") == "unknown_amphora"]
+        assert len(lines) == 1
         for table in ("amphora_health", "listener_statistics", "failover_request"):
             assert seeded.scalar(f"SELECT COUNT(*) FROM {table}") == 0, table
         statuses = seeded.rows(
