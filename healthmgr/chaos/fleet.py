@@ -343,7 +343,7 @@ class Fleet:
 
     def sign(self, hb: Heartbeat, key: bytes) -> bytes:
         # pack+seal directly: encode_native also re-decodes to check the limits,
-        # which triples the cost; tests/chaos/test_fleet.py decodes these instead.
+        # which triples the cost; tests/chaos/test_fleet_simulator.py decodes these instead.
         return envelope.seal(self.key_id, hb.amphora_id, pack_payload(hb), key)
 
     def datagrams(self, round_: int, sent_at_ms: int | None = None,
