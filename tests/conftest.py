@@ -22,8 +22,7 @@ MYSQL_ADMIN_URL = os.environ.get(
     "HEALTHMGR_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/healthmgr_test"
 )
 DIALECTS = ("sqlite", "postgresql", "mysql")
-# The CLI tests' fixtures (db, sqlite_db, no_healthmgr_env): a plugin, not a
-# tests/cli/conftest.py, which would shadow the `conftest` that tests/agent imports.
+# The CLI tests' fixtures (db, sqlite_db, no_healthmgr_env), shared with tests/octavia.
 pytest_plugins = ["tests.cli.clitest"]
 
 

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 import trio
-from agent_testlib import stop
-from conftest import LoadBalancer
 
 from agent import haproxy
 from agent.haproxy import HAProxyError, RowType
+from tests.agent.agent_testlib import LoadBalancer, stop
 
 CAPTURED = (Path(__file__).parent / "data" / "show_info_stat.txt").read_text()
 LISTENER = "11111111-1111-1111-1111-111111111111"

@@ -10,17 +10,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from agent_testlib import (
-    MASTER,
-    agent_cmd,
-    provision,
-    receive,
-    silent,
-    stop,
-    udp_socket,
-    wait_for,
-)
-from conftest import LoadBalancer
 
 from agent import haproxy
 from agent.config import AgentConfig, Destination
@@ -30,6 +19,17 @@ from agent.sender import SequenceFile, UdpSender
 from healthmgr.wire.ids import id_bytes
 from healthmgr.wire.native import decode_native
 from healthmgr.wire.values import ListenerState, MemberState, PoolState
+from tests.agent.agent_testlib import (
+    MASTER,
+    LoadBalancer,
+    agent_cmd,
+    provision,
+    receive,
+    silent,
+    stop,
+    udp_socket,
+    wait_for,
+)
 
 BASE = ("--amphora-id", str(uuid.uuid4()), "--controller", "127.0.0.1:5555")
 

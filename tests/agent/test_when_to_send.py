@@ -17,10 +17,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from agent_testlib import agent_cmd, drain, provision, receive, silent, stop, udp_socket, wait_for
-from conftest import LoadBalancer
 
 from healthmgr.wire.values import Heartbeat, MemberState
+from tests.agent.agent_testlib import (
+    LoadBalancer,
+    agent_cmd,
+    drain,
+    provision,
+    receive,
+    silent,
+    stop,
+    udp_socket,
+    wait_for,
+)
 
 UP, DOWN = MemberState.UP, MemberState.DOWN
 
