@@ -39,6 +39,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def no_host_config(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """In this process, the default configuration file is one that does not exist, never
+    the host's /etc/healthmgr/healthmgr.toml: a test of the defaults must not pass or fail
+    by what is installed. (A test that wants a default file passes ``default_path``.)"""
+    from healthmgr.config import loading
+
+    absent = tmp_path_factory.getbasetemp() / "no-host-config" / "healthmgr.toml"
+    monkeypatch.setattr(loading, "DEFAULT_CONFIG_PATH", str(absent))
+
+
 def services_required() -> bool:
     return os.environ.get("HEALTHMGR_REQUIRE_SERVICES", "") not in ("", "0")
 

@@ -216,20 +216,30 @@ def environment_problems(environ: Mapping[str, str]) -> list[str]:
 
 
 def resolve_config_path(
-    path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None = None,
+    *,
+    default_path: str | os.PathLike[str] | None = None,
 ) -> tuple[Path | None, bool]:
-    """(path to read or None, whether it was asked for explicitly)."""
+    """(path to read or None, whether it was asked for explicitly).
+
+    ``default_path`` (default :data:`DEFAULT_CONFIG_PATH`, looked up at each call)
+    is read only when it exists; tests name one of their own, never the host's.
+    """
     env = os.environ if env is None else env
     if path is not None:
         return Path(path), True
     if env.get(CONFIG_ENV_VAR):
         return Path(env[CONFIG_ENV_VAR]), True
-    default = Path(DEFAULT_CONFIG_PATH)
+    default = Path(DEFAULT_CONFIG_PATH if default_path is None else default_path)
     return (default, False) if default.exists() else (None, False)
 
 
 def load_settings(
-    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    default_path: str | os.PathLike[str] | None = None,
 ) -> Settings:
     """Read the file (see :func:`resolve_config_path`), apply env overrides, validate.
 
@@ -237,7 +247,7 @@ def load_settings(
     every bad key or value.
     """
     env = os.environ if env is None else env
-    file_path, _explicit = resolve_config_path(path, env)
+    file_path, _explicit = resolve_config_path(path, env, default_path=default_path)
     source = str(file_path) if file_path else None
     if file_path is not None and not file_path.is_file():
         # TomlConfigSettingsSource would skip it: asked for, it is an error.

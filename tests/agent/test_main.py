@@ -59,6 +59,7 @@ def test_agent_end_to_end(haproxy_lb: LoadBalancer, tmp_path: Path) -> None:
                 hb = receive(rx)
                 if [m.status for m in hb.pools[0].members] == [MemberState.UP] * 2:
                     break
+            assert [m.status for m in hb.pools[0].members] == [MemberState.UP] * 2
             assert hb.amphora_id == id_bytes(amphora_id)
             (listener,) = hb.listeners
             assert listener.id == id_bytes(lb.listener_id)

@@ -34,8 +34,8 @@ def problems(path: Path | None, env: dict[str, str] | None = None) -> list[str]:
     return info.value.problems
 
 
-def test_defaults_without_a_file() -> None:
-    settings = load_settings(None, env={})
+def test_defaults_without_a_file(tmp_path: Path) -> None:
+    settings = load_settings(None, env={}, default_path=tmp_path / "healthmgr.toml")
     hm = settings.health_manager
     assert (hm.bind_ip, hm.bind_port, hm.heartbeat_interval, hm.heartbeat_timeout) == (
         "0.0.0.0",
@@ -49,7 +49,16 @@ def test_defaults_without_a_file() -> None:
     assert settings.failover.driver == "record"
     assert settings.database.connection == "sqlite:////var/lib/healthmgr/healthmgr.db"
     assert settings.keys.master_keys == []
-    assert settings.source is None or settings.source == DEFAULT_CONFIG_PATH
+    assert settings.source is None
+
+
+def test_the_default_file_is_read_when_it_exists(tmp_path: Path) -> None:
+    # What a host's /etc/healthmgr/healthmgr.toml does, and why the test above names its own.
+    default = write(tmp_path, "[health_manager]\nbind_port = 6000\n")
+    settings = load_settings(None, env={}, default_path=default)
+    assert settings.health_manager.bind_port == 6000
+    assert settings.source == str(default)
+    assert DEFAULT_CONFIG_PATH == "/etc/healthmgr/healthmgr.toml"  # what the docs name
 
 
 def test_example_config_is_valid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

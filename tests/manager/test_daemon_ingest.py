@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
+from healthmgr import __version__
 from healthmgr.manager.metrics import FAILOVER_OUTCOMES, HEARTBEAT_RESULTS
 from healthmgr.wire.ids import id_str
 from tests.db.factories import make_seed_lb, new_id
@@ -96,6 +98,9 @@ def test_metrics_endpoint_exposes_the_documented_series(
             assert lines, f"{name} missing from /metrics"
             for label in labels:
                 assert any(label in line for line in lines), f"{name} has no {label}"
+        # No manager_id configured: the daemon's own <hostname>:<pid>, never empty.
+        build = {"version": __version__, "manager_id": f"{socket.gethostname()}:{daemon.proc.pid}"}
+        assert daemon.metric("healthmgr_build_info", **build) == 1
         assert daemon.metric("healthmgr_heartbeats_total", result="accepted") == 1
         assert daemon.metric("healthmgr_heartbeats_total", result="bad_magic") == 1
         assert daemon.metric("healthmgr_datagrams_received_total") == 2
