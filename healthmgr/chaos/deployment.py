@@ -76,10 +76,16 @@ class Timing:
 
         hm = settings.health_manager
         settle = hm.failover_settle
-        return cls(hm.heartbeat_interval, hm.heartbeat_timeout, hm.health_check_interval,
-                   2 * hm.heartbeat_interval if settle is None else settle, hm.flush_interval,
-                   hm.failover_threshold, hm.observer_timeout,
-                   3 * presence_interval(settings))  # as healthmgr/manager/service.py
+        return cls(
+            hm.heartbeat_interval,
+            hm.heartbeat_timeout,
+            hm.health_check_interval,
+            2 * hm.heartbeat_interval if settle is None else settle,
+            hm.flush_interval,
+            hm.failover_threshold,
+            hm.observer_timeout,
+            3 * presence_interval(settings),
+        )  # as healthmgr/manager/service.py
 
     @property
     def failover_bound(self) -> float:
@@ -181,7 +187,10 @@ class Manager:
         self._serving.clear()
         assert self.log_path is not None
         self.process = subprocess.Popen(
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            self.argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.pid = self.process.pid
@@ -277,8 +286,12 @@ def _zombie(pid: int) -> bool:
 
 # -- started here -------------------------------------------------------------------------
 
-FAST = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "health_check_interval": 0.2,
-        "flush_interval": 0.05}
+FAST = {
+    "heartbeat_interval": 0.5,
+    "heartbeat_timeout": 3.0,
+    "health_check_interval": 0.2,
+    "flush_interval": 0.05,
+}
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -303,8 +316,13 @@ def write_toml(path: Path, sections: dict[str, dict[str, Any]], master: MasterKe
         lines.append(f"[{name}]")
         lines.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
         lines.append("")
-    lines += ["[keys]", f"active_key_id = {master.id}", "[[keys.master]]", f"id = {master.id}",
-              f"secret = {toml_value(master.secret.decode())}"]
+    lines += [
+        "[keys]",
+        f"active_key_id = {master.id}",
+        "[[keys.master]]",
+        f"id = {master.id}",
+        f"secret = {toml_value(master.secret.decode())}",
+    ]
     path.write_text("\n".join(lines) + "\n")
     path.chmod(0o600)
     return path
@@ -315,8 +333,10 @@ def planned_deployment(managers: int, db_url: str | None) -> Deployment:
     scenario can run against it before anything is started."""
     url = db_url or "sqlite:///healthmgr.db"
     server = make_url(url).get_backend_name() != "sqlite"
-    planned = [Manager(("127.0.0.1", 0), pid=0, argv=[],
-                       db_relay=_NoRelay() if server else None) for _ in range(managers)]
+    planned = [
+        Manager(("127.0.0.1", 0), pid=0, argv=[], db_relay=_NoRelay() if server else None)
+        for _ in range(managers)
+    ]
     return Deployment(url, MasterKey(1, b"-" * 32), Timing(1, 2, 1, 1, 1), planned, True)
 
 
@@ -346,7 +366,8 @@ def start_deployment(
     if managers > 1 and not server:
         raise DeploymentError(
             f"{managers} managers need a PostgreSQL or MariaDB database (--db-url): "
-            "SQLite is for one manager")
+            "SQLite is for one manager"
+        )
     upgrade(url)
     master = MasterKey(1, secrets.token_hex(24).encode())
     hm = {**FAST, **(options or {})}
@@ -360,7 +381,8 @@ def start_deployment(
                 relay.start()
                 deployment._cleanup.append(relay.close)
                 manager_url = u.set(host="127.0.0.1", port=relay.port).render_as_string(
-                    hide_password=False)
+                    hide_password=False
+                )
             manager = _manager_config(work_dir, index, manager_url, hm, master)
             manager.db_relay = relay
             deployment.managers.append(manager)
@@ -388,8 +410,13 @@ def _manager_config(
     if connection.startswith("sqlite"):
         connection += "?timeout=1"  # a locked database fails a flush fast (an outage)
     sections = {
-        "health_manager": {"bind_ip": "127.0.0.1", "bind_port": port, "manager_id": manager_id,
-                           "sock_rlimit": 4 << 20, **hm},
+        "health_manager": {
+            "bind_ip": "127.0.0.1",
+            "bind_port": port,
+            "manager_id": manager_id,
+            "sock_rlimit": 4 << 20,
+            **hm,
+        },
         "database": {"connection": connection, "timeout": 1.0},
         "metrics": {"bind": f"127.0.0.1:{metrics_port}"},
         "logging": {"level": "INFO", "format": "json"},
@@ -397,7 +424,10 @@ def _manager_config(
     }
     path = write_toml(work_dir / f"manager-{index}.toml", sections, master)
     return Manager(
-        ("127.0.0.1", port), f"http://127.0.0.1:{metrics_port}/metrics", None, manager_id,
+        ("127.0.0.1", port),
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        None,
+        manager_id,
         argv=[sys.executable, "-m", "healthmgr", "serve", "--config", str(path)],
         log_path=work_dir / f"manager-{index}.log",
     )
@@ -422,8 +452,9 @@ def external_deployment(
     master = settings.keys.active_key
     if master is None:
         raise DeploymentError("the configuration has no [keys] master key to sign heartbeats")
-    addresses = list(addresses) or ([
-        (settings.health_manager.bind_ip, settings.health_manager.bind_port)])
+    addresses = list(addresses) or (
+        [(settings.health_manager.bind_ip, settings.health_manager.bind_port)]
+    )
     for name, given in (("--metrics", metrics), ("--pid", pids), ("--db-relay", db_relays)):
         if len(given) > len(addresses):
             raise DeploymentError(f"{name} given {len(given)} times for {len(addresses)} managers")
@@ -448,8 +479,9 @@ def external_deployment(
         )
         for i, address in enumerate(addresses)
     ]
-    return Deployment(db_url or settings.database.connection, master,
-                      Timing.from_settings(settings), managers)
+    return Deployment(
+        db_url or settings.database.connection, master, Timing.from_settings(settings), managers
+    )
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -207,8 +207,15 @@ class View:
                 return self._wait(arrival)
             verdict, changed = evaluated
             native = hb.format is WireFormat.NATIVE
-            report = Report(arrival.order, verdict.digest, verdict.determined, alive_ms,
-                            verdict.healthy, native, changed)
+            report = Report(
+                arrival.order,
+                verdict.digest,
+                verdict.determined,
+                alive_ms,
+                verdict.healthy,
+                native,
+                changed,
+            )
             self.pending.report(hb.amphora_id, report)
             healthy = verdict.healthy
         else:
@@ -239,9 +246,7 @@ class View:
         entry.stats_ms = wall_ms
         self.pending.stats(hb)
 
-    def _verdict(
-        self, entry: _Amphora, hb: Heartbeat, now: float
-    ) -> tuple[_Verdict, bool] | None:
+    def _verdict(self, entry: _Amphora, hb: Heartbeat, now: float) -> tuple[_Verdict, bool] | None:
         """What the rules say of this heartbeat (cached for the steady state) and
         whether it changes the cached statuses; None when its load balancer must
         be loaded first."""
@@ -263,13 +268,22 @@ class View:
         entry.verdict, entry.last_report, entry.lb_hash = verdict, report, lb_hash
         if lb is not None and lb.provisioning_status == c.DELETED:
             # R27: not healthy for what it is, not for a count it cannot match.
-            self._event("deleted_load_balancer", hb.amphora_id, lb_id,
-                        reported=len({r.id for r in hb.listeners}))
+            self._event(
+                "deleted_load_balancer",
+                hb.amphora_id,
+                lb_id,
+                reported=len({r.id for r in hb.listeners}),
+            )
         elif lb is not None and not outcome.healthy:
             expected = sum(1 for listener in lb.listeners if listener.enabled)
             reported = len({r.id for r in hb.listeners})
-            self._event("listener_count_mismatch", hb.amphora_id, lb_id,
-                        reported=reported, expected=expected)
+            self._event(
+                "listener_count_mismatch",
+                hb.amphora_id,
+                lb_id,
+                reported=reported,
+                expected=expected,
+            )
         if lb_id is not None and (outcome.names_unknown_objects or not outcome.healthy):
             # The cache may be behind the API (a new member, PENDING_UPDATE,
             # a disabled listener): re-read, and evaluate again meanwhile.

@@ -156,6 +156,7 @@ def stop_haproxy_lb(lb: LoadBalancer) -> None:
     for web in lb.webs:
         stop(web)
 
+
 def agent_cmd(*args: str) -> list[str]:
     return [
         sys.executable,

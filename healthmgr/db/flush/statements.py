@@ -143,8 +143,13 @@ def valid_parts(
         problem = stats_problem(u)
         if problem:
             refused.append(
-                RefusedRow("listener_statistics", stats_key(u), id_str(u.amphora_id),
-                           "out_of_range", problem)
+                RefusedRow(
+                    "listener_statistics",
+                    stats_key(u),
+                    id_str(u.amphora_id),
+                    "out_of_range",
+                    problem,
+                )
             )
         else:
             ok_stats.append(u)
@@ -468,8 +473,15 @@ def report_params(dialect: str, reports: Sequence[ReportWrite], manager: str) ->
         }
     if dialect == "sqlite":
         return [
-            (i, r.order, r.digest, manager, sqlite_time(r.observed_at), int(r.healthy),
-             sqlite_time(n) if n else None)
+            (
+                i,
+                r.order,
+                r.digest,
+                manager,
+                sqlite_time(r.observed_at),
+                int(r.healthy),
+                sqlite_time(n) if n else None,
+            )
             for i, r, n in zip(ids, rows, native, strict=True)
         ]
     return [
