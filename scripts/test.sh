@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --services
 .venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/pytest "$@"
