@@ -30,7 +30,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run soak/fuzz tests marked slow")
 
 
+# The longest tests (real processes, Octavia's code, fresh venvs) start first, so that the
+# parallel run (pytest-xdist) does not end waiting on one of them.
+LONG_FIRST = (
+    "tests/octavia/test_octavia_statuses.py",
+    "tests/octavia/",
+    "tests/chaos/",
+    "tests/test_packaging.py",
+    "tests/cli/test_demo.py",
+    "tests/fault/",
+    "tests/manager/test_daemon_",
+    "tests/agent/test_bad_news.py",
+)
+
+
+def _start_rank(item: pytest.Item) -> int:
+    ranks = (i for i, prefix in enumerate(LONG_FIRST) if item.nodeid.startswith(prefix))
+    return next(ranks, len(LONG_FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_start_rank)  # stable: the order within each rank stays
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: opt in with --run-slow")

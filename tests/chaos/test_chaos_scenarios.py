@@ -230,7 +230,7 @@ class External:
             stack.callback(lambda i=i: self.daemons[i].stop())
         for i, cfg in enumerate(self.configs):
             try:
-                self.daemons[i].wait_for_log("healthmgr serving")
+                self.daemons[i].wait_serving()
             except AssertionError:  # its free port taken meanwhile: start_daemon retries
                 self.daemons[i].stop(signal.SIGKILL)
                 self.daemons[i] = start_daemon(cfg)

@@ -1,33 +1,20 @@
-"""`healthmgr db ...` as an operator runs it: a real process, real databases."""
+"""`healthmgr db ...` as an operator runs it: real databases; a real process where the
+process is the point (the exit status and stderr of `python -m healthmgr`), the same cliff
+application in-process elsewhere."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from healthmgr.db import migrate
-from tests.cli.clitest import cli
+from tests.cli.clitest import cli, healthmgr
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def healthmgr(*args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHMGR_")}
-    environ["PYTHONPATH"] = str(ROOT)
-    environ.update(env)
-    return subprocess.run(
-        [sys.executable, "-m", "healthmgr", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=cwd or ROOT,
-        env=environ,
-    )
 
 
 def in_process(_capsys: object, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,36 +22,40 @@ def in_process(_capsys: object, *args: str) -> subprocess.CompletedProcess[str]:
     return cli(*args)
 
 
-def test_upgrade_then_current_on_sqlite(tmp_path: Path) -> None:
+def test_upgrade_then_current_on_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url = "sqlite:///data/hm.db"  # relative: the directory is created
-    before = healthmgr(
-        "db", "current", "--db-url", url, "-f", "value", "-c", "revision", cwd=tmp_path
-    )
+    monkeypatch.chdir(tmp_path)  # for the in-process commands, as cwd= for the process
+    before = in_process(capsys, "db", "current", "--db-url", url, "-f", "value", "-c", "revision")
     assert before.returncode == 0, before.stderr
     assert before.stdout == "None\n"
 
+    # The real process once: `python -m healthmgr db upgrade` from another directory.
     first = healthmgr("db", "upgrade", "--db-url", url, cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     assert f"upgraded from none to {migrate.head()}" in first.stderr  # the confirmation line
     assert "| after    | " + migrate.head() in first.stdout
     assert (tmp_path / "data" / "hm.db").is_file()
 
-    again = healthmgr("db", "upgrade", "--db-url", url, cwd=tmp_path)
+    again = in_process(capsys, "db", "upgrade", "--db-url", url)
     assert again.returncode == 0, again.stderr
     assert "nothing to do" in again.stderr
 
-    current = healthmgr(
-        "db", "current", "--check", "--db-url", url, "-f", "value", "-c", "revision", "-c",
-        "position", cwd=tmp_path,
+    current = in_process(
+        capsys, "db", "current", "--check", "--db-url", url, "-f", "value", "-c", "revision",
+        "-c", "position",
     )  # fmt: skip
     assert current.returncode == 0, current.stderr
     assert current.stdout == f"{migrate.head()}\nhead\n"
 
 
-def test_upgrade_then_current_on_a_server(server_db_url: str) -> None:
-    upgraded = healthmgr("db", "upgrade", "--db-url", server_db_url)
+def test_upgrade_then_current_on_a_server(
+    server_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    upgraded = in_process(capsys, "db", "upgrade", "--db-url", server_db_url)
     assert upgraded.returncode == 0, upgraded.stderr
-    current = healthmgr("db", "current", "--db-url", server_db_url, "-f", "json")
+    current = in_process(capsys, "db", "current", "--db-url", server_db_url, "-f", "json")
     assert current.returncode == 0, current.stderr
     assert json.loads(current.stdout)["revision"] == migrate.head()
 
@@ -143,8 +134,8 @@ def test_ddl_prints_the_checked_in_schema(dialect: str, capsys: pytest.CaptureFi
     assert result.stdout == (ROOT / "schema" / f"{dialect}.sql").read_text()
 
 
-def test_ddl_with_a_bad_dialect_exits_2_naming_it() -> None:
-    result = healthmgr("db", "ddl", "--dialect", "oracle")
+def test_ddl_with_a_bad_dialect_exits_2_naming_it(capsys: pytest.CaptureFixture[str]) -> None:
+    result = in_process(capsys, "db", "ddl", "--dialect", "oracle")
     assert result.returncode == 2
     assert "--dialect" in result.stderr
     assert "'oracle'" in result.stderr

@@ -35,6 +35,9 @@ from healthmgr.wire.values import (
 )
 
 MASTER = MasterKey(1, b"test master key, long enough")
+# Importing the daemon takes a few seconds, much more on a loaded machine (tests run in
+# parallel beside other suites); a start-up that takes longer is a failure, not a slow pass.
+START_TIMEOUT_S = 60.0
 MASTER_2 = MasterKey(2, b"rotated master key, long enough")
 
 
@@ -149,6 +152,10 @@ class RunningDaemon:
         tail = "\n".join(self.lines[-30:])
         raise AssertionError(f"no log event {event!r} {match}; log:\n{tail}")
 
+    def wait_serving(self) -> dict[str, Any]:
+        """Until the daemon logs that it serves (its start-up: a wait, not a speed bound)."""
+        return self.wait_for_log("healthmgr serving", timeout=START_TIMEOUT_S)
+
     def until(self, predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
         """``wait_until`` that gives up at once if the daemon exits, with its log tail."""
 
@@ -224,7 +231,7 @@ def start_daemon(
         if not wait:
             return daemon
         try:
-            daemon.wait_for_log("healthmgr serving")
+            daemon.wait_serving()
             return daemon
         except AssertionError:
             in_use = daemon.proc.poll() is not None and any(

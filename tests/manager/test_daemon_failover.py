@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from healthmgr.db.models import AmphoraHealth
 from healthmgr.wire.ids import Id, id_str
 from tests.db.factories import make_seed_lb
-from tests.manager.conftest import SQLITE_AND_PG, SQLITE_ONLY, SeededDb, agent_for, ago
+from tests.manager.conftest import SQLITE_ONLY, SeededDb, agent_for, ago
 from tests.manager.harness import Beater, RunningDaemon, start_daemon, wait_until, write_config
 
 TIMEOUT = 2.0
@@ -170,7 +170,9 @@ def _script(tmp_path: Path, body: str) -> Path:
     return path
 
 
-@SQLITE_AND_PG
+# The driver's retries, timeout and kill do not depend on the database: SQLite only (the
+# outcomes it records are tested on all three in tests/db/test_store_claims.py).
+@SQLITE_ONLY
 def test_exec_driver_success_failure_and_timeout(
     seeded: SeededDb, config_dir: Path, tmp_path: Path
 ) -> None:

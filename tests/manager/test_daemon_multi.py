@@ -35,7 +35,7 @@ def start_managers(url: str, config_dir: Path, count: int, **hm: object) -> list
         )
         daemons.append(start_daemon(cfg, wait=False))
     for d in daemons:
-        d.wait_for_log("healthmgr serving")
+        d.wait_serving()
     return daemons
 
 

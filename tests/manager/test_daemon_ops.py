@@ -159,7 +159,7 @@ def test_ipv6_bind_receives_heartbeats(seeded: SeededDb, config_dir: Path) -> No
     )
     daemon = start_daemon(cfg)
     try:
-        assert daemon.wait_for_log("healthmgr serving")["bind"].startswith("::1:")
+        assert daemon.wait_serving()["bind"].startswith("::1:")
         daemon.send(seeded.agent().datagram())  # from an AF_INET6 socket
         daemon.until(_accepted(daemon, 1), what="accepted over IPv6")
         daemon.until(

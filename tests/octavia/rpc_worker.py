@@ -4,15 +4,21 @@ It listens where Octavia's ``octavia-worker`` listens (topic
 ``octavia_provisioning_v2``, an endpoint in namespace ``controller`` at
 version 2.0) and records the ``failover_amphora`` casts it receives instead of
 failing amphorae over (there is no Nova here to build a new one). Each test
-uses its own exchange so that runs on one broker do not see each other's casts.
+uses its own exchange, but oslo.messaging names the worker's queue by topic
+(``octavia_provisioning_v2``), so two workers on one broker share that queue and
+take each other's casts: one worker at a time on this machine (a file lock, which
+also holds between the parallel test processes of pytest-xdist).
 """
 
 from __future__ import annotations
 
+import fcntl
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import oslo_messaging as messaging
 from oslo_config import cfg
@@ -20,6 +26,7 @@ from oslo_config import cfg
 from healthmgr.octavia.rpc import NAMESPACE, TOPIC, VERSION
 
 RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
+LOCK = Path(tempfile.gettempdir()) / "healthmgr-tests-octavia-worker.lock"
 
 
 class Recorder:
@@ -36,7 +43,15 @@ class Recorder:
 
 @contextmanager
 def octavia_worker() -> Iterator[tuple[Recorder, str]]:
-    """(the recorder, its exchange) while a real RPC server runs."""
+    """(the recorder, its exchange) while a real RPC server runs (the only one here)."""
+    with LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        with _running_worker() as found:
+            yield found
+
+
+@contextmanager
+def _running_worker() -> Iterator[tuple[Recorder, str]]:
     exchange = f"healthmgr_test_{uuid.uuid4().hex[:12]}"
     transport = messaging.get_rpc_transport(cfg.CONF, url=RABBIT_URL)
     target = messaging.Target(topic=TOPIC, server="octavia-worker-test", exchange=exchange)

@@ -115,7 +115,7 @@ def test_two_managers_fail_each_dead_amphora_over_exactly_once_through_the_worke
         daemons.append(start_daemon(cfg, wait=False))
     try:
         for d in daemons:
-            d.wait_for_log("healthmgr serving")
+            d.wait_serving()
         casts = settle(recorder, len(failoverable))
         wait_until(
             lambda: all(d.metric("healthmgr_stale_amphorae") == 0 for d in daemons),
