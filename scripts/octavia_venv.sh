@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
+# Not $PYTHON: Octavia's pins are for the default python3 (healthmgr runs it as a
+# subprocess, whichever Python runs the tests). OCTAVIA_PYTHON overrides.
+PY=${OCTAVIA_PYTHON:-python3}
 VENV=.venv-octavia
 CONSTRAINTS=tests/octavia/octavia-constraints.txt
 stamp=$VENV/.installed-$(sha1sum "$CONSTRAINTS" | cut -c1-12)

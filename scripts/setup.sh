@@ -5,21 +5,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PYTHON picks the interpreter (default python3) and with it the venv: .venv, or
+# .venv-X.Y for another version (scripts/venv_dir.sh).
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-    echo "setup: creating .venv" >&2
-    "$PY" -m venv .venv
+VENV=$(scripts/venv_dir.sh)
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV ($("$PY" --version))" >&2
+    "$PY" -m venv "$VENV"
 fi
-stamp=.venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+stamp=$VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)
 if [ ! -f "$stamp" ]; then
-    echo "setup: installing healthmgr[test] into .venv" >&2
-    .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e '.[test]'
-    rm -f .venv/.installed-*
+    echo "setup: installing healthmgr[test] into $VENV" >&2
+    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+    "$VENV/bin/pip" install -q -e '.[test]'
+    rm -f "$VENV"/.installed-*
     touch "$stamp"
 fi
 
-# Octavia 19.0.0 in its own venv: tests/octavia compare healthmgr with its code.
+# Octavia 19.0.0 in its own venv (always python3's, whatever PYTHON is): tests/octavia
+# compare healthmgr with its code.
 scripts/octavia_venv.sh
 
 if ! command -v haproxy >/dev/null 2>&1; then
