@@ -13,7 +13,7 @@ import pytest
 
 from healthmgr.db.migrate import upgrade
 from healthmgr.wire.ids import id_str
-from tests.manager.conftest import SQLITE_AND_PG, SeededDb
+from tests.manager.conftest import SQLITE_ONLY, SeededDb
 from tests.manager.harness import (
     MASTER,
     MASTER_2,
@@ -28,7 +28,8 @@ def _accepted(daemon: RunningDaemon, n: int) -> Callable[[], bool]:
     return lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == n
 
 
-@SQLITE_AND_PG
+# Signals and keys do not depend on the database: SQLite only.
+@SQLITE_ONLY
 def test_sighup_adds_a_master_key_and_sigint_exits_zero(seeded: SeededDb, config_dir: Path) -> None:
     path = write_config(config_dir / "hm.toml", seeded.url)
     running = read_config(path)
@@ -152,7 +153,7 @@ def _has_ipv6_loopback() -> bool:
 
 
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
-@SQLITE_AND_PG
+@SQLITE_ONLY  # the socket's address family, not the database
 def test_ipv6_bind_receives_heartbeats(seeded: SeededDb, config_dir: Path) -> None:
     cfg = write_config(
         config_dir / "hm.toml", seeded.url, sections={"health_manager": {"bind_ip": "::1"}}
