@@ -404,12 +404,14 @@ def read_tree(workdir: Path) -> Tree:
 
 
 def read_failover(engine: sa.Engine, seed: Seed) -> tuple[Any, Any] | None:
-    """(failover_request row, amphora_health row) once a request for the amphora exists."""
+    """(failover_request row, amphora_health row) once a request for the amphora exists and
+    its driver is done with it (not RUNNING: the claim writes RUNNING, the record driver then
+    hands it off; a loaded machine can show the moment in between)."""
     with engine.connect() as conn:
         request = conn.execute(
             sa.select(FailoverRequest.__table__).where(FailoverRequest.amphora_id == seed.amphora)
         ).first()
-        if request is None:
+        if request is None or request.state == C.FAILOVER_RUNNING:
             return None
         health = conn.execute(
             sa.select(AmphoraHealth.__table__).where(AmphoraHealth.amphora_id == seed.amphora)
@@ -726,7 +728,7 @@ class Demo:
         found = self.wait(
             lambda: read_failover(self.engine, self.seed),  # type: ignore[arg-type]
             HEARTBEAT_TIMEOUT + 15,
-            "no failover_request row for the amphora",
+            "no failover_request for the amphora handed off by the driver",
             ("manager",),
         )
         request, (health, amphora_status) = found

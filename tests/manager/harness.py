@@ -238,6 +238,7 @@ def start_daemon(
                 "Address already in use" in line for line in daemon.lines
             )
             if not in_use or attempt == PORT_ATTEMPTS - 1:
+                daemon.stop(signal.SIGKILL)  # nobody else holds it: it must not outlive the test
                 raise
             _fresh_ports(config_path)
     raise AssertionError("unreachable")

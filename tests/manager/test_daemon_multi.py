@@ -9,6 +9,7 @@ failover_request.
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -34,8 +35,13 @@ def start_managers(url: str, config_dir: Path, count: int, **hm: object) -> list
             },
         )
         daemons.append(start_daemon(cfg, wait=False))
-    for d in daemons:
-        d.wait_serving()
+    try:
+        for d in daemons:
+            d.wait_serving()
+    except BaseException:
+        for d in daemons:  # none may outlive the test
+            d.stop(signal.SIGKILL)
+        raise
     return daemons
 
 
