@@ -14,6 +14,11 @@ VENV=.venv-octavia
 CONSTRAINTS=tests/octavia/octavia-constraints.txt
 stamp=$VENV/.installed-$(sha1sum "$CONSTRAINTS" | cut -c1-12)
 [ -f "$stamp" ] && exit 0
+# One installer at a time: pytest's parallel workers may all ask for it at once.
+mkdir -p "$VENV"
+exec 9<"$VENV"
+flock 9
+[ -f "$stamp" ] && exit 0
 echo "setup: installing octavia==19.0.0 into $VENV (for tests/octavia)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
