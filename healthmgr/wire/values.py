@@ -9,10 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-# Re-exported for branches written before healthmgr.wire.ids; import from there.
 from healthmgr.wire.ids import Id
-from healthmgr.wire.ids import id_bytes as id_bytes
-from healthmgr.wire.ids import id_str as id_str
 
 
 class WireFormat(enum.IntEnum):
