@@ -15,8 +15,11 @@ histogram) and resident memory per tracked amphora.
         [--large-amphorae 1000] [--large-rates 1000,2000,3000,5000]
         [--duration 4] [--memory-amphorae 100000]
         [--health-update-resolution 0] [--stats-update-every 1] [--flush-interval 0.25]
-        [--processes 1]
-        [--processes 1]
+        [--processes 1] [--compare [REF] [--compare-rounds 2]]
+
+``--compare REF`` (default HEAD~1) runs the same command from REF and from
+the working tree alternately in this invocation and prints the ratio of each
+figure (tests/bench/compare.py).
 
 Needs the services of the test suite (tests/conftest.py makes the databases).
 """
@@ -44,6 +47,7 @@ from healthmgr.chaos.fleet import Topology  # noqa: E402
 from healthmgr.chaos.topology import insert_topology  # noqa: E402
 from healthmgr.db.engine import make_engine  # noqa: E402
 from healthmgr.db.migrate import upgrade  # noqa: E402
+from tests.bench.compare import compare_from_script  # noqa: E402
 from tests.conftest import fresh_database_url  # noqa: E402
 from tests.manager.harness import (  # noqa: E402
     MASTER,
@@ -294,6 +298,8 @@ def memory_only(amphorae: int) -> dict[str, Any]:
 
 
 def main() -> int:
+    if compare_from_script(__file__, sys.argv[1:]):
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--databases", default="sqlite,postgresql")
     p.add_argument("--amphorae", type=int, default=20000)
@@ -307,6 +313,9 @@ def main() -> int:
     p.add_argument("--flush-interval", type=float, default=0.25)
     p.add_argument("--processes", type=int, default=1,
                    help="manager processes sharing the port with SO_REUSEPORT")
+    p.add_argument("--compare", nargs="?", const="HEAD~1", metavar="REF",
+                   help="run REF and the working tree alternately; print the ratios")
+    p.add_argument("--compare-rounds", type=int, default=2, help="runs per side")
     args = p.parse_args()
     options = {
         "health_update_resolution": args.health_update_resolution,
