@@ -198,13 +198,14 @@ class Flusher:
     def _lock_reports(
         self, conn: sa.Connection, counter: _Counter, ids: Sequence[Id]
     ) -> dict[Id, tuple[int, int]]:
-        text = sorted(id_str(i) for i in ids)
+        raw_of = {_w.text_id(i): i for i in ids}  # the rows' text back to our ids
         out: dict[Id, tuple[int, int]] = {}
-        for part in chunks(text, IN_CHUNK):
+        for part in chunks(sorted(raw_of), IN_CHUNK):
             sql = _w.report_lock_sql(self.dialect, len(part))
             params: Any = {"ids": list(part)} if self.dialect == "postgresql" else tuple(part)
             for amp, order, digest in counter.driver(conn, sql, params):
-                out[id_bytes(amp)] = (int(order), int(digest))
+                raw = raw_of.get(amp)
+                out[raw if raw is not None else id_bytes(amp)] = (int(order), int(digest))
         return out
 
     def _recover(self, conn: sa.Connection, counter: _Counter, ids: list[str]) -> list[Id]:
