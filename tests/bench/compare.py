@@ -65,6 +65,7 @@ def _element_name(item: Any, index: int) -> str:
 def export_tree(ref: str, into: Path) -> str:
     """The files of ``ref`` under ``into``; returns the commit it names."""
     commit = _git("rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+    into.mkdir()
     archive = into / "tree.tar"
     with archive.open("wb") as out:
         subprocess.run(["git", "archive", commit], cwd=ROOT, stdout=out, check=True)
@@ -95,14 +96,28 @@ def run_once(tree: Path, script: str, args: Sequence[str]) -> dict[str, Any]:
 
 
 def compare(
-    script: str, args: Sequence[str], ref: str = "HEAD~1", rounds: int = 2
+    script: str,
+    args: Sequence[str],
+    ref: str = "HEAD~1",
+    rounds: int = 2,
+    new_ref: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``script args`` alternately from ``ref`` and the working tree; the ratios."""
+    """Run ``script args`` alternately from ``ref`` and the working tree (or
+    ``new_ref``: then the working tree may change meanwhile); the ratios."""
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
-        commit = export_tree(ref, Path(tmp))
-        trees = {"old": Path(tmp) / "tree", "new": ROOT}
-        if not (trees["old"] / script).exists():
-            raise SystemExit(f"{script} does not exist at {ref} ({commit[:10]})")
+        commit = export_tree(ref, Path(tmp) / "old")
+        trees = {"old": Path(tmp) / "old" / "tree", "new": ROOT}
+        new = {
+            "ref": "working tree",
+            "commit": _git("rev-parse", "HEAD").strip(),
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no").strip()),
+        }
+        if new_ref:
+            new = {"ref": new_ref, "commit": export_tree(new_ref, Path(tmp) / "new")}
+            trees["new"] = Path(tmp) / "new" / "tree"
+        for side, tree in trees.items():
+            if not (tree / script).exists():
+                raise SystemExit(f"{script} does not exist in the {side} tree")
         runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
         for index in range(rounds):
             for side in ("old", "new"):
@@ -124,11 +139,7 @@ def compare(
         "script": script,
         "args": list(args),
         "old": {"ref": ref, "commit": commit},
-        "new": {
-            "ref": "working tree",
-            "commit": _git("rev-parse", "HEAD").strip(),
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no").strip()),
-        },
+        "new": new,
         "rounds": rounds,
         "order": "old, new, old, new, ...",
         "ratios": {path: f["ratio"] for path, f in figures_.items() if f["ratio"] != 1.0},
@@ -158,7 +169,7 @@ def ratios(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> dict[str, An
 
 
 def compare_from_script(script_file: str, argv: Sequence[str]) -> bool:
-    """For a bench script's ``main``: handle ``--compare [REF] [--compare-rounds N]``.
+    """For a bench script's ``main``: ``--compare [REF] [--compare-rounds N] [--compare-new REF]``.
 
     Returns False when ``argv`` has no ``--compare`` (the script runs as
     usual); otherwise runs the comparison, prints its JSON and returns True.
@@ -166,11 +177,13 @@ def compare_from_script(script_file: str, argv: Sequence[str]) -> bool:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--compare", nargs="?", const="HEAD~1")
     p.add_argument("--compare-rounds", type=int, default=2)
+    p.add_argument("--compare-new")
     known, rest = p.parse_known_args(argv)
     if known.compare is None:
         return False
     script = str(Path(script_file).resolve().relative_to(ROOT))
-    print(json.dumps(compare(script, rest, known.compare, known.compare_rounds), indent=1))
+    result = compare(script, rest, known.compare, known.compare_rounds, known.compare_new)
+    print(json.dumps(result, indent=1))
     return True
 
 
@@ -178,11 +191,12 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ref", default="HEAD~1", help="the git ref to compare against")
     p.add_argument("--rounds", type=int, default=2, help="runs per side (alternating)")
+    p.add_argument("--new", help="a git ref for the new side instead of the working tree")
     p.add_argument("command", nargs="+", help="-- SCRIPT [ARGS...] (relative to the tree)")
     args = p.parse_args()
     script, *rest = args.command
     script = str(Path(script).resolve().relative_to(ROOT)) if Path(script).is_absolute() else script
-    print(json.dumps(compare(script, rest, args.ref, args.rounds), indent=1))
+    print(json.dumps(compare(script, rest, args.ref, args.rounds, args.new), indent=1))
     return 0
 
 

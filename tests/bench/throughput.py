@@ -15,7 +15,11 @@ histogram) and resident memory per tracked amphora.
         [--large-amphorae 1000] [--large-rates 1000,2000,3000,5000]
         [--duration 4] [--memory-amphorae 100000]
         [--health-update-resolution 0] [--stats-update-every 1] [--flush-interval 0.25]
-        [--processes 1] [--compare [REF] [--compare-rounds 2]]
+        [--processes 1] [--limit-heartbeats 10000] [--compare [REF] [--compare-rounds 2]]
+
+``limits``: the physical limit in the same run, per database: the store
+alone flushing batches of N seed heartbeats (tests/bench/db.py), rows/s and
+heartbeats/s, and rows/s inside the statements (driver and database only).
 
 ``--compare REF`` (default HEAD~1) runs the same command from REF and from
 the working tree alternately in this invocation and prints the ratio of each
@@ -48,6 +52,7 @@ from healthmgr.chaos.topology import insert_topology  # noqa: E402
 from healthmgr.db.engine import make_engine  # noqa: E402
 from healthmgr.db.migrate import upgrade  # noqa: E402
 from tests.bench.compare import compare_from_script  # noqa: E402
+from tests.bench.db import bench_database  # noqa: E402
 from tests.conftest import fresh_database_url  # noqa: E402
 from tests.manager.harness import (  # noqa: E402
     MASTER,
@@ -297,6 +302,21 @@ def memory_only(amphorae: int) -> dict[str, Any]:
         }
 
 
+def limits(dialects: list[str], heartbeats: int) -> dict[str, Any]:
+    """The store alone, per database: the physical limit the daemon is measured against."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dialect in dialects:
+            r = bench_database(dialect, heartbeats, 5, Path(tmp))
+            out[dialect] = {
+                "batch_rows": r["batch_rows"],
+                "rows_per_s": r["rows_per_second"],
+                "heartbeats_per_s": r["heartbeats_per_second"],
+                "rows_per_s_in_statements": round(r["batch_rows"] / r["statement_seconds_median"]),
+            }
+    return out
+
+
 def main() -> int:
     if compare_from_script(__file__, sys.argv[1:]):
         return 0
@@ -313,6 +333,8 @@ def main() -> int:
     p.add_argument("--flush-interval", type=float, default=0.25)
     p.add_argument("--processes", type=int, default=1,
                    help="manager processes sharing the port with SO_REUSEPORT")
+    p.add_argument("--limit-heartbeats", type=int, default=10000,
+                   help="store-alone flushes of this many heartbeats per database (0: off)")
     p.add_argument("--compare", nargs="?", const="HEAD~1", metavar="REF",
                    help="run REF and the working tree alternately; print the ratios")
     p.add_argument("--compare-rounds", type=int, default=2, help="runs per side")
@@ -328,6 +350,8 @@ def main() -> int:
                     "rmem_max": rmem},
         "runs": [],
     }
+    if args.limit_heartbeats:
+        results["limits"] = limits(args.databases.split(","), args.limit_heartbeats)
     for dialect in args.databases.split(","):
         results["runs"].append(run_shape(dialect, args.amphorae, False,
                                          [float(r) for r in args.rates.split(",")],
