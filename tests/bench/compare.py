@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,9 +102,14 @@ def compare(
     ref: str = "HEAD~1",
     rounds: int = 2,
     new_ref: str | None = None,
+    same_script: bool = False,
 ) -> dict[str, Any]:
     """Run ``script args`` alternately from ``ref`` and the working tree (or
-    ``new_ref``: then the working tree may change meanwhile); the ratios."""
+    ``new_ref``: then the working tree may change meanwhile); the ratios.
+
+    ``same_script``: the old side runs the new side's copy of the script (on
+    its own code), for figures the old script did not print yet.
+    """
     with tempfile.TemporaryDirectory(prefix="bench-compare-") as tmp:
         commit = export_tree(ref, Path(tmp) / "old")
         trees = {"old": Path(tmp) / "old" / "tree", "new": ROOT}
@@ -115,6 +121,8 @@ def compare(
         if new_ref:
             new = {"ref": new_ref, "commit": export_tree(new_ref, Path(tmp) / "new")}
             trees["new"] = Path(tmp) / "new" / "tree"
+        if same_script:
+            shutil.copyfile(trees["new"] / script, trees["old"] / script)
         for side, tree in trees.items():
             if not (tree / script).exists():
                 raise SystemExit(f"{script} does not exist in the {side} tree")
@@ -178,11 +186,19 @@ def compare_from_script(script_file: str, argv: Sequence[str]) -> bool:
     p.add_argument("--compare", nargs="?", const="HEAD~1")
     p.add_argument("--compare-rounds", type=int, default=2)
     p.add_argument("--compare-new")
+    p.add_argument("--compare-same-script", action="store_true")
     known, rest = p.parse_known_args(argv)
     if known.compare is None:
         return False
     script = str(Path(script_file).resolve().relative_to(ROOT))
-    result = compare(script, rest, known.compare, known.compare_rounds, known.compare_new)
+    result = compare(
+        script,
+        rest,
+        known.compare,
+        known.compare_rounds,
+        known.compare_new,
+        known.compare_same_script,
+    )
     print(json.dumps(result, indent=1))
     return True
 
@@ -192,11 +208,17 @@ def main() -> int:
     p.add_argument("--ref", default="HEAD~1", help="the git ref to compare against")
     p.add_argument("--rounds", type=int, default=2, help="runs per side (alternating)")
     p.add_argument("--new", help="a git ref for the new side instead of the working tree")
+    p.add_argument(
+        "--same-script",
+        action="store_true",
+        help="both sides run the new side's script (each on its own code)",
+    )
     p.add_argument("command", nargs="+", help="-- SCRIPT [ARGS...] (relative to the tree)")
     args = p.parse_args()
     script, *rest = args.command
     script = str(Path(script).resolve().relative_to(ROOT)) if Path(script).is_absolute() else script
-    print(json.dumps(compare(script, rest, args.ref, args.rounds, args.new), indent=1))
+    result = compare(script, rest, args.ref, args.rounds, args.new, args.same_script)
+    print(json.dumps(result, indent=1))
     return 0
 
 

@@ -78,6 +78,12 @@ def udp_rcvbuf_errors() -> int:
     return int(values[header.index("RcvbufErrors")])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (less moved by other load than rates are)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -208,6 +214,9 @@ class Bench:
     def commit_lag(self) -> Histogram:
         return Histogram(self.daemons, "healthmgr_commit_lag_seconds")
 
+    def cpu(self) -> float:
+        return sum(cpu_seconds(d.proc.pid) for d in self.daemons)
+
     def rss(self) -> int:
         return sum(rss_bytes(d.proc.pid) for d in self.daemons)
 
@@ -236,6 +245,7 @@ class Bench:
 
     def step(self, rate: float) -> dict[str, Any]:
         before_accepted, before_drops = self.accepted(), udp_rcvbuf_errors()
+        before_cpu = self.cpu()
         before_lag = self.commit_lag()
         summary = self.send(rate, self.duration)
         accepted, rows = self.settle(before_accepted + summary["sent"], summary["last_seq"])
@@ -258,6 +268,10 @@ class Bench:
             "db_rows_current": rows,
             "db_rows_expected": self.listeners,
             "p99_arrival_to_commit_s": p99,
+            # The daemons' CPU per heartbeat over the step (receive path and writer).
+            "daemon_cpu_us_per_heartbeat": round(
+                1e6 * (self.cpu() - before_cpu) / max(1.0, accepted - before_accepted), 1),
+            "load_average": round(os.getloadavg()[0], 2),
             "passed": ok,
         }
 
