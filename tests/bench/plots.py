@@ -2,7 +2,7 @@
 
 Reads the JSON that ``tests/bench/throughput.py`` prints (one file per run,
 or the JSON of ``--compare``, whose runs are plotted per side) and draws, per
-database and heartbeat shape, the rate the sender reached and the p99
+database and heartbeat shape, the daemon's CPU per heartbeat and the p99
 arrival-to-commit time against the offered rate, failing steps marked.
 
     .venv/bin/python tests/bench/plots.py --out docs RESULT.json [MORE.json ...]
@@ -38,40 +38,46 @@ def series(path: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def plot(runs: list[tuple[str, dict[str, Any]]], out: Path, p99_target: float) -> list[Path]:
-    """One PNG per (database, shape): accepted rate and p99 commit lag vs offered rate."""
+    """One PNG per (database, shape): daemon CPU per heartbeat and p99 commit lag
+    against the offered rate."""
     groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
     for label, run in runs:
         groups.setdefault((run["database"], run["shape"].split(":")[0]), []).append((label, run))
     written = []
     for (database, shape), members in sorted(groups.items()):
-        fig, (rate_ax, lag_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
-        for label, run in members:
+        fig, (cpu_ax, lag_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+        for index, (label, run) in enumerate(members):
             steps = run["steps"]
             offered = [s["rate_target"] for s in steps]
-            rate_ax.plot(offered, [s["rate_sent"] for s in steps], marker="o", label=label)
+            style = {
+                "marker": "o",
+                "label": label,
+                "color": _colour(label, index),
+                "linestyle": "-" if index % 2 else "--",
+            }
+            cpu_ax.plot(offered, [s.get("daemon_cpu_us_per_heartbeat") for s in steps], **style)
             lags = [s["p99_arrival_to_commit_s"] or 0 for s in steps]
-            line = lag_ax.plot(offered, lags, marker="o", label=label)[0]
+            lag_ax.plot(offered, lags, **style)
             failed = [
                 (o, lag) for o, lag, s in zip(offered, lags, steps, strict=True) if not s["passed"]
             ]
             if failed:
                 lag_ax.scatter(
-                    *zip(*failed, strict=True), marker="x", s=80, color=line.get_color(), zorder=3
+                    *zip(*failed, strict=True), marker="x", s=80, color=style["color"], zorder=3
                 )
-        top = max((s["rate_target"] for _, r in members for s in r["steps"]), default=1)
-        rate_ax.plot([0, top], [0, top], color="grey", linewidth=0.8, linestyle=":")
-        rate_ax.set(
+        cpu_ax.set(
             xlabel="offered heartbeats/s",
-            ylabel="sent and accepted /s",
-            title=f"{database}, {shape}: rate",
+            ylabel="µs of daemon CPU per heartbeat",
+            title=f"{database}, {shape}: daemon CPU per heartbeat",
         )
+        cpu_ax.set_ylim(bottom=0)
         lag_ax.axhline(p99_target, color="red", linewidth=0.8, linestyle="--")
         lag_ax.set(
             xlabel="offered heartbeats/s",
             ylabel="p99 arrival→commit (s, bucket bound)",
             title=f"{database}, {shape}: p99 commit lag (x: step failed)",
         )
-        for ax in (rate_ax, lag_ax):
+        for ax in (cpu_ax, lag_ax):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()
@@ -80,6 +86,11 @@ def plot(runs: list[tuple[str, dict[str, Any]]], out: Path, p99_target: float) -
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _colour(label: str, index: int) -> str:
+    """compare.py's sides in two colours (old blue, new red); other runs cycle."""
+    return {"old": "tab:blue", "new": "tab:red"}.get(label.split()[0], f"C{index % 10}")
 
 
 def main() -> int:
