@@ -202,7 +202,8 @@ class Flusher:
         out: dict[Id, tuple[int, int]] = {}
         for part in chunks(sorted(raw_of), IN_CHUNK):
             sql = _w.report_lock_sql(self.dialect, len(part))
-            params: Any = {"ids": list(part)} if self.dialect == "postgresql" else tuple(part)
+            pg = self.dialect == "postgresql"
+            params: Any = {"ids": _w.pg_array(part)} if pg else tuple(part)
             for amp, order, digest in counter.driver(conn, sql, params):
                 raw = raw_of.get(amp)
                 out[raw if raw is not None else id_bytes(amp)] = (int(order), int(digest))
@@ -214,7 +215,7 @@ class Flusher:
         where = f"status = '{C.FAILOVER_STOPPED}' AND id"
         if self.dialect == "postgresql":
             sql = f"SELECT id FROM amphora WHERE {where} = ANY(%(ids)s::varchar[])"
-            stopped = [row[0] for row in counter.driver(conn, sql, {"ids": ids})]
+            stopped = [row[0] for row in counter.driver(conn, sql, {"ids": _w.pg_array(ids)})]
         else:
             mark = "?" if self.dialect == "sqlite" else "%s"
             for part in chunks(ids, IN_CHUNK):
