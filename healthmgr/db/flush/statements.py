@@ -4,7 +4,8 @@ The two big kinds (``amphora_health`` bumps and ``listener_statistics``
 updates, one row per amphora and per listener) are SQL text per dialect run
 with ``exec_driver_sql``: for 10,000 rows SQLAlchemy's per-row parameter
 processing cost more than the database itself. PostgreSQL gets all rows in
-one statement as arrays (``INSERT ... SELECT FROM unnest(...)``); SQLite
+one statement as arrays (``INSERT ... SELECT FROM unnest(...)``), each
+array one text literal (:func:`pg_array`); SQLite
 and MariaDB get one executemany (PyMySQL turns it into multi-row INSERTs).
 Status writes (few, only changes) are Core UPDATEs.
 
