@@ -10,6 +10,8 @@ dropped every ``FLUSH_EVERY`` heartbeats instead of being written.
         [--steady 200000] [--udp-amphorae 10000] [--udp-rounds 20] [--no-udp]
     .venv/bin/python tests/bench/receive.py --trees old=/path/to/old,new=. --repeat 5
         [--amphorae 100000] [--no-udp]     # interleaved A/B: ratios new/old
+    for k in 0 5; do valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        .venv/bin/python tests/bench/receive.py --loop 1000 $k 2>&1 | grep Collected; done
 
 Per size, in a fresh subprocess (so each size's memory starts clean):
 
@@ -83,6 +85,7 @@ REFRESH_BATCH = 5000  # healthmgr.manager.refresher.BATCH
 BURST = 2048  # healthmgr.manager.receiver.BURST: publish and refresh between bursts
 FLUSH_EVERY = 15_000  # heartbeats per dropped pending (0.25 s at 60,000/s)
 SO_RCVBUFFORCE = 33
+LOOP_ROUNDS = 5  # --loop: steady rounds prepared (run 0 to 5 of them)
 
 
 # ---------------------------------------------------------------- the daemon's parts
@@ -286,6 +289,20 @@ def measure_size(n: int, steady: int) -> dict[str, Any]:
     }
 
 
+def loop(n: int, count: int) -> None:
+    """Only run ``count`` (0-5) steady rounds of ``n`` amphorae, untimed: under
+    callgrind, (instructions of 5 - instructions of 0) / (5 n) is the cost of a
+    steady-state heartbeat, which the load of a shared machine does not move."""
+    structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
+    sim = SimFleet.create(n, MASTER)
+    batches = rounds(sim, 0, 2 + LOOP_ROUNDS, int(time.time() * 1000))
+    p = Path_(sim.topology)
+    p.run(batches[0])
+    p.run(batches[1])
+    for batch in batches[2 : 2 + count]:
+        p.run(batch)
+
+
 def hmac_cost(key: bytes, datagram: bytes, count: int = 20000) -> float:
     """Best microseconds of one HMAC-SHA256 over a seed datagram's signed bytes."""
     digest, signed = hmac.digest, datagram[:-32]
@@ -485,12 +502,21 @@ def main() -> int:
     p.add_argument("--no-udp", action="store_true")
     p.add_argument("--trees", help="name=path,name=path: interleaved A/B of two checkouts")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument(
+        "--loop",
+        nargs=2,
+        type=int,
+        metavar=("AMPHORAE", "ROUNDS"),
+        help=f"only run ROUNDS (0-{LOOP_ROUNDS}) steady rounds, untimed (for callgrind)",
+    )
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--udp", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--sender", nargs=5, type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.sender:
         sender(*args.sender)
+    elif args.loop:
+        loop(*args.loop)
     elif args.one:
         print(json.dumps(measure_size(args.one, args.steady)))
     elif args.udp:
