@@ -303,6 +303,25 @@ def loop(n: int, count: int) -> None:
         p.run(batch)
 
 
+def micro(what: str, count: int) -> None:
+    """Only call one step ``count`` times on a seed heartbeat, untimed (callgrind:
+    subtract a run with 0): ``payload`` (unpack_payload), ``stats_update``
+    (the StatsUpdate the view builds per listener), ``none`` (the loop)."""
+    from healthmgr.rules.stats import _update
+    from healthmgr.wire.payload import pack_payload, unpack_payload
+    from tests.wire.native_samples import AMPHORA, seed
+
+    hb = seed()
+    data, listener = pack_payload(hb), hb.listeners[0]
+    step = {
+        "payload": lambda: unpack_payload(data, AMPHORA),
+        "stats_update": lambda: _update(hb, listener),
+        "none": lambda: None,
+    }[what]
+    for _ in range(count):
+        step()
+
+
 def hmac_cost(key: bytes, datagram: bytes, count: int = 20000) -> float:
     """Best microseconds of one HMAC-SHA256 over a seed datagram's signed bytes."""
     digest, signed = hmac.digest, datagram[:-32]
@@ -509,6 +528,12 @@ def main() -> int:
         metavar=("AMPHORAE", "ROUNDS"),
         help=f"only run ROUNDS (0-{LOOP_ROUNDS}) steady rounds, untimed (for callgrind)",
     )
+    p.add_argument(
+        "--micro",
+        nargs=2,
+        metavar=("STEP", "N"),
+        help="only call STEP (payload, stats_update, none) N times, untimed (for callgrind)",
+    )
     p.add_argument("--one", type=int, help=argparse.SUPPRESS)
     p.add_argument("--udp", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--sender", nargs=5, type=int, help=argparse.SUPPRESS)
@@ -517,6 +542,8 @@ def main() -> int:
         sender(*args.sender)
     elif args.loop:
         loop(*args.loop)
+    elif args.micro:
+        micro(args.micro[0], int(args.micro[1]))
     elif args.one:
         print(json.dumps(measure_size(args.one, args.steady)))
     elif args.udp:
