@@ -11,7 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import NamedTuple
 
-from healthmgr.rules.batch import FlushBatch, HealthBump, ReportWrite, StatusWrite
+from healthmgr.rules.batch import (
+    FlushBatch,
+    HealthBump,
+    PackedStatuses,
+    ReportWrite,
+    pack_statuses,
+    unpack_statuses,
+)
 from healthmgr.rules.stats import StatsAccumulator
 from healthmgr.wire.ids import Id
 from healthmgr.wire.values import Heartbeat
@@ -34,7 +41,7 @@ class Report(NamedTuple):
 
     order: int
     digest: int
-    statuses: tuple[StatusWrite, ...]
+    statuses: PackedStatuses  # rules.batch.pack_statuses: unpacked at the flush
     alive_ms: int
     healthy: bool
     native: bool
@@ -73,8 +80,8 @@ class Pending:
         batch = FlushBatch(
             health=tuple(HealthBump(a, utc_from_ms(ms)) for a, ms in self._health.items()),
             reports=tuple(
-                ReportWrite(a, r.order, r.digest, r.statuses, utc_from_ms(r.alive_ms),
-                            r.healthy, r.native, r.cache_differs)
+                ReportWrite(a, r.order, r.digest, unpack_statuses(r.statuses),
+                            utc_from_ms(r.alive_ms), r.healthy, r.native, r.cache_differs)
                 for a, r in self._reports.items()
             ),
             stats=self._stats.drain(),
@@ -92,8 +99,8 @@ class Pending:
         for r in batch.reports:
             self.report(
                 r.amphora_id,
-                Report(r.order, r.digest, r.statuses, ms_from_utc(r.observed_at), r.healthy,
-                       r.native, r.cache_differs),
+                Report(r.order, r.digest, pack_statuses(r.statuses), ms_from_utc(r.observed_at),
+                       r.healthy, r.native, r.cache_differs),
             )
         self._stats.merge_back(batch.stats)
         self.arrivals = arrivals + self.arrivals
