@@ -10,8 +10,19 @@ from collections.abc import Sequence
 
 # Top-level modules that only healthmgr[manager] installs.
 MANAGER_ONLY = frozenset(
-    {"sqlalchemy", "alembic", "structlog", "prometheus_client", "pydantic_settings",
-     "psycopg", "pymysql", "sdnotify", "cliff", "h11", "tomli_w"}
+    {
+        "sqlalchemy",
+        "alembic",
+        "structlog",
+        "prometheus_client",
+        "pydantic_settings",
+        "psycopg",
+        "pymysql",
+        "sdnotify",
+        "cliff",
+        "h11",
+        "tomli_w",
+    }
 )
 
 

@@ -673,9 +673,7 @@ class Demo:
     # 5
     def step_online(self) -> None:
         self.out.step(5, "Status tree (from the database), once the manager has it ONLINE")
-        self.wait_tree(
-            Tree.all_online, 20, "everything ONLINE", ("agent", "manager", "haproxy")
-        )
+        self.wait_tree(Tree.all_online, 20, "everything ONLINE", ("agent", "manager", "haproxy"))
         self.show_tree()
         self.out.say(
             f"everything ONLINE {time.monotonic() - self.agent_started:.1f} s after "

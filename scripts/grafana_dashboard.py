@@ -176,8 +176,11 @@ def dashboard() -> Dashboard:
         time=Time("now-6h", "now"),
         refresh="30s",
         templating=Templating(
-            [Template(name="datasource", label="Data source", query="prometheus",
-                      type="datasource")]
+            [
+                Template(
+                    name="datasource", label="Data source", query="prometheus", type="datasource"
+                )
+            ]
         ),
         panels=[panel(i, *spec) for i, spec in enumerate(PANELS)],
     ).auto_panel_ids()

@@ -65,8 +65,18 @@ def test_every_dashboard_query_names_an_exposed_series() -> None:
     exprs = dashboard_exprs()
     assert exprs and unknown_metrics(exprs) == set()
     titles = " ".join(p["title"] for p in json.loads(DASHBOARD.read_text())["panels"]).lower()
-    for topic in ("heartbeats by result", "lag", "flush duration", "flush size", "stale",
-                  "failovers by outcome", "reason", "breaker", "rejected rows", "kernel drops"):
+    for topic in (
+        "heartbeats by result",
+        "lag",
+        "flush duration",
+        "flush size",
+        "stale",
+        "failovers by outcome",
+        "reason",
+        "breaker",
+        "rejected rows",
+        "kernel drops",
+    ):
         assert topic in titles, f"no panel on {topic}"  # fmt: skip
 
 

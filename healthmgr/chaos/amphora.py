@@ -77,8 +77,8 @@ class AmphoraError(Exception):
 
 def haproxy_binary() -> str | None:
     return shutil.which("haproxy") or next(
-        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)),
-        None)
+        (p for p in ("/usr/sbin/haproxy", "/usr/local/sbin/haproxy") if os.access(p, os.X_OK)), None
+    )
 
 
 def free_port() -> int:
@@ -92,10 +92,17 @@ def render(topo: AmphoraTopo, sock: Path, web: int, ports: dict[Id, int]) -> str
     proxies = []
     for listener in topo.listeners:
         for pool in listener.pools:
-            servers = "".join(SERVER.format(member=id_str(m), web=web, inter=CHECK_INTER_MS)
-                              for m in pool.members)
-            proxies.append(PROXY.format(listener=id_str(listener.id), pool=id_str(pool.id),
-                                        port=ports[listener.id], servers=servers))
+            servers = "".join(
+                SERVER.format(member=id_str(m), web=web, inter=CHECK_INTER_MS) for m in pool.members
+            )
+            proxies.append(
+                PROXY.format(
+                    listener=id_str(listener.id),
+                    pool=id_str(pool.id),
+                    port=ports[listener.id],
+                    servers=servers,
+                )
+            )
     return HAPROXY_CFG.format(sock=sock, web=web, proxies="".join(proxies))
 
 
@@ -125,8 +132,9 @@ class RealAmphora:
 
     # -- the processes ---------------------------------------------------------------
 
-    def start(self, haproxy_bin: str, master: MasterKey, routes: Sequence[Address],
-              interval: float) -> RealAmphora:
+    def start(
+        self, haproxy_bin: str, master: MasterKey, routes: Sequence[Address], interval: float
+    ) -> RealAmphora:
         """HAProxy, then the agent (which does not wait for anything)."""
         self.work.mkdir(parents=True, exist_ok=True)
         self.web_port = free_port()
@@ -143,21 +151,43 @@ class RealAmphora:
         key.write_text(derive_amphora_key(master, self.topo.id).hex() + "\n")
         key.chmod(0o600)
         controllers = [a for host, port in routes for a in ("--controller", f"{host}:{port}")]
-        self.agent = self._spawn([
-            sys.executable, "-m", "agent.main", "--amphora-id", self.id,
-            "--key-id", str(master.id), "--key-file", str(key), *controllers,
-            "--haproxy-socket", str(self.socket), "--state-dir", str(self.work / "state"),
-            "--interval", f"{interval:g}", "--poll-interval", f"{interval / 2:g}",
-        ], "agent.log")
+        self.agent = self._spawn(
+            [
+                sys.executable,
+                "-m",
+                "agent.main",
+                "--amphora-id",
+                self.id,
+                "--key-id",
+                str(master.id),
+                "--key-file",
+                str(key),
+                *controllers,
+                "--haproxy-socket",
+                str(self.socket),
+                "--state-dir",
+                str(self.work / "state"),
+                "--interval",
+                f"{interval:g}",
+                "--poll-interval",
+                f"{interval / 2:g}",
+            ],
+            "agent.log",
+        )
         return self
 
     def _spawn(self, argv: list[str], log: str) -> subprocess.Popen[str]:
         if self.namespace is not None:
             argv = ["ip", "netns", "exec", self.namespace.name, *argv]
         with (self.work / log).open("a") as out:
-            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, text=True,
-                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
 
     def _tail(self, log: str, lines: int = 5) -> str:
         with contextlib.suppress(OSError):
@@ -225,11 +255,15 @@ class RealAmphora:
 
     def reported(self) -> tuple[dict[Id, MemberState], set[Id]]:
         """What its heartbeats say now: every member's state, and the pools that are DOWN."""
-        pools = {f"{id_str(p.id)}:{id_str(li.id)}": p.id
-                 for li in self.topo.listeners for p in li.pools}
+        pools = {
+            f"{id_str(p.id)}:{id_str(li.id)}": p.id for li in self.topo.listeners for p in li.pools
+        }
         rows = self.stat()
-        down = {pools[r["pxname"]] for r in rows
-                if r["svname"] == "BACKEND" and r["pxname"] in pools and r["status"] == "DOWN"}
+        down = {
+            pools[r["pxname"]]
+            for r in rows
+            if r["svname"] == "BACKEND" and r["pxname"] in pools and r["status"] == "DOWN"
+        }
         return self._members(rows), down
 
     def settled(self) -> bool:
@@ -256,9 +290,16 @@ class RealAmphora:
     def listener_counters(self) -> dict[str, tuple[int, int, int, int]]:
         """Per listener: bytes in, bytes out, connections, request errors (HAProxy's counters)."""
         ids = {id_str(li.id) for li in self.topo.listeners}
-        return {row["pxname"]: (int(row["bin"] or 0), int(row["bout"] or 0),
-                                int(row["stot"] or 0), int(row["ereq"] or 0))
-                for row in self.stat() if row["pxname"] in ids and row["svname"] == "FRONTEND"}
+        return {
+            row["pxname"]: (
+                int(row["bin"] or 0),
+                int(row["bout"] or 0),
+                int(row["stot"] or 0),
+                int(row["ereq"] or 0),
+            )
+            for row in self.stat()
+            if row["pxname"] in ids and row["svname"] == "FRONTEND"
+        }
 
     def traffic(self, requests: int) -> int:
         """HTTP requests through every listener (only outside a namespace); answered 200."""
@@ -267,8 +308,10 @@ class RealAmphora:
         ok = 0
         for port in self.ports.values():
             for _ in range(requests):
-                with contextlib.suppress(OSError), urllib.request.urlopen(
-                        f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                with (
+                    contextlib.suppress(OSError),
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp,
+                ):
                     resp.read()
                     ok += resp.status == 200
         return ok

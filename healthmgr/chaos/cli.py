@@ -84,44 +84,95 @@ class Run(Lister):
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         p = super().get_parser(prog_name)
-        p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
-                       help="scenarios to run, in order (see `scenario list`)")
-        p.add_argument("--all", action="store_true",
-                       help="every scenario that can run against this deployment")
+        p.add_argument(
+            "scenarios",
+            nargs="*",
+            metavar="SCENARIO",
+            help="scenarios to run, in order (see `scenario list`)",
+        )
+        p.add_argument(
+            "--all", action="store_true", help="every scenario that can run against this deployment"
+        )
         own = p.add_argument_group("managers started by the tool (the default)")
-        own.add_argument("--managers", type=int, default=1, metavar="N",
-                         help="how many to start (several need --db-url of a server)")
-        own.add_argument("--work-dir", type=Path, metavar="DIR",
-                         help="configs, logs and the SQLite database (default: a temporary "
-                         "directory, removed afterwards)")
+        own.add_argument(
+            "--managers",
+            type=int,
+            default=1,
+            metavar="N",
+            help="how many to start (several need --db-url of a server)",
+        )
+        own.add_argument(
+            "--work-dir",
+            type=Path,
+            metavar="DIR",
+            help="configs, logs and the SQLite database (default: a temporary "
+            "directory, removed afterwards)",
+        )
         # A timeout of six intervals, as production's defaults (10 s, 60 s): with fewer,
         # a lost heartbeat or a lost manager crosses the breaker's line (docs).
         own.add_argument("--heartbeat-interval", type=float, default=0.5, metavar="S")
         own.add_argument("--heartbeat-timeout", type=float, default=3.0, metavar="S")
         own.add_argument("--health-check-interval", type=float, default=0.2, metavar="S")
         ext = p.add_argument_group("an existing deployment (--manager given)")
-        ext.add_argument("--manager", type=_address, action="append", default=[],
-                         metavar="HOST:PORT", help="a manager's heartbeat address (repeat)")
-        ext.add_argument("--config", metavar="PATH",
-                         help="the managers' healthmgr configuration: keys, timings, database")
-        ext.add_argument("--metrics", action="append", default=[], metavar="URL",
-                         help="the --manager's metrics URL, in the same order (repeat)")
-        ext.add_argument("--pid", type=int, action="append", default=[], metavar="PID",
-                         help="the --manager's process id, in the same order (repeat)")
-        ext.add_argument("--db-relay", action="append", default=[], metavar="SOCKET",
-                         help="control socket of the relay (python -m healthmgr.chaos.relay) "
-                         "in front of the --manager's database connection (repeat)")
-        p.add_argument("--db-url", metavar="URL",
-                       help="the database (default: SQLite in --work-dir, or the --config's)")
+        ext.add_argument(
+            "--manager",
+            type=_address,
+            action="append",
+            default=[],
+            metavar="HOST:PORT",
+            help="a manager's heartbeat address (repeat)",
+        )
+        ext.add_argument(
+            "--config",
+            metavar="PATH",
+            help="the managers' healthmgr configuration: keys, timings, database",
+        )
+        ext.add_argument(
+            "--metrics",
+            action="append",
+            default=[],
+            metavar="URL",
+            help="the --manager's metrics URL, in the same order (repeat)",
+        )
+        ext.add_argument(
+            "--pid",
+            type=int,
+            action="append",
+            default=[],
+            metavar="PID",
+            help="the --manager's process id, in the same order (repeat)",
+        )
+        ext.add_argument(
+            "--db-relay",
+            action="append",
+            default=[],
+            metavar="SOCKET",
+            help="control socket of the relay (python -m healthmgr.chaos.relay) "
+            "in front of the --manager's database connection (repeat)",
+        )
+        p.add_argument(
+            "--db-url",
+            metavar="URL",
+            help="the database (default: SQLite in --work-dir, or the --config's)",
+        )
         p.add_argument("--amphorae", type=int, metavar="N", help="fleet size of every scenario")
         p.add_argument("--long", action="store_true", help="the long versions")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--margin", type=float, default=0.25, metavar="S",
-                       help="added to the failover bound (the check's own time, clocks)")
+        p.add_argument(
+            "--margin",
+            type=float,
+            default=0.25,
+            metavar="S",
+            help="added to the failover bound (the check's own time, clocks)",
+        )
         p.add_argument("--max-rss-growth", type=float, default=64.0, metavar="MIB")
         p.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
-        p.add_argument("--plot", type=Path, metavar="FILE",
-                       help="draw the timelines as a PNG (needs healthmgr[chaos])")
+        p.add_argument(
+            "--plot",
+            type=Path,
+            metavar="FILE",
+            help="draw the timelines as a PNG (needs healthmgr[chaos])",
+        )
         return p
 
     def run(self, parsed_args: argparse.Namespace) -> int:
@@ -135,8 +186,7 @@ class Run(Lister):
         a = parsed_args
         unknown = [s for s in a.scenarios if s not in SCENARIOS]
         if unknown:
-            raise UsageError(f"unknown scenario {unknown[0]!r}; choose from "
-                             f"{', '.join(SCENARIOS)}")
+            raise UsageError(f"unknown scenario {unknown[0]!r}; choose from {', '.join(SCENARIOS)}")
         if not a.scenarios and not a.all:
             raise UsageError("name the scenarios to run, or --all")
         if a.plot is not None:
@@ -183,8 +233,16 @@ class Run(Lister):
                 except Exception as e:  # a bug here must not hide the other verdicts
                     if getattr(self.app.options, "debug", False):
                         raise
-                    rows.append((spec.name, "scenario finished", "FAIL", "-", "-",
-                                 f"{type(e).__name__}: {e}"))
+                    rows.append(
+                        (
+                            spec.name,
+                            "scenario finished",
+                            "FAIL",
+                            "-",
+                            "-",
+                            f"{type(e).__name__}: {e}",
+                        )
+                    )
                     self.exit_code = Exit.FAILED
                     continue
                 results.append(result)
@@ -204,13 +262,21 @@ class Run(Lister):
         if a.manager or a.config:
             if not a.config:
                 raise UsageError("--manager needs --config (the keys and timings)")
-            return external_deployment(a.config, a.manager, db_url=a.db_url, metrics=a.metrics,
-                                       pids=a.pid, db_relays=a.db_relay)
+            return external_deployment(
+                a.config,
+                a.manager,
+                db_url=a.db_url,
+                metrics=a.metrics,
+                pids=a.pid,
+                db_relays=a.db_relay,
+            )
         if a.managers < 1:
             raise UsageError("--managers must be 1 or more")
-        options = {"heartbeat_interval": a.heartbeat_interval,
-                   "heartbeat_timeout": a.heartbeat_timeout,
-                   "health_check_interval": a.health_check_interval}
+        options = {
+            "heartbeat_interval": a.heartbeat_interval,
+            "heartbeat_timeout": a.heartbeat_timeout,
+            "health_check_interval": a.health_check_interval,
+        }
         self.say(f"starting {a.managers} manager(s) in {work}")
         return start_deployment(work, managers=a.managers, db_url=a.db_url, options=options)
 
@@ -220,11 +286,24 @@ class Run(Lister):
 
     def _write(self, a: argparse.Namespace, results: Sequence[Any]) -> None:
         if a.json is not None:
-            doc = {r.scenario: {"passed": r.passed, "figures": r.figures,
-                                "checks": [dict(zip(COLUMNS[1:], (c.invariant, c.result,
-                                                                  c.figure, c.bound, c.detail),
-                                                    strict=True)) for c in r.checks],
-                                "timeline": r.timeline.to_json()} for r in results}
+            doc = {
+                r.scenario: {
+                    "passed": r.passed,
+                    "figures": r.figures,
+                    "checks": [
+                        dict(
+                            zip(
+                                COLUMNS[1:],
+                                (c.invariant, c.result, c.figure, c.bound, c.detail),
+                                strict=True,
+                            )
+                        )
+                        for c in r.checks
+                    ],
+                    "timeline": r.timeline.to_json(),
+                }
+                for r in results
+            }
             a.json.write_text(json.dumps(doc, indent=1, default=str) + "\n")
         if a.plot is not None and results:
             from healthmgr.chaos.timeline import plot

@@ -77,10 +77,16 @@ class Timing:
 
         hm = settings.health_manager
         settle = hm.failover_settle
-        return cls(hm.heartbeat_interval, hm.heartbeat_timeout, hm.health_check_interval,
-                   2 * hm.heartbeat_interval if settle is None else settle, hm.flush_interval,
-                   hm.failover_threshold, hm.observer_timeout,
-                   3 * presence_interval(settings))  # as healthmgr/manager/service.py
+        return cls(
+            hm.heartbeat_interval,
+            hm.heartbeat_timeout,
+            hm.health_check_interval,
+            2 * hm.heartbeat_interval if settle is None else settle,
+            hm.flush_interval,
+            hm.failover_threshold,
+            hm.observer_timeout,
+            3 * presence_interval(settings),
+        )  # as healthmgr/manager/service.py
 
     @property
     def failover_bound(self) -> float:
@@ -182,7 +188,10 @@ class Manager:
         self._serving.clear()
         assert self.log_path is not None
         self.process = subprocess.Popen(
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            self.argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         self.pid = self.process.pid
@@ -278,8 +287,12 @@ def _zombie(pid: int) -> bool:
 
 # -- started here -------------------------------------------------------------------------
 
-FAST = {"heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "health_check_interval": 0.2,
-        "flush_interval": 0.05}
+FAST = {
+    "heartbeat_interval": 0.5,
+    "heartbeat_timeout": 3.0,
+    "health_check_interval": 0.2,
+    "flush_interval": 0.05,
+}
 
 
 def free_port(kind: int = socket.SOCK_DGRAM) -> int:
@@ -296,8 +309,10 @@ def write_toml(
 ) -> Path:
     """A manager's config file, owner-only (it holds the master secrets)."""
     masters = list(masters)
-    keys = {"active_key_id": masters[0].id if active_key_id is None else active_key_id,
-            "master": [{"id": m.id, "secret": m.secret.decode()} for m in masters]}
+    keys = {
+        "active_key_id": masters[0].id if active_key_id is None else active_key_id,
+        "master": [{"id": m.id, "secret": m.secret.decode()} for m in masters],
+    }
     path.write_text(tomli_w.dumps({**sections, "keys": keys}))
     path.chmod(0o600)
     return path
@@ -308,8 +323,10 @@ def planned_deployment(managers: int, db_url: str | None) -> Deployment:
     scenario can run against it before anything is started."""
     url = db_url or "sqlite:///healthmgr.db"
     server = make_url(url).get_backend_name() != "sqlite"
-    planned = [Manager(("127.0.0.1", 0), pid=0, argv=[],
-                       db_relay=_NoRelay() if server else None) for _ in range(managers)]
+    planned = [
+        Manager(("127.0.0.1", 0), pid=0, argv=[], db_relay=_NoRelay() if server else None)
+        for _ in range(managers)
+    ]
     return Deployment(url, MasterKey(1, b"-" * 32), Timing(1, 2, 1, 1, 1), planned, True)
 
 
@@ -339,7 +356,8 @@ def start_deployment(
     if managers > 1 and not server:
         raise DeploymentError(
             f"{managers} managers need a PostgreSQL or MariaDB database (--db-url): "
-            "SQLite is for one manager")
+            "SQLite is for one manager"
+        )
     upgrade(url)
     master = MasterKey(1, secrets.token_hex(24).encode())
     hm = {**FAST, **(options or {})}
@@ -353,7 +371,8 @@ def start_deployment(
                 relay.start()
                 deployment._cleanup.append(relay.close)
                 manager_url = u.set(host="127.0.0.1", port=relay.port).render_as_string(
-                    hide_password=False)
+                    hide_password=False
+                )
             manager = _manager_config(work_dir, index, manager_url, hm, master)
             manager.db_relay = relay
             deployment.managers.append(manager)
@@ -381,8 +400,13 @@ def _manager_config(
     if connection.startswith("sqlite"):
         connection += "?timeout=1"  # a locked database fails a flush fast (an outage)
     sections = {
-        "health_manager": {"bind_ip": "127.0.0.1", "bind_port": port, "manager_id": manager_id,
-                           "sock_rlimit": 4 << 20, **hm},
+        "health_manager": {
+            "bind_ip": "127.0.0.1",
+            "bind_port": port,
+            "manager_id": manager_id,
+            "sock_rlimit": 4 << 20,
+            **hm,
+        },
         "database": {"connection": connection, "timeout": 1.0},
         "metrics": {"bind": f"127.0.0.1:{metrics_port}"},
         "logging": {"level": "INFO", "format": "json"},
@@ -390,7 +414,10 @@ def _manager_config(
     }
     path = write_toml(work_dir / f"manager-{index}.toml", sections, [master])
     return Manager(
-        ("127.0.0.1", port), f"http://127.0.0.1:{metrics_port}/metrics", None, manager_id,
+        ("127.0.0.1", port),
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        None,
+        manager_id,
         argv=[sys.executable, "-m", "healthmgr", "serve", "--config", str(path)],
         log_path=work_dir / f"manager-{index}.log",
     )
@@ -415,8 +442,9 @@ def external_deployment(
     master = settings.keys.active_key
     if master is None:
         raise DeploymentError("the configuration has no [keys] master key to sign heartbeats")
-    addresses = list(addresses) or ([
-        (settings.health_manager.bind_ip, settings.health_manager.bind_port)])
+    addresses = list(addresses) or (
+        [(settings.health_manager.bind_ip, settings.health_manager.bind_port)]
+    )
     for name, given in (("--metrics", metrics), ("--pid", pids), ("--db-relay", db_relays)):
         if len(given) > len(addresses):
             raise DeploymentError(f"{name} given {len(given)} times for {len(addresses)} managers")
@@ -441,8 +469,9 @@ def external_deployment(
         )
         for i, address in enumerate(addresses)
     ]
-    return Deployment(db_url or settings.database.connection, master,
-                      Timing.from_settings(settings), managers)
+    return Deployment(
+        db_url or settings.database.connection, master, Timing.from_settings(settings), managers
+    )
 
 
 def parse_metrics(text: str) -> dict[str, float]:

@@ -277,8 +277,9 @@ class Fleet:
         bytes_in, bytes_out, total, errors = counters(seq)
         bytes_in = self.poison.get(index, bytes_in)
         listeners = tuple(
-            ListenerReport(listener.id, ListenerState.OPEN, seq % 7, bytes_in, bytes_out, total,
-                           errors)
+            ListenerReport(
+                listener.id, ListenerState.OPEN, seq % 7, bytes_in, bytes_out, total, errors
+            )
             for listener in amphora.listeners
         )
         pools: tuple[PoolReport, ...] = ()
@@ -346,8 +347,12 @@ class Fleet:
         # which triples the cost; tests/chaos/test_fleet_simulator.py decodes these instead.
         return envelope.seal(self.key_id, hb.amphora_id, pack_payload(hb), key)
 
-    def datagrams(self, round_: int, sent_at_ms: int | None = None,
-                  offset_ms: Callable[[int], int] | None = None) -> list[bytes]:
+    def datagrams(
+        self,
+        round_: int,
+        sent_at_ms: int | None = None,
+        offset_ms: Callable[[int], int] | None = None,
+    ) -> list[bytes]:
         """Round ``round_``: one heartbeat per live amphora, with the faults applied.
 
         Stateful across rounds (held-back and earlier datagrams); call with
@@ -486,8 +491,11 @@ def send(
     if delay > 0:
         time.sleep(delay)
     family = socket.AF_INET6 if ":" in manager[0] else socket.AF_INET
-    own = [] if sock is not None else [socket.socket(family, socket.SOCK_DGRAM)
-                                       for _ in range(max(1, sources))]
+    own = (
+        []
+        if sock is not None
+        else [socket.socket(family, socket.SOCK_DGRAM) for _ in range(max(1, sources))]
+    )
     socks = [sock] if sock is not None else own
     try:
         for s in socks:
@@ -535,8 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--interval-ms", type=int, default=10_000)
     p.add_argument("--start-seq", type=int, default=1)
-    p.add_argument("--sources", type=int, default=1,
-                   help="source sockets (amphorae keep theirs; spreads over SO_REUSEPORT)")
+    p.add_argument(
+        "--sources",
+        type=int,
+        default=1,
+        help="source sockets (amphorae keep theirs; spreads over SO_REUSEPORT)",
+    )
     for name in ("drop", "duplicate", "reorder", "forged", "replay", "dead"):
         p.add_argument(f"--{name}", type=float, default=0.0, help="probability (dead: fraction)")
     p.add_argument("--dead-after", type=int, default=0, help="round from which dead go silent")
@@ -571,7 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.write_ids:
             args.write_ids.write_text(json.dumps(topology.to_json(), indent=1))
         summary = send(
-            fleet, split_host_port(args.manager), rate=args.rate, duration=args.duration,
+            fleet,
+            split_host_port(args.manager),
+            rate=args.rate,
+            duration=args.duration,
             sources=args.sources,
         )
     except (OSError, ValueError) as exc:

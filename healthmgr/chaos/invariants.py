@@ -75,8 +75,13 @@ def no_false_failovers(requests: Mapping[str, Sequence[Request]], alive: Iterabl
     """No amphora that kept beating (or came back in time) has a failover request."""
     alive = list(alive)
     false = [a for a in alive if requests.get(a)]
-    return Check(FALSE_FAILOVERS, not false, f"{len(false)} of {len(alive)} live",
-                 "0", f"failed over: {_named(false)}" if false else "")
+    return Check(
+        FALSE_FAILOVERS,
+        not false,
+        f"{len(false)} of {len(alive)} live",
+        "0",
+        f"failed over: {_named(false)}" if false else "",
+    )
 
 
 def failed_over_once(
@@ -110,12 +115,16 @@ def failed_over_once(
         if latency > bound:
             late.append(f"{d.amphora_id} after {latency:.2f} s > {bound:.2f} s")
     n = len(dead)
-    problems = ([f"never: {_named(missing)}"] if missing else []) + (
-        [f"twice: {_named(twice)}"] if twice else []) + ([f"late: {_named(late)}"] if late else [])
+    problems = (
+        ([f"never: {_named(missing)}"] if missing else [])
+        + ([f"twice: {_named(twice)}"] if twice else [])
+        + ([f"late: {_named(late)}"] if late else [])
+    )
     # A few: each latency and its bound; many: the one nearest its bound.
     shown = sorted(timed) if len(timed) <= SHOWN else [max(timed, key=lambda lb: lb[0] - lb[1])]
     figure = f"{n - len(missing)}/{n} once" + (
-        "; " + ", ".join(f"{lat:.2f} s" for lat, _ in shown) if shown else "")
+        "; " + ", ".join(f"{lat:.2f} s" for lat, _ in shown) if shown else ""
+    )
     bound = "<= " + ", ".join(f"{b:.2f} s" for _, b in shown) if shown else "-"
     return Check(FAILED_OVER_ONCE, not problems, figure, bound, "; ".join(problems))
 
@@ -148,21 +157,33 @@ def stats_exact(
             if newest_at_least and seq < newest_at_least.get(a, 0):
                 behind.append(f"{a} at seq {seq} < {newest_at_least[a]}")
                 break
-    problems = ([f"wrong: {_named(wrong)}"] if wrong else []) + (
-        [f"no row: {_named(missing)}"] if missing else []) + (
-        [f"behind: {_named(behind)}"] if behind else [])
+    problems = (
+        ([f"wrong: {_named(wrong)}"] if wrong else [])
+        + ([f"no row: {_named(missing)}"] if missing else [])
+        + ([f"behind: {_named(behind)}"] if behind else [])
+    )
     bad = len(wrong) + len(missing) + len(behind)
-    return Check(STATS_EXACT, not problems, f"{len(amphorae) - bad}/{len(amphorae)} exact",
-                 "all", "; ".join(problems))
+    return Check(
+        STATS_EXACT,
+        not problems,
+        f"{len(amphorae) - bad}/{len(amphorae)} exact",
+        "all",
+        "; ".join(problems),
+    )
 
 
-MEMBER_STATUS = {MemberState.UP: C.ONLINE, MemberState.DOWN: C.ERROR,
-                 MemberState.DRAIN: C.DRAINING, MemberState.MAINT: C.OFFLINE,
-                 MemberState.NO_CHECK: C.NO_MONITOR}
+MEMBER_STATUS = {
+    MemberState.UP: C.ONLINE,
+    MemberState.DOWN: C.ERROR,
+    MemberState.DRAIN: C.DRAINING,
+    MemberState.MAINT: C.OFFLINE,
+    MemberState.NO_CHECK: C.NO_MONITOR,
+}
 
 
-def expected_statuses(amphora: AmphoraTopo, members: Mapping[bytes, MemberState],
-                      pools_down: Collection[bytes] = ()) -> dict[str, str]:
+def expected_statuses(
+    amphora: AmphoraTopo, members: Mapping[bytes, MemberState], pools_down: Collection[bytes] = ()
+) -> dict[str, str]:
     """Every object's operating status when the amphora reports its members in ``members``
     (absent: UP), every listener OPEN, and the pools in ``pools_down`` DOWN (others UP):
     docs/status-rules.md, the rules as the API's user sees them."""
@@ -198,8 +219,13 @@ def statuses_newest(
         if diff:
             wrong.append(f"{amphora}: {diff[0]}")
     n = len(expected)
-    return Check(STATUSES_NEWEST, not wrong, f"{n - len(wrong)}/{n} amphorae", "all",
-                 f"differ: {_named(wrong)}" if wrong else "")
+    return Check(
+        STATUSES_NEWEST,
+        not wrong,
+        f"{n - len(wrong)}/{n} amphorae",
+        "all",
+        f"differ: {_named(wrong)}" if wrong else "",
+    )
 
 
 def refused_counted(rejected: float | None, refused_rows: int) -> Check:
@@ -212,27 +238,45 @@ def refused_counted(rejected: float | None, refused_rows: int) -> Check:
     if rejected is None:
         if refused_rows == 0:
             return Check(REFUSED_COUNTED, None, "0 refused; no metrics", ">= 0")
-        return Check(REFUSED_COUNTED, None, f"{refused_rows} refused; no metrics to check",
-                     f">= {refused_rows}")
+        return Check(
+            REFUSED_COUNTED,
+            None,
+            f"{refused_rows} refused; no metrics to check",
+            f">= {refused_rows}",
+        )
     ok = rejected >= refused_rows
-    return Check(REFUSED_COUNTED, ok, f"{refused_rows} refused, {rejected:g} counted",
-                 f"counted >= {refused_rows}",
-                 "" if ok else "rows left out with no healthmgr_rows_rejected_total")
+    return Check(
+        REFUSED_COUNTED,
+        ok,
+        f"{refused_rows} refused, {rejected:g} counted",
+        f"counted >= {refused_rows}",
+        "" if ok else "rows left out with no healthmgr_rows_rejected_total",
+    )
 
 
-def memory_bounded(before: Mapping[str, int | None], peak: Mapping[str, int | None],
-                   limit_mib: float) -> Check:
+def memory_bounded(
+    before: Mapping[str, int | None], peak: Mapping[str, int | None], limit_mib: float
+) -> Check:
     """No manager's resident memory grew more than ``limit_mib`` during the scenario."""
-    growth = {m: (peak[m] or 0) - (before.get(m) or 0) for m in peak
-              if peak[m] is not None and before.get(m) is not None}
+    growth = {
+        m: (peak[m] or 0) - (before.get(m) or 0)
+        for m in peak
+        if peak[m] is not None and before.get(m) is not None
+    }
     if not growth:
-        return Check(MEMORY_BOUNDED, None, "not measured (no pid, no metrics)",
-                     f"+{limit_mib:g} MiB")
+        return Check(
+            MEMORY_BOUNDED, None, "not measured (no pid, no metrics)", f"+{limit_mib:g} MiB"
+        )
     worst = max(growth, key=lambda m: growth[m])
     mib = growth[worst] / 2**20
     peak_mib = (peak[worst] or 0) / 2**20
-    return Check(MEMORY_BOUNDED, mib <= limit_mib, f"+{mib:.1f} MiB (peak {peak_mib:.0f} MiB)",
-                 f"+{limit_mib:g} MiB", "" if mib <= limit_mib else f"manager {worst}")
+    return Check(
+        MEMORY_BOUNDED,
+        mib <= limit_mib,
+        f"+{mib:.1f} MiB (peak {peak_mib:.0f} MiB)",
+        f"+{limit_mib:g} MiB",
+        "" if mib <= limit_mib else f"manager {worst}",
+    )
 
 
 def simple(invariant: str, passed: bool, figure: str, bound: str, detail: str = "") -> Check:

@@ -58,13 +58,17 @@ def _follow_timeout(run: Run) -> float:
 def _differences(run: Run, amps: Sequence[RealAmphora]) -> list[str]:
     want = {a.id: inv.expected_statuses(a.topo, *a.reported()) for a in amps}
     got = run.statuses([a.topo for a in amps])
-    return [f"{amp}: {obj} {got.get(amp, {}).get(obj)} != {status}"
-            for amp, objs in want.items() for obj, status in objs.items()
-            if got.get(amp, {}).get(obj) != status]
+    return [
+        f"{amp}: {obj} {got.get(amp, {}).get(obj)} != {status}"
+        for amp, objs in want.items()
+        for obj, status in objs.items()
+        if got.get(amp, {}).get(obj) != status
+    ]
 
 
-def statuses_follow(run: Run, amps: Sequence[RealAmphora], label: str,
-                    since: float | None = None) -> inv.Check:
+def statuses_follow(
+    run: Run, amps: Sequence[RealAmphora], label: str, since: float | None = None
+) -> inv.Check:
     """Once HAProxy's states are settled, the database shows them within the timeout;
     the figure: how long after ``since`` (monotonic: the change, the faults' end)."""
     began = time.monotonic() if since is None else since
@@ -78,16 +82,26 @@ def statuses_follow(run: Run, amps: Sequence[RealAmphora], label: str,
 
     ok = run.within(same, _follow_timeout(run))
     took = time.monotonic() - began
-    return inv.simple(label, ok, f"{len(amps)} amphorae, by {took:.2f} s",
-                      f"<= {_follow_timeout(run):g} s", "; ".join(last[:2]))
+    return inv.simple(
+        label,
+        ok,
+        f"{len(amps)} amphorae, by {took:.2f} s",
+        f"<= {_follow_timeout(run):g} s",
+        "; ".join(last[:2]),
+    )
 
 
 def _totals(run: Run, amps: Sequence[RealAmphora]) -> dict[str, tuple[int, int, int, int]]:
     with run.d.engine.connect() as conn:
-        rows = conn.execute(sa.select(
-            _stats.c.listener_id, _stats.c.bytes_in, _stats.c.bytes_out,
-            _stats.c.total_connections, _stats.c.request_errors)
-            .where(_stats.c.amphora_id.in_([a.id for a in amps]))).all()
+        rows = conn.execute(
+            sa.select(
+                _stats.c.listener_id,
+                _stats.c.bytes_in,
+                _stats.c.bytes_out,
+                _stats.c.total_connections,
+                _stats.c.request_errors,
+            ).where(_stats.c.amphora_id.in_([a.id for a in amps]))
+        ).all()
     return {r[0]: tuple(int(v) for v in r[1:]) for r in rows}  # type: ignore[misc]
 
 
@@ -103,25 +117,35 @@ def statistics_follow(run: Run, amps: Sequence[RealAmphora]) -> inv.Check:
 
     ok = run.within(same, _follow_timeout(run))
     n = sum(len(a.topo.listeners) for a in amps)
-    return inv.simple("statistics = HAProxy's counters", ok, f"{n - len(last)}/{n} listeners",
-                      "all", "; ".join(last[:2]))
+    return inv.simple(
+        "statistics = HAProxy's counters",
+        ok,
+        f"{n - len(last)}/{n} listeners",
+        "all",
+        "; ".join(last[:2]),
+    )
 
 
 def _request_state(run: Run, amphora: str) -> tuple[tuple[str, ...], bool | None, str | None]:
     """(states of its failover requests, busy, amphora.status)."""
     with run.d.engine.connect() as conn:
-        states = tuple(conn.execute(sa.select(_req.c.state).where(_req.c.amphora_id == amphora)
-                                    .order_by(_req.c.id)).scalars())
-        busy = conn.execute(sa.select(_health.c.busy)
-                            .where(_health.c.amphora_id == amphora)).scalar()
+        states = tuple(
+            conn.execute(
+                sa.select(_req.c.state).where(_req.c.amphora_id == amphora).order_by(_req.c.id)
+            ).scalars()
+        )
+        busy = conn.execute(
+            sa.select(_health.c.busy).where(_health.c.amphora_id == amphora)
+        ).scalar()
         status = conn.execute(sa.select(_amp.c.status).where(_amp.c.id == amphora)).scalar()
     return states, None if busy is None else bool(busy), status
 
 
 def _last_update(run: Run, amphora: str) -> object:
     with run.d.engine.connect() as conn:
-        return conn.execute(sa.select(_health.c.last_update)
-                            .where(_health.c.amphora_id == amphora)).scalar()
+        return conn.execute(
+            sa.select(_health.c.last_update).where(_health.c.amphora_id == amphora)
+        ).scalar()
 
 
 def _requested(run: Run, amphora: str) -> bool:
@@ -147,8 +171,7 @@ def partition(run: Run) -> Result:
     # end is forwarded to them as it is (a relay without faults).
     bridges = run.udp_relays(listen_host=ns.host_ip)
     run.fleet_up(run.params.size(10, 100))
-    behind, beside = run.real_up([([b.address for b in bridges], ns),
-                                  (run.manager_routes(), None)])
+    behind, beside = run.real_up([([b.address for b in bridges], ns), (run.manager_routes(), None)])
     up = statuses_follow(run, [behind, beside], "")
     if not up.passed:
         raise ScenarioError(f"the real amphorae did not come up ONLINE: {up.detail}")
@@ -156,22 +179,29 @@ def partition(run: Run) -> Result:
     ns.cut()
     requested = run.within(lambda: _requested(run, behind.id), _wait_failover(run))
     # Its driver's outcome first (record: PENDING at once; exec: when the command ends).
-    run.within(lambda: C.FAILOVER_RUNNING not in _request_state(run, behind.id)[0],
-               run.t.heartbeat_timeout + 10)
+    run.within(
+        lambda: C.FAILOVER_RUNNING not in _request_state(run, behind.id)[0],
+        run.t.heartbeat_timeout + 10,
+    )
     snap = run.snapshot([behind.id])
     before = _request_state(run, behind.id)
     healed = run.event("link healed")
     ns.heal()
     cut_last = snap["last_update"].get(behind.id)
-    beats = run.within(lambda: (_last_update(run, behind.id) or cut_last) > cut_last,
-                       run.t.heartbeat_timeout + 4 * run.interval + 5)
+    beats = run.within(
+        lambda: (_last_update(run, behind.id) or cut_last) > cut_last,
+        run.t.heartbeat_timeout + 4 * run.interval + 5,
+    )
     back_after = run.now() - healed
     # Its news still lands: a member goes DOWN in its HAProxy, for real.
     member = behind.members[-1]
     behind.set_member(member, MemberState.DOWN)
     changed = time.monotonic()
-    run.until(lambda: behind.reported()[0].get(member) is MemberState.DOWN,
-              "HAProxy takes the member DOWN", timeout=10)
+    run.until(
+        lambda: behind.reported()[0].get(member) is MemberState.DOWN,
+        "HAProxy takes the member DOWN",
+        timeout=10,
+    )
     run.event("a member of it goes DOWN")
     landed = statuses_follow(run, [behind, beside], "its statuses land again", changed)
     # A second verdict on it would need it stale and not busy: neither, as a check or
@@ -181,21 +211,35 @@ def partition(run: Run) -> Result:
     run.clean()
     run.wait_clean_landed()
     states, busy, status = after
-    run.figures.update(behind=behind.id, beside=beside.id, requested_before_heal=requested,
-                       back_after_s=round(back_after, 2), before_heal=before, after_heal=after)
+    run.figures.update(
+        behind=behind.id,
+        beside=beside.id,
+        requested_before_heal=requested,
+        back_after_s=round(back_after, 2),
+        before_heal=before,
+        after_heal=after,
+    )
     checks = [
-        _renamed(run.failed_over_once([behind.id], snap),
-                 "behind the cut: failed over once, in time"),
-        _renamed(inv.no_false_failovers(run.requests([beside.id]), [beside.id]),
-                 "real amphora beside it: not failed over"),
-        inv.simple("it beats again after the heal", beats,
-                   f"{back_after:.2f} s after" if beats else "never",
-                   f"<= {run.t.heartbeat_timeout:g} s"),
-        inv.simple("its request kept, busy kept, no second", after == before
-                   and len(states) == 1 and busy is True,
-                   f"{'/'.join(states)}, busy={busy}, {status}",
-                   f"= before the heal ({'/'.join(before[0])})",
-                   f"before the heal {before}, after {after}"),
+        _renamed(
+            run.failed_over_once([behind.id], snap), "behind the cut: failed over once, in time"
+        ),
+        _renamed(
+            inv.no_false_failovers(run.requests([beside.id]), [beside.id]),
+            "real amphora beside it: not failed over",
+        ),
+        inv.simple(
+            "it beats again after the heal",
+            beats,
+            f"{back_after:.2f} s after" if beats else "never",
+            f"<= {run.t.heartbeat_timeout:g} s",
+        ),
+        inv.simple(
+            "its request kept, busy kept, no second",
+            after == before and len(states) == 1 and busy is True,
+            f"{'/'.join(states)}, busy={busy}, {status}",
+            f"= before the heal ({'/'.join(before[0])})",
+            f"before the heal {before}, after {after}",
+        ),
         landed,
     ]
     return run.verdict(*checks)
@@ -208,8 +252,15 @@ def agents_lossy(run: Run) -> Result:
     """Real agents (and a small simulated fleet) through lossy, duplicating, reordering,
     delaying, corrupting relays; members change state in HAProxy; one amphora dies."""
     i = run.interval
-    faults = UdpFaults(loss=0.1, duplicate=0.1, reorder=0.1, corrupt=0.05, delay=i / 50,
-                       jitter=i / 50, reorder_delay=1.5 * i)
+    faults = UdpFaults(
+        loss=0.1,
+        duplicate=0.1,
+        reorder=0.1,
+        corrupt=0.05,
+        delay=i / 50,
+        jitter=i / 50,
+        reorder_delay=1.5 * i,
+    )
     relays = run.udp_relays()
     routes = [r.address for r in relays]
     run.fleet_up(run.params.size(10, 100), routes=routes)
@@ -239,13 +290,17 @@ def agents_lossy(run: Run) -> Result:
     run.wait_clean_landed()
     counts = relay_counts(relays)
     run.within(lambda: _requested(run, dead.id), _wait_failover(run))
-    rejected = {r: run.metric_delta("healthmgr_heartbeats_total", result=r)
-                for r in CORRUPTION_REASONS}
-    run.figures.update(relay=counts, served=served, rejected={
-        r: v for r, v in rejected.items() if v})
+    rejected = {
+        r: run.metric_delta("healthmgr_heartbeats_total", result=r) for r in CORRUPTION_REASONS
+    }
+    run.figures.update(
+        relay=counts, served=served, rejected={r: v for r, v in rejected.items() if v}
+    )
     checks = [
-        _renamed(inv.no_false_failovers(run.requests([a.id for a in live]),
-                                        [a.id for a in live]), "0 false failovers (real)"),
+        _renamed(
+            inv.no_false_failovers(run.requests([a.id for a in live]), [a.id for a in live]),
+            "0 false failovers (real)",
+        ),
         _renamed(run.failed_over_once([dead.id]), "dead real amphora failed over once, in time"),
         statuses_follow(run, live, "statuses follow HAProxy", faults_off),
         statistics_follow(run, live),
@@ -260,8 +315,13 @@ def _corrupted_rejected(rejected: dict[str, float | None], corrupted: int) -> in
         return inv.Check(name, None, "no metrics", f"= {corrupted}")
     total = sum(v or 0 for v in rejected.values())
     by = ", ".join(f"{v:g} {r}" for r, v in rejected.items() if v) or "none"
-    return inv.simple(name, total == corrupted, by, f"= {corrupted} corrupted",
-                      f"{total:g} rejected for corruption, {corrupted} corrupted by the relays")
+    return inv.simple(
+        name,
+        total == corrupted,
+        by,
+        f"= {corrupted} corrupted",
+        f"{total:g} rejected for corruption, {corrupted} corrupted by the relays",
+    )
 
 
 __all__ = ["agents_lossy", "partition", "statistics_follow", "statuses_follow"]

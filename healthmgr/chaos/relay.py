@@ -376,8 +376,13 @@ class Relay(_Controls, ServerThread):
 
     def __init__(self, target: Address, listen: Address = ("127.0.0.1", 0)) -> None:
         self._server = RelayServer(target, listen)
-        ServerThread.__init__(self, self._server.serve, name=f"relay->{_format(target)}",
-                              what="relay", error=RelayError)
+        ServerThread.__init__(
+            self,
+            self._server.serve,
+            name=f"relay->{_format(target)}",
+            what="relay",
+            error=RelayError,
+        )
 
     @property
     def address(self) -> Address:  # type: ignore[override]

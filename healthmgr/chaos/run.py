@@ -227,45 +227,72 @@ class Run:
         """The failover bound with the margin: how long a dead amphora may wait."""
         return self.t.failover_bound + self.params.margin
 
-    def fleet_up(self, amphorae: int, *, faults: Faults | None = None,
-                 routes: Sequence[Address] | None = None) -> Fleet:
+    def fleet_up(
+        self,
+        amphorae: int,
+        *,
+        faults: Faults | None = None,
+        routes: Sequence[Address] | None = None,
+    ) -> Fleet:
         """Insert a fleet's topology, start beating, wait until every amphora reported."""
         seed = hash((self.params.seed, self.name)) & 0xFFFF_FFFF
         topology = Topology.generate(amphorae, seed=seed)
         start_seq = int(time.time() * 1000) % (1 << 40)  # fresh beyond any earlier run
-        fleet = Fleet(topology, self.d.master, faults=faults or Faults(), seed=seed,
-                      interval_ms=int(self.interval * 1000), start_seq=start_seq)
+        fleet = Fleet(
+            topology,
+            self.d.master,
+            faults=faults or Faults(),
+            seed=seed,
+            interval_ms=int(self.interval * 1000),
+            start_seq=start_seq,
+        )
         insert_topology(self.d.engine, topology)
         self._closers.append(lambda: remove_topology(self.d.engine, topology))
         self.fleet = fleet
         self.ids = [id_str(a.id) for a in topology.amphorae]
-        self.sampler = Sampler(self.d, lambda: self.ids + self.extra_ids, lambda: self.sent,
-                               self.timeline).start()
+        self.sampler = Sampler(
+            self.d, lambda: self.ids + self.extra_ids, lambda: self.sent, self.timeline
+        ).start()
         self._closers.append(self.sampler.stop)
         tracked = {m.name: self._tracked(m) for m in self.d.managers}
         self.beater = Beater(fleet, routes or self.manager_routes(), self.interval).start()
         self._closers.append(self.beater.stop)
         ids = list(self.ids)
         self._closers.append(lambda: retire(self.d.engine, ids))  # before the fleet stops
-        self.until(lambda: self._reported(self.ids) == amphorae, "every amphora reported",
-                   timeout=10 * self.interval + 10)
-        self.within(lambda: all(self._tracked(m) >= before + amphorae
-                                for m in self.d.managers
-                                if (before := tracked[m.name]) is not None),
-                    timeout=10 * self.interval + 5)  # one without metrics is not waited for
+        self.until(
+            lambda: self._reported(self.ids) == amphorae,
+            "every amphora reported",
+            timeout=10 * self.interval + 10,
+        )
+        self.within(
+            lambda: all(
+                self._tracked(m) >= before + amphorae
+                for m in self.d.managers
+                if (before := tracked[m.name]) is not None
+            ),
+            timeout=10 * self.interval + 5,
+        )  # one without metrics is not waited for
         if len(self.beater.routes) > 1:
             self.beater.warming = False
             switched = self.beater.round
-            self.until(lambda: self.beater is not None and self.beater.round > switched + 1,
-                       "a round robin round", timeout=5 * self.interval + 5)
-        self.until(self._steady, "the new fleet steady (none silent, no breaker open)",
-                   timeout=4 * self.t.heartbeat_timeout + 10)
+            self.until(
+                lambda: self.beater is not None and self.beater.round > switched + 1,
+                "a round robin round",
+                timeout=5 * self.interval + 5,
+            )
+        self.until(
+            self._steady,
+            "the new fleet steady (none silent, no breaker open)",
+            timeout=4 * self.t.heartbeat_timeout + 10,
+        )
         self.baseline()
         self.event("fleet up")
         return fleet
 
-    def real_up(self, placements: Sequence[tuple[Sequence[Address], LinkedNamespace | None]],
-                ) -> list[RealAmphora]:
+    def real_up(
+        self,
+        placements: Sequence[tuple[Sequence[Address], LinkedNamespace | None]],
+    ) -> list[RealAmphora]:
         """Real amphorae (HAProxy and amphora-agent), one per placement: the routes its
         agent sends to, the namespace it runs in (None: this one). Their topology is
         inserted (and removed at the end); returns once each one's report landed."""
@@ -301,15 +328,19 @@ class Run:
         on ``listen_host``; closed at the end of the run."""
         relays = []
         for i, m in enumerate(self.d.managers):
-            relay = UdpRelay(m.address, UdpFaults(), listen=(listen_host, 0),
-                             seed=self.params.seed + i)
+            relay = UdpRelay(
+                m.address, UdpFaults(), listen=(listen_host, 0), seed=self.params.seed + i
+            )
             relays.append(self.enter(relay))
         return relays
 
     def relays_drained(self, relays: Sequence[UdpRelay]) -> None:
         """Until the relays hold nothing back (what they delayed was forwarded)."""
-        self.until(lambda: not any(r.pending for r in relays), "the relays drained",
-                   timeout=10 * self.interval + 5)
+        self.until(
+            lambda: not any(r.pending for r in relays),
+            "the relays drained",
+            timeout=10 * self.interval + 5,
+        )
 
     def enter(self, cm: contextlib.AbstractContextManager[Any]) -> Any:
         """Enter ``cm`` for the rest of the run (left at close, after what came later)."""
@@ -401,7 +432,8 @@ class Run:
                     return value
             if time.monotonic() > deadline:
                 raise ScenarioError(
-                    f"{self.name}: timed out after {timeout:g} s waiting for {what}")
+                    f"{self.name}: timed out after {timeout:g} s waiting for {what}"
+                )
             time.sleep(0.05)
 
     # -- readings -------------------------------------------------------------------------
@@ -421,21 +453,30 @@ class Run:
             fresh = db_now(conn) - dt.timedelta(seconds=3)
             silent = 0
             for chunk in chunks(self.ids):
-                silent += conn.execute(sa.select(sa.func.count()).select_from(_health)
-                                       .where(_health.c.amphora_id.in_(chunk))
-                                       .where(_health.c.last_update < cut)).scalar_one()
-            opened = conn.execute(sa.select(sa.func.count()).select_from(_managers)
-                                  .where(_managers.c.breaker_open == sa.true())
-                                  .where(_managers.c.stopped_at.is_(None))
-                                  .where(_managers.c.heartbeat_at >= fresh)).scalar_one()
+                silent += conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(_health)
+                    .where(_health.c.amphora_id.in_(chunk))
+                    .where(_health.c.last_update < cut)
+                ).scalar_one()
+            opened = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(_managers)
+                .where(_managers.c.breaker_open == sa.true())
+                .where(_managers.c.stopped_at.is_(None))
+                .where(_managers.c.heartbeat_at >= fresh)
+            ).scalar_one()
         return silent == 0 and opened == 0
 
     def _reported(self, ids: Sequence[str]) -> int:
         n = 0
         with self.d.engine.connect() as conn:
             for chunk in chunks(list(ids)):
-                n += conn.execute(sa.select(sa.func.count()).select_from(_reports)
-                                  .where(_reports.c.amphora_id.in_(chunk))).scalar_one()
+                n += conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(_reports)
+                    .where(_reports.c.amphora_id.in_(chunk))
+                ).scalar_one()
         return n
 
     def metrics_now(self) -> dict[str, dict[str, float]]:
@@ -470,10 +511,15 @@ class Run:
         out: dict[str, list[inv.Request]] = defaultdict(list)
         with self.d.engine.connect() as conn:
             for chunk in chunks(list(self.ids if ids is None else ids)):
-                for r in conn.execute(sa.select(
-                        _requests.c.amphora_id, _requests.c.state, _requests.c.requested_by,
-                        _requests.c.requested_at, _requests.c.reason)
-                        .where(_requests.c.amphora_id.in_(chunk))):
+                for r in conn.execute(
+                    sa.select(
+                        _requests.c.amphora_id,
+                        _requests.c.state,
+                        _requests.c.requested_by,
+                        _requests.c.requested_at,
+                        _requests.c.reason,
+                    ).where(_requests.c.amphora_id.in_(chunk))
+                ):
                     out[r.amphora_id].append(inv.Request(*r))
         return out
 
@@ -481,21 +527,34 @@ class Run:
         """Until every live amphora's statistics hold a heartbeat of the clean phase."""
         assert self.beater is not None and self.clean_from is not None
         want = self.beater.seq(self.clean_from) + 1
-        self.until(lambda: self.beater is not None and self.beater.round > self.clean_from + 1,
-                   "two clean rounds sent", timeout=5 * self.interval + 5)
-        live = [self.ids[i] for i in range(len(self.ids))
-                if i not in self.dead_indexes() and i not in self.excluded]
-        self.until(lambda: all(s >= want for s in self._last_seqs(live).values())
-                   and len(self._last_seqs(live)) == len(live),
-                   "the clean rounds in the database", timeout=10 * self.interval + 10)
+        self.until(
+            lambda: self.beater is not None and self.beater.round > self.clean_from + 1,
+            "two clean rounds sent",
+            timeout=5 * self.interval + 5,
+        )
+        live = [
+            self.ids[i]
+            for i in range(len(self.ids))
+            if i not in self.dead_indexes() and i not in self.excluded
+        ]
+        self.until(
+            lambda: (
+                all(s >= want for s in self._last_seqs(live).values())
+                and len(self._last_seqs(live)) == len(live)
+            ),
+            "the clean rounds in the database",
+            timeout=10 * self.interval + 10,
+        )
 
     def _last_seqs(self, ids: Sequence[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         with self.d.engine.connect() as conn:
             for chunk in chunks(ids):
-                for a, seq in conn.execute(sa.select(_stats.c.amphora_id, sa.func.min(
-                        _stats.c.last_seq)).where(_stats.c.amphora_id.in_(chunk))
-                        .group_by(_stats.c.amphora_id)):
+                for a, seq in conn.execute(
+                    sa.select(_stats.c.amphora_id, sa.func.min(_stats.c.last_seq))
+                    .where(_stats.c.amphora_id.in_(chunk))
+                    .group_by(_stats.c.amphora_id)
+                ):
                     out[a] = int(seq)
         return out
 
@@ -504,47 +563,66 @@ class Run:
 
     # -- the verdict ---------------------------------------------------------------------
 
-    def verdict(self, *extra: inv.Check, dead_in_time: bool = True,
-                alive: Iterable[int] | None = None) -> Result:
+    def verdict(
+        self, *extra: inv.Check, dead_in_time: bool = True, alive: Iterable[int] | None = None
+    ) -> Result:
         """The standard invariants, plus the scenario's own ``extra`` checks."""
         assert self.fleet is not None and self.beater is not None
         dead = sorted(self.dead_indexes())
         if dead_in_time:  # a breaker episode holds them until it closes: wait for it
             t = self.t
-            self.within(lambda: all(inv.effective(self.requests().get(self.ids[i], ()))
-                                    for i in dead),
-                        timeout=3 * (t.failover_bound + self.params.margin)
-                        + 4 * t.heartbeat_timeout + 5 + self._observer_wait(dead))
+            self.within(
+                lambda: all(inv.effective(self.requests().get(self.ids[i], ())) for i in dead),
+                timeout=3 * (t.failover_bound + self.params.margin)
+                + 4 * t.heartbeat_timeout
+                + 5
+                + self._observer_wait(dead),
+            )
             self.sleep(2 * t.health_check_interval)  # a second request would show by now
         requests = self.requests()
-        alive_idx = [i for i in range(len(self.ids)) if i not in dead] if alive is None \
-            else list(alive)
+        alive_idx = (
+            [i for i in range(len(self.ids)) if i not in dead] if alive is None else list(alive)
+        )
         checks = [inv.no_false_failovers(requests, [self.ids[i] for i in alive_idx])]
         snapshot = self._snapshot([self.ids[i] for i in dead])
         if dead_in_time:
-            checks.append(inv.failed_over_once(
-                requests, [inv.Dead(self.ids[i], snapshot["last_update"].get(self.ids[i]))
-                           for i in dead],
-                lambda dd, req: self._allowed(dd, req, snapshot)))
+            checks.append(
+                inv.failed_over_once(
+                    requests,
+                    [inv.Dead(self.ids[i], snapshot["last_update"].get(self.ids[i])) for i in dead],
+                    lambda dd, req: self._allowed(dd, req, snapshot),
+                )
+            )
         checks += self._truth(alive_idx)
         checks.append(self._memory())
         checks += list(extra)
         period = self.sampler.period if self.sampler else 0.0
-        self.figures.update(sent=self.sent, rounds=self.beater.round, amphorae=len(self.ids),
-                            dead=len(dead), failover_requests=sum(map(len, requests.values())),
-                            breaker_open_s=round(period * sum(
-                                1 for s in self.timeline.samples if s.breaker_open), 2))
+        self.figures.update(
+            sent=self.sent,
+            rounds=self.beater.round,
+            amphorae=len(self.ids),
+            dead=len(dead),
+            failover_requests=sum(map(len, requests.values())),
+            breaker_open_s=round(
+                period * sum(1 for s in self.timeline.samples if s.breaker_open), 2
+            ),
+        )
         return Result(self.name, checks, self.figures, self.timeline)
 
-    def failed_over_once(self, ids: Sequence[str], snapshot: dict[str, Any] | None = None,
-                         ) -> inv.Check:
+    def failed_over_once(
+        self,
+        ids: Sequence[str],
+        snapshot: dict[str, Any] | None = None,
+    ) -> inv.Check:
         """The standard check for amphorae (any of this run's) that died: each failed over
         exactly once, in time; ``snapshot`` (of :meth:`snapshot`) taken when they were dead
         (an amphora that beats again moves its last_update on)."""
         snap = snapshot or self.snapshot(ids)
         return inv.failed_over_once(
-            self.requests(ids), [inv.Dead(a, snap["last_update"].get(a)) for a in ids],
-            lambda dd, req: self._allowed(dd, req, snap))
+            self.requests(ids),
+            [inv.Dead(a, snap["last_update"].get(a)) for a in ids],
+            lambda dd, req: self._allowed(dd, req, snap),
+        )
 
     def snapshot(self, ids: Sequence[str]) -> dict[str, Any]:
         """Their last_update and last observer, and every manager's grace (for the bound)."""
@@ -564,8 +642,9 @@ class Run:
         with self.d.engine.connect() as conn:
             now = db_now(conn)
         seen = [snap["heartbeat_at"].get(o) for o in snap["observer"].values()]
-        gone = any(s is not None and (now - s).total_seconds() > self.t.observer_fresh
-                   for s in seen)
+        gone = any(
+            s is not None and (now - s).total_seconds() > self.t.observer_fresh for s in seen
+        )
         return self.t.observer_timeout if gone else 0.0
 
     def _snapshot(self, dead_ids: Sequence[str]) -> dict[str, Any]:
@@ -573,17 +652,31 @@ class Run:
         observer: dict[str, str] = {}
         with self.d.engine.connect() as conn:
             for chunk in chunks(list(dead_ids)):
-                last_update.update(conn.execute(sa.select(
-                    _health.c.amphora_id, _health.c.last_update)
-                    .where(_health.c.amphora_id.in_(chunk))).all())
-                observer.update(conn.execute(sa.select(
-                    _reports.c.amphora_id, _reports.c.observed_by)
-                    .where(_reports.c.amphora_id.in_(chunk))).all())
-            managers = conn.execute(sa.select(_managers.c.manager_id, _managers.c.healthy_since,
-                                              _managers.c.heartbeat_at)).all()
-        return {"last_update": last_update, "observer": observer,
-                "healthy_since": {m.manager_id: m.healthy_since for m in managers},
-                "heartbeat_at": {m.manager_id: m.heartbeat_at for m in managers}}
+                last_update.update(
+                    conn.execute(
+                        sa.select(_health.c.amphora_id, _health.c.last_update).where(
+                            _health.c.amphora_id.in_(chunk)
+                        )
+                    ).all()
+                )
+                observer.update(
+                    conn.execute(
+                        sa.select(_reports.c.amphora_id, _reports.c.observed_by).where(
+                            _reports.c.amphora_id.in_(chunk)
+                        )
+                    ).all()
+                )
+            managers = conn.execute(
+                sa.select(
+                    _managers.c.manager_id, _managers.c.healthy_since, _managers.c.heartbeat_at
+                )
+            ).all()
+        return {
+            "last_update": last_update,
+            "observer": observer,
+            "healthy_since": {m.manager_id: m.healthy_since for m in managers},
+            "heartbeat_at": {m.manager_id: m.heartbeat_at for m in managers},
+        }
 
     def _allowed(self, dead: inv.Dead, req: inv.Request, snap: dict[str, Any]) -> float:
         """The failover bound for this request: later when a manager that had to judge it
@@ -603,8 +696,11 @@ class Run:
         if seen is not None and (req.requested_at - seen).total_seconds() > t.observer_fresh:
             base = max(base, t.observer_timeout)
         # Outside a breaker episode: one that held it ends when the breaker closed.
-        opened = [s.wall for s in self.timeline.samples if s.breaker_open and s.wall
-                  and dead.last_update <= s.wall <= req.requested_at]
+        opened = [
+            s.wall
+            for s in self.timeline.samples
+            if s.breaker_open and s.wall and dead.last_update <= s.wall <= req.requested_at
+        ]
         if opened:
             period = self.sampler.period if self.sampler else 0.25
             base = max(base, (max(opened) - dead.last_update).total_seconds() + period)
@@ -621,14 +717,25 @@ class Run:
         objects = {self.ids[i]: _objects(fleet.topology.amphorae[i]) for i in live}
         with self._snapshot_connection() as conn, conn.begin():
             for chunk in chunks(ids):
-                for r in conn.execute(sa.select(
-                        _stats.c.amphora_id, _stats.c.last_seq, _stats.c.bytes_in,
-                        _stats.c.bytes_out, _stats.c.total_connections,
-                        _stats.c.request_errors).where(_stats.c.amphora_id.in_(chunk))):
+                for r in conn.execute(
+                    sa.select(
+                        _stats.c.amphora_id,
+                        _stats.c.last_seq,
+                        _stats.c.bytes_in,
+                        _stats.c.bytes_out,
+                        _stats.c.total_connections,
+                        _stats.c.request_errors,
+                    ).where(_stats.c.amphora_id.in_(chunk))
+                ):
                     stats[r[0]].append(tuple(int(v) for v in r[1:]))  # type: ignore[arg-type]
-                orders.update((a, int(o)) for a, o in conn.execute(sa.select(
-                    _reports.c.amphora_id, _reports.c.report_order)
-                    .where(_reports.c.amphora_id.in_(chunk))))
+                orders.update(
+                    (a, int(o))
+                    for a, o in conn.execute(
+                        sa.select(_reports.c.amphora_id, _reports.c.report_order).where(
+                            _reports.c.amphora_id.in_(chunk)
+                        )
+                    )
+                )
             found = _read_statuses(conn, objects)
         newest = {}
         if self.clean_from is not None:
@@ -636,8 +743,7 @@ class Run:
             newest = {a: want for a in ids}
         exact_ids = [self.ids[i] for i in live if i not in self.excluded]
         checks = [inv.stats_exact(stats, exact_ids, counters, newest_at_least=newest)]
-        expected = {self.ids[i]: self._expected_statuses(i, orders.get(self.ids[i]))
-                    for i in live}
+        expected = {self.ids[i]: self._expected_statuses(i, orders.get(self.ids[i])) for i in live}
         checks.append(inv.statuses_newest(found, expected))
         # A poisoned amphora's rows the database does not hold as sent: missing, or
         # stopped before the clean phase (each refused flush is one rejected row).
@@ -648,8 +754,9 @@ class Run:
                 rows = stats.get(self.ids[i], [])
                 refused += len(self.fleet.topology.amphorae[i].listeners) - len(rows)
                 refused += sum(1 for row in rows if row[0] < want)
-        checks.append(inv.refused_counted(self.metric_delta("healthmgr_rows_rejected_total"),
-                                          refused))
+        checks.append(
+            inv.refused_counted(self.metric_delta("healthmgr_rows_rejected_total"), refused)
+        )
         self.figures["refused_rows"] = refused
         return checks
 
@@ -693,17 +800,24 @@ def relay_counts(relays: Sequence[UdpRelay]) -> dict[str, int]:
     return dict(total)
 
 
-def _read_statuses(conn: sa.Connection, objects: dict[str, dict[str, list[str]]],
-                   ) -> dict[str, dict[str, str]]:
+def _read_statuses(
+    conn: sa.Connection,
+    objects: dict[str, dict[str, list[str]]],
+) -> dict[str, dict[str, str]]:
     """Per amphora, the operating status of each of its objects (of :func:`_objects`)."""
     found: dict[str, dict[str, str]] = defaultdict(dict)
-    for table, kind in ((models.Member, "member"), (models.Pool, "pool"),
-                        (models.Listener, "listener"), (models.LoadBalancer, "lb")):
+    for table, kind in (
+        (models.Member, "member"),
+        (models.Pool, "pool"),
+        (models.Listener, "listener"),
+        (models.LoadBalancer, "lb"),
+    ):
         tbl = table.__table__
         wanted = {o: a for a, objs in objects.items() for o in objs[kind]}
         for chunk in chunks(list(wanted)):
-            for oid, status in conn.execute(sa.select(tbl.c.id, tbl.c.operating_status)
-                                            .where(tbl.c.id.in_(chunk))):
+            for oid, status in conn.execute(
+                sa.select(tbl.c.id, tbl.c.operating_status).where(tbl.c.id.in_(chunk))
+            ):
                 found[wanted[oid]][oid] = status
     return found
 
@@ -729,21 +843,28 @@ def wait_ready(deployment: Deployment, timeout: float) -> None:
     def ready() -> bool:
         with deployment.engine.connect() as conn:
             now = db_now(conn)
-            rows = conn.execute(sa.select(_managers).where(_managers.c.stopped_at.is_(None))
-                                .where(_managers.c.heartbeat_at
-                                       >= now - dt.timedelta(seconds=3))).all()
+            rows = conn.execute(
+                sa.select(_managers)
+                .where(_managers.c.stopped_at.is_(None))
+                .where(_managers.c.heartbeat_at >= now - dt.timedelta(seconds=3))
+            ).all()
         if not rows:
             return False
-        return all(not r.impaired and not r.breaker_open and r.healthy_since is not None
-                   and (now - r.healthy_since).total_seconds() >= t.heartbeat_timeout
-                   for r in rows)
+        return all(
+            not r.impaired
+            and not r.breaker_open
+            and r.healthy_since is not None
+            and (now - r.healthy_since).total_seconds() >= t.heartbeat_timeout
+            for r in rows
+        )
 
     deadline = time.monotonic() + timeout
     while not ready():
         if time.monotonic() > deadline:
             raise ScenarioError(
                 f"the managers are not ready after {timeout:g} s (none live, one impaired, "
-                "in its start-up grace, or a circuit breaker open): see `healthmgr health`")
+                "in its start-up grace, or a circuit breaker open): see `healthmgr health`"
+            )
         time.sleep(0.1)
 
 

@@ -66,8 +66,9 @@ class Spec:
             return f"needs {self.managers} managers (has {len(d.managers)})"
         if self.server_db and not d.server_db:
             return "needs a PostgreSQL or MariaDB database (several managers)"
-        if self.db_relay and not (d.managers[0].db_relay or (
-                self.name == "db-outage" and d.dialect == "sqlite")):
+        if self.db_relay and not (
+            d.managers[0].db_relay or (self.name == "db-outage" and d.dialect == "sqlite")
+        ):
             return "needs a TCP relay in front of the first manager's database (--db-relay)"
         if self.signals and d.managers[0].pid is None:
             return "needs the first manager's process id (--pid)"
@@ -110,9 +111,13 @@ def _accepted_within(run: Run, honest: int) -> inv.Check:
     accepted = run.metric_delta("healthmgr_heartbeats_total", result="accepted")
     if accepted is None:
         return inv.Check("nothing false accepted", None, "no metrics", f"<= {honest}")
-    return inv.simple("nothing false accepted", accepted <= honest,
-                      f"{accepted:g} accepted", f"<= {honest} genuine",
-                      "more heartbeats accepted than genuine ones were sent")
+    return inv.simple(
+        "nothing false accepted",
+        accepted <= honest,
+        f"{accepted:g} accepted",
+        f"<= {honest} genuine",
+        "more heartbeats accepted than genuine ones were sent",
+    )
 
 
 # -- lossy network ------------------------------------------------------------------------
@@ -124,8 +129,15 @@ def lossy(run: Run) -> Result:
     n = run.params.size(50, 500)
     i = run.interval
     # Delay and jitter small beside the interval, as on a real network.
-    faults = UdpFaults(loss=0.1, duplicate=0.1, reorder=0.1, corrupt=0.02, delay=i / 50,
-                       jitter=i / 50, reorder_delay=1.5 * i)
+    faults = UdpFaults(
+        loss=0.1,
+        duplicate=0.1,
+        reorder=0.1,
+        corrupt=0.02,
+        delay=i / 50,
+        jitter=i / 50,
+        reorder_delay=1.5 * i,
+    )
     relays = run.udp_relays()
     fleet = run.fleet_up(n, routes=[r.address for r in relays])
     honest_before = fleet.counts.honest
@@ -157,8 +169,9 @@ def replay_forgery(run: Run) -> Result:
     victims = list(range(_killable(run, n, run.params.size(1, 5))))
 
     def replay_attack(round_: int) -> list[tuple[int, bytes]]:
-        out = [(v, d) for v in victims if v in fleet.silenced
-               for d in run.beater.captured.get(v, ())]  # type: ignore[union-attr]
+        out = [
+            (v, d) for v in victims if v in fleet.silenced for d in run.beater.captured.get(v, ())
+        ]  # type: ignore[union-attr]
         attack["sent"] += len(out)
         return out
 
@@ -175,16 +188,27 @@ def replay_forgery(run: Run) -> Result:
     forged = fleet.counts.forged - forged_before
     replayed = fleet.counts.replayed - replayed_before + attack["sent"]
     bad_sig = run.metric_delta("healthmgr_heartbeats_total", result="bad_signature")
-    rejected = sum(run.metric_delta("healthmgr_heartbeats_total", result=r) or 0
-                   for r in ("replayed", "stale"))
+    rejected = sum(
+        run.metric_delta("healthmgr_heartbeats_total", result=r) or 0 for r in ("replayed", "stale")
+    )
     run.figures.update(forged=forged, replayed=replayed, attack_replays=attack["sent"])
     checks = [
-        inv.simple("every forgery rejected", bad_sig == forged, f"{bad_sig} bad_signature",
-                   f"= {forged} forged", "forged heartbeats not counted as bad_signature")
-        if bad_sig is not None else inv.Check("every forgery rejected", None, "no metrics", "-"),
-        inv.simple("every replay rejected", rejected >= replayed,
-                   f"{rejected:g} replayed/stale", f">= {replayed} replays",
-                   "replays were not all rejected"),
+        inv.simple(
+            "every forgery rejected",
+            bad_sig == forged,
+            f"{bad_sig} bad_signature",
+            f"= {forged} forged",
+            "forged heartbeats not counted as bad_signature",
+        )
+        if bad_sig is not None
+        else inv.Check("every forgery rejected", None, "no metrics", "-"),
+        inv.simple(
+            "every replay rejected",
+            rejected >= replayed,
+            f"{rejected:g} replayed/stale",
+            f">= {replayed} replays",
+            "replays were not all rejected",
+        ),
     ]
     return run.verdict(*checks)
 
@@ -222,8 +246,10 @@ class Flood:
             if kind == 0:
                 yield rng.randbytes(rng.randrange(1, 200)), None
             elif kind == 1:  # well formed, signed with a key no manager has
-                yield envelope.seal(key_id, rng.randbytes(16), rng.randbytes(300),
-                                    rng.randbytes(32)), None
+                yield (
+                    envelope.seal(key_id, rng.randbytes(16), rng.randbytes(300), rng.randbytes(32)),
+                    None,
+                )
             elif kind == 2:
                 yield b"\x00" * 60000, None
             elif captured:  # a replay, to the manager that saw it (see Beater)
@@ -267,8 +293,13 @@ def flood(run: Run) -> Result:
     honest = fleet.counts.honest - honest_before
     return run.verdict(
         _accepted_within(run, honest + 2 * n),
-        inv.simple("no live amphora stale in the flood", stale == 0, f"{stale:g} stale at most",
-                   "0", "honest heartbeats were crowded out"),
+        inv.simple(
+            "no live amphora stale in the flood",
+            stale == 0,
+            f"{stale:g} stale at most",
+            "0",
+            "honest heartbeats were crowded out",
+        ),
     )
 
 
@@ -296,8 +327,9 @@ def db_outage(run: Run) -> Result:
     an exclusive lock), longer than heartbeat_timeout; an amphora dies meanwhile."""
     n = run.params.size(20, 200)
     run.fleet_up(n)
-    outage = run.params.span(run.t.heartbeat_timeout + 2 * run.interval,
-                             3 * run.t.heartbeat_timeout)
+    outage = run.params.span(
+        run.t.heartbeat_timeout + 2 * run.interval, 3 * run.t.heartbeat_timeout
+    )
     if run.d.dialect == "sqlite":
         cut: contextlib.AbstractContextManager[None] = _sqlite_locked(run.d.db_url)
     else:
@@ -368,12 +400,16 @@ def _manager_signal(sig: signal.Signals) -> Scenario:
         checks = []
         if victim.started_here:
             expected = 0 if sig is signal.SIGTERM else -signal.SIGKILL
-            checks.append(inv.simple(f"exit status after {sig.name}", code == expected,
-                                     str(code), str(expected)))
+            checks.append(
+                inv.simple(
+                    f"exit status after {sig.name}", code == expected, str(code), str(expected)
+                )
+            )
             if sig is signal.SIGTERM:
                 lost = victim.events("pending writes lost at shutdown")
-                checks.append(inv.simple("nothing lost at shutdown", not lost,
-                                         f"{len(lost)} loss lines", "0"))
+                checks.append(
+                    inv.simple("nothing lost at shutdown", not lost, f"{len(lost)} loss lines", "0")
+                )
             run.sleep(2 * run.interval)
             victim.start()
             run.event(f"{victim.name} restarted")
@@ -383,7 +419,8 @@ def _manager_signal(sig: signal.Signals) -> Scenario:
         result = run.verdict(*checks)
         dead_ids = [run.ids[i] for i in dead]
         run.figures["dead_reasons"] = sorted(
-            r.reason for reqs in run.requests(dead_ids).values() for r in inv.effective(reqs))
+            r.reason for reqs in run.requests(dead_ids).values() for r in inv.effective(reqs)
+        )
         return result
 
     return scenario
@@ -411,8 +448,7 @@ def _statuses(run: Run, indexes: list[int]) -> list[str]:
     amp = models.Amphora.__table__
     ids = [run.ids[i] for i in indexes]
     with run.d.engine.connect() as conn:
-        rows = dict(conn.execute(sa.select(amp.c.id, amp.c.status)
-                                 .where(amp.c.id.in_(ids))).all())
+        rows = dict(conn.execute(sa.select(amp.c.id, amp.c.status).where(amp.c.id.in_(ids))).all())
     return [rows.get(a, "") for a in ids]
 
 
@@ -433,8 +469,10 @@ def _mass_outage(gradual: bool) -> Scenario:
                 run.sleep(t.heartbeat_timeout / k)
         else:
             run.kill(down, f"{k} die at once")
-        all_stopped = run.within(lambda: _statuses(run, down).count(C.FAILOVER_STOPPED) == k,
-                                 timeout=3 * _bound(run) + 10)
+        all_stopped = run.within(
+            lambda: _statuses(run, down).count(C.FAILOVER_STOPPED) == k,
+            timeout=3 * _bound(run) + 10,
+        )
         stopped_now = _statuses(run, down).count(C.FAILOVER_STOPPED)
         run.event("all FAILOVER_STOPPED" if all_stopped else "not all stopped")
         run.sleep(2 * run.interval)  # held a while: stopped, not failed over
@@ -445,12 +483,14 @@ def _mass_outage(gradual: bool) -> Scenario:
                 run.sleep(2 * run.interval / k)
         else:
             run.revive(down, "they come back")
-        back = run.within(lambda: _statuses(run, down).count(C.ALLOCATED) == k,
-                          timeout=3 * _bound(run) + 10)
+        back = run.within(
+            lambda: _statuses(run, down).count(C.ALLOCATED) == k, timeout=3 * _bound(run) + 10
+        )
         allocated = _statuses(run, down).count(C.ALLOCATED)
         closed = run.within(
             lambda: run.timeline.samples and run.timeline.samples[-1].breaker_open == 0,
-            timeout=6 * t.heartbeat_timeout + 10)
+            timeout=6 * t.heartbeat_timeout + 10,
+        )
         run.event("breaker closed" if closed else "breaker still open")
         run.clean()
         run.wait_clean_landed()
@@ -459,11 +499,16 @@ def _mass_outage(gradual: bool) -> Scenario:
         run.figures.update(outage=k, threshold=threshold, stopped_by_breaker=stopped)
         return run.verdict(
             inv.simple("breaker opened", opened >= 1, f"{opened:g} managers", ">= 1"),
-            inv.simple("every silent one FAILOVER_STOPPED", all_stopped,
-                       f"{stopped_now} of {k}", f"= {k}"),
+            inv.simple(
+                "every silent one FAILOVER_STOPPED", all_stopped, f"{stopped_now} of {k}", f"= {k}"
+            ),
             inv.simple("all back to ALLOCATED", back, f"{allocated} of {k}", f"= {k}"),
-            inv.simple("breaker closed after the recovery", closed,
-                       "closed" if closed else "open", "closed"),
+            inv.simple(
+                "breaker closed after the recovery",
+                closed,
+                "closed" if closed else "open",
+                "closed",
+            ),
             dead_in_time=False,
         )
 
@@ -483,8 +528,7 @@ def flapping(run: Run) -> Result:
     relays = run.udp_relays()
     fleet = run.fleet_up(n, routes=[r.address for r in relays])
     assert run.beater is not None
-    members = {x: fleet.topology.amphorae[x].listeners[0].pools[0].members[0]
-               for x in flappers}
+    members = {x: fleet.topology.amphorae[x].listeners[0].pools[0].members[0] for x in flappers}
 
     def flap(round_: int) -> list[tuple[int, bytes]]:
         state = MemberState.DOWN if round_ % 2 else MemberState.UP
@@ -531,36 +575,93 @@ def poison(run: Run) -> Result:
     return run.verdict()
 
 
-SCENARIOS: dict[str, Spec] = {s.name: s for s in (
-    Spec("lossy", "loss 10 %, duplication 10 %, reordering 10 %, delay, corruption 2 %; "
-         "amphorae die", lossy),
-    Spec("replay-forgery", "forged (20 %) and replayed (20 %) heartbeats; a dead amphora's "
-         "captured heartbeats replayed", replay_forgery),
-    Spec("flood", "junk datagrams at thousands per second beside an honest fleet", flood),
-    Spec("db-outage", "every manager loses the database for longer than heartbeat_timeout "
-         "(TCP relay blackholed; SQLite: locked); an amphora dies meanwhile", db_outage,
-         db_relay=True),
-    Spec("manager-cut-off", "one manager loses the database, the others keep it; an amphora "
-         "dies meanwhile", manager_cut_off, managers=2, server_db=True, db_relay=True),
-    Spec("manager-sigterm", "SIGTERM to a manager while an amphora is being judged; "
-         "restarted when the tool started it", _manager_signal(signal.SIGTERM), signals=True),
-    Spec("manager-sigkill", "SIGKILL to a manager while an amphora is being judged; "
-         "restarted when the tool started it", _manager_signal(signal.SIGKILL), signals=True),
-    Spec("several-managers", "amphorae die with several managers on one database: each "
-         "failed over once, by one", several_managers, managers=2, server_db=True),
-    Spec("mass-outage-sudden", "half the fleet goes silent at once, then comes back",
-         _mass_outage(gradual=False)),
-    Spec("mass-outage-gradual", "half the fleet goes silent over heartbeat_timeout, then "
-         "comes back one by one", _mass_outage(gradual=True)),
-    Spec("flapping", "members flap UP/DOWN every heartbeat, reordered, across several "
-         "managers", flapping, managers=2, server_db=True),
-    Spec("poison", "amphorae send counters beyond any column (2**64-1, 2**63)", poison),
-    Spec("partition", "a real amphora (HAProxy, amphora-agent) in a network namespace: its "
-         "link cut until it is failed over, then healed", partition, root=True, haproxy=True),
-    Spec("agents-lossy", "real amphora-agents in front of real HAProxy through the UDP chaos "
-         "relay (loss, duplication, reordering, delay, corruption); members change state; "
-         "one amphora dies", agents_lossy, haproxy=True),
-)}
+SCENARIOS: dict[str, Spec] = {
+    s.name: s
+    for s in (
+        Spec(
+            "lossy",
+            "loss 10 %, duplication 10 %, reordering 10 %, delay, corruption 2 %; amphorae die",
+            lossy,
+        ),
+        Spec(
+            "replay-forgery",
+            "forged (20 %) and replayed (20 %) heartbeats; a dead amphora's "
+            "captured heartbeats replayed",
+            replay_forgery,
+        ),
+        Spec("flood", "junk datagrams at thousands per second beside an honest fleet", flood),
+        Spec(
+            "db-outage",
+            "every manager loses the database for longer than heartbeat_timeout "
+            "(TCP relay blackholed; SQLite: locked); an amphora dies meanwhile",
+            db_outage,
+            db_relay=True,
+        ),
+        Spec(
+            "manager-cut-off",
+            "one manager loses the database, the others keep it; an amphora dies meanwhile",
+            manager_cut_off,
+            managers=2,
+            server_db=True,
+            db_relay=True,
+        ),
+        Spec(
+            "manager-sigterm",
+            "SIGTERM to a manager while an amphora is being judged; "
+            "restarted when the tool started it",
+            _manager_signal(signal.SIGTERM),
+            signals=True,
+        ),
+        Spec(
+            "manager-sigkill",
+            "SIGKILL to a manager while an amphora is being judged; "
+            "restarted when the tool started it",
+            _manager_signal(signal.SIGKILL),
+            signals=True,
+        ),
+        Spec(
+            "several-managers",
+            "amphorae die with several managers on one database: each failed over once, by one",
+            several_managers,
+            managers=2,
+            server_db=True,
+        ),
+        Spec(
+            "mass-outage-sudden",
+            "half the fleet goes silent at once, then comes back",
+            _mass_outage(gradual=False),
+        ),
+        Spec(
+            "mass-outage-gradual",
+            "half the fleet goes silent over heartbeat_timeout, then comes back one by one",
+            _mass_outage(gradual=True),
+        ),
+        Spec(
+            "flapping",
+            "members flap UP/DOWN every heartbeat, reordered, across several managers",
+            flapping,
+            managers=2,
+            server_db=True,
+        ),
+        Spec("poison", "amphorae send counters beyond any column (2**64-1, 2**63)", poison),
+        Spec(
+            "partition",
+            "a real amphora (HAProxy, amphora-agent) in a network namespace: its "
+            "link cut until it is failed over, then healed",
+            partition,
+            root=True,
+            haproxy=True,
+        ),
+        Spec(
+            "agents-lossy",
+            "real amphora-agents in front of real HAProxy through the UDP chaos "
+            "relay (loss, duplication, reordering, delay, corruption); members change state; "
+            "one amphora dies",
+            agents_lossy,
+            haproxy=True,
+        ),
+    )
+}
 
 
 def run_scenario(spec: Spec, deployment: Deployment, params: Params) -> Result:

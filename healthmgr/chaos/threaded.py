@@ -22,7 +22,11 @@ class ServerThread:
     """
 
     def __init__(
-        self, serve: Callable[..., Awaitable[Any]], *, name: str, what: str,
+        self,
+        serve: Callable[..., Awaitable[Any]],
+        *,
+        name: str,
+        what: str,
         error: type[Exception],
     ) -> None:
         self._serve, self._name, self._what, self._error_type = serve, name, what, error

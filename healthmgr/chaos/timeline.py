@@ -51,15 +51,16 @@ class Timeline:
     events: list[tuple[float, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "events": [[round(t, 3), e] for t, e in self.events],
-                "samples": [{k: v for k, v in asdict(s).items() if k != "wall"}
-                            for s in self.samples]}
+        return {
+            "scenario": self.scenario,
+            "events": [[round(t, 3), e] for t, e in self.events],
+            "samples": [{k: v for k, v in asdict(s).items() if k != "wall"} for s in self.samples],
+        }
 
     def max(self, name: str, since: float = 0.0, until: float = float("inf")) -> float:
         values = [getattr(s, name) for s in self.samples if since <= s.t <= until]
         values = [v for v in values if v is not None]
         return max(values) if values else 0.0
-
 
 
 class Sampler:
@@ -127,13 +128,16 @@ class Sampler:
                     silent += last < silent_cut
                     stale += last < stale_cut
                 failovers += conn.execute(
-                    sa.select(sa.func.count()).select_from(_requests)
+                    sa.select(sa.func.count())
+                    .select_from(_requests)
                     .where(_requests.c.amphora_id.in_(chunk))
                 ).scalar_one()
             fresh = now - dt.timedelta(seconds=5)
-            rows = conn.execute(sa.select(_managers.c.breaker_open, _managers.c.impaired)
-                                .where(_managers.c.heartbeat_at >= fresh)
-                                .where(_managers.c.stopped_at.is_(None))).all()
+            rows = conn.execute(
+                sa.select(_managers.c.breaker_open, _managers.c.impaired)
+                .where(_managers.c.heartbeat_at >= fresh)
+                .where(_managers.c.stopped_at.is_(None))
+            ).all()
         accepted: float | None = None
         rss: list[int] = []
         for m in d.managers:
@@ -148,9 +152,16 @@ class Sampler:
                 rss.append(r)
                 self.peak_rss[m.name] = max(r, self.peak_rss.get(m.name, 0))
         return Sample(
-            round(self.now(), 3), self.sent(), accepted, silent, stale, failovers,
-            sum(1 for r in rows if r.breaker_open), sum(1 for r in rows if r.impaired),
-            round(max(rss) / 2**20, 1) if rss else None, now,
+            round(self.now(), 3),
+            self.sent(),
+            accepted,
+            silent,
+            stale,
+            failovers,
+            sum(1 for r in rows if r.breaker_open),
+            sum(1 for r in rows if r.impaired),
+            round(max(rss) / 2**20, 1) if rss else None,
+            now,
         )
 
 
@@ -170,7 +181,8 @@ def plot(timelines: Sequence[Timeline], path: Path) -> Path:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise PlotUnavailable(
-            "the PNG timeline needs matplotlib: pip install 'healthmgr[chaos]'") from e
+            "the PNG timeline needs matplotlib: pip install 'healthmgr[chaos]'"
+        ) from e
     rows = max(1, len(timelines))
     fig, axes = plt.subplots(rows, 3, figsize=(15, 2.6 * rows), squeeze=False)
     for row, tl in zip(axes, timelines, strict=False):
@@ -202,11 +214,15 @@ def _plot_row(row: Any, tl: Timeline) -> None:
     health.plot(ts, [s.stale for s in tl.samples], label="stale", color="tab:red")
     opened = [s.t for s in tl.samples if s.breaker_open]
     if opened:
-        health.scatter(opened, [0] * len(opened), marker="|", color="black",
-                       label="breaker open")
+        health.scatter(opened, [0] * len(opened), marker="|", color="black", label="breaker open")
     health.set_title("silent and stale amphorae", fontsize=9)
-    fails.step(ts, [s.failovers for s in tl.samples], where="post", color="tab:purple",
-               label="failover requests")
+    fails.step(
+        ts,
+        [s.failovers for s in tl.samples],
+        where="post",
+        color="tab:purple",
+        label="failover requests",
+    )
     fails.set_title("failover requests (cumulative)", fontsize=9)
     for ax in row:
         for at, _ in tl.events:
@@ -215,5 +231,13 @@ def _plot_row(row: Any, tl: Timeline) -> None:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=7, loc="upper left")
     for at, label in tl.events:
-        health.annotate(label, (at, 1), xycoords=("data", "axes fraction"), rotation=90,
-                        fontsize=6, va="top", ha="right", color="grey")
+        health.annotate(
+            label,
+            (at, 1),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=6,
+            va="top",
+            ha="right",
+            color="grey",
+        )

@@ -24,32 +24,54 @@ CHUNK = 500  # ids per IN (...) list
 def insert_topology(engine: sa.Engine, topology: Topology) -> None:
     """The fleet simulator's load balancers as rows (ACTIVE, ONLINE), in one transaction."""
     rows: dict[Any, list[dict[str, Any]]] = {
-        t: [] for t in (models.LoadBalancer, models.Amphora, models.Pool, models.Listener,
-                        models.Member)
+        t: []
+        for t in (models.LoadBalancer, models.Amphora, models.Pool, models.Listener, models.Member)
     }
     common = {"provisioning_status": "ACTIVE", "operating_status": "ONLINE", "enabled": True}
     for amp in topology.amphorae:
         lb = id_str(amp.load_balancer_id)
         rows[models.LoadBalancer].append({"id": lb, "topology": "SINGLE", **common})
         rows[models.Amphora].append(
-            {"id": id_str(amp.id), "status": "ALLOCATED", "load_balancer_id": lb,
-             "role": "STANDALONE"}
+            {
+                "id": id_str(amp.id),
+                "status": "ALLOCATED",
+                "load_balancer_id": lb,
+                "role": "STANDALONE",
+            }
         )
         for listener in amp.listeners:
             pool_id = id_str(listener.pools[0].id) if listener.pools else None
             for pool in listener.pools:
                 rows[models.Pool].append(
-                    {"id": id_str(pool.id), "load_balancer_id": lb, "protocol": "HTTP",
-                     "lb_algorithm": "ROUND_ROBIN", **common}
+                    {
+                        "id": id_str(pool.id),
+                        "load_balancer_id": lb,
+                        "protocol": "HTTP",
+                        "lb_algorithm": "ROUND_ROBIN",
+                        **common,
+                    }
                 )
                 rows[models.Member].extend(
-                    {"id": id_str(m), "pool_id": id_str(pool.id), "ip_address": "10.0.0.1",
-                     "protocol_port": 80, "weight": 1, "backup": False, **common}
+                    {
+                        "id": id_str(m),
+                        "pool_id": id_str(pool.id),
+                        "ip_address": "10.0.0.1",
+                        "protocol_port": 80,
+                        "weight": 1,
+                        "backup": False,
+                        **common,
+                    }
                     for m in pool.members
                 )
             rows[models.Listener].append(
-                {"id": id_str(listener.id), "load_balancer_id": lb, "protocol": "HTTP",
-                 "protocol_port": 80, "default_pool_id": pool_id, **common}
+                {
+                    "id": id_str(listener.id),
+                    "load_balancer_id": lb,
+                    "protocol": "HTTP",
+                    "protocol_port": 80,
+                    "default_pool_id": pool_id,
+                    **common,
+                }
             )
     with engine.begin() as conn:
         for model, values in rows.items():
@@ -72,10 +94,21 @@ def remove_topology(engine: sa.Engine, topology: Topology) -> None:
     lbs = [id_str(a.load_balancer_id) for a in topology.amphorae]
     listeners = [id_str(li.id) for a in topology.amphorae for li in a.listeners]
     pools = [id_str(p.id) for a in topology.amphorae for li in a.listeners for p in li.pools]
-    t = {m.__tablename__: m.__table__ for m in (
-        models.FailoverRequest, models.AmphoraReport, models.AmphoraHealth,
-        models.ListenerStatistics, models.Member, models.Listener, models.Pool,
-        models.HealthMonitor, models.Amphora, models.LoadBalancer)}
+    t = {
+        m.__tablename__: m.__table__
+        for m in (
+            models.FailoverRequest,
+            models.AmphoraReport,
+            models.AmphoraHealth,
+            models.ListenerStatistics,
+            models.Member,
+            models.Listener,
+            models.Pool,
+            models.HealthMonitor,
+            models.Amphora,
+            models.LoadBalancer,
+        )
+    }
     steps: list[tuple[sa.Table, sa.Column[Any], Sequence[str]]] = [
         (t["failover_request"], t["failover_request"].c.amphora_id, amphorae),
         (t["healthmgr_amphora"], t["healthmgr_amphora"].c.amphora_id, amphorae),

@@ -144,8 +144,10 @@ class UdpRelayServer:
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
         out_family = socket.AF_INET6 if ":" in self.target[0] else socket.AF_INET
-        with trio.socket.socket(family, socket.SOCK_DGRAM) as rx, \
-                trio.socket.socket(out_family, socket.SOCK_DGRAM) as tx:
+        with (
+            trio.socket.socket(family, socket.SOCK_DGRAM) as rx,
+            trio.socket.socket(out_family, socket.SOCK_DGRAM) as tx,
+        ):
             rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             await rx.bind(self.address)
             self.address = rx.getsockname()[:2]
@@ -195,8 +197,9 @@ class UdpRelay(ServerThread):
         seed: int = 0,
     ) -> None:
         self._server = UdpRelayServer(target, listen, faults, seed)
-        super().__init__(self._server.serve, name=f"udp-relay->{target}", what="UDP relay",
-                         error=UdpRelayError)
+        super().__init__(
+            self._server.serve, name=f"udp-relay->{target}", what="UDP relay", error=UdpRelayError
+        )
 
     @property
     def address(self) -> Address:
@@ -238,8 +241,9 @@ def _address(text: str, *, zero: bool = False) -> Address:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m healthmgr.chaos.udp_relay",
-                                description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m healthmgr.chaos.udp_relay", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--listen", type=lambda t: _address(t, zero=True), default=("127.0.0.1", 0))
     p.add_argument("--target", type=_address, required=True)
     for name in ("loss", "duplicate", "reorder", "corrupt"):
@@ -254,8 +258,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        faults = UdpFaults(args.loss, args.duplicate, args.reorder, args.corrupt, args.delay,
-                           args.jitter, args.reorder_delay)
+        faults = UdpFaults(
+            args.loss,
+            args.duplicate,
+            args.reorder,
+            args.corrupt,
+            args.delay,
+            args.jitter,
+            args.reorder_delay,
+        )
         relay = UdpRelay(args.target, faults, listen=args.listen, seed=args.seed).start()
     except (UdpRelayError, OSError) as e:
         print(f"udp_relay: error: {e}", file=sys.stderr)

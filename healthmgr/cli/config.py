@@ -69,8 +69,10 @@ def _schema_line(configured: str, schema: str, found: object) -> str:
     how = "detected" if configured == "auto" else "configured"
     described = found.describe()  # type: ignore[attr-defined]
     if schema == "octavia":
-        return (f"octavia ({how}): found {described}; healthmgr writes its own tables "
-                "and what Octavia's health manager writes")
+        return (
+            f"octavia ({how}): found {described}; healthmgr writes its own tables "
+            "and what Octavia's health manager writes"
+        )
     return f"healthmgr ({how}): found {described}"
 
 
@@ -112,8 +114,10 @@ def _bind_not_listed(ip: str, port: int, controllers: list[tuple[str, int]]) -> 
     if any(p == port and (wildcard or h == ip) for h, p in controllers):
         return None
     listed = ", ".join(f"{h}:{p}" for h, p in controllers)
-    return (f"bind {ip}:{port} is not in controller_ip_port_list ({listed}): amphorae send "
-            "heartbeats only to the listed addresses, none of them to this manager")
+    return (
+        f"bind {ip}:{port} is not in controller_ip_port_list ({listed}): amphorae send "
+        "heartbeats only to the listed addresses, none of them to this manager"
+    )
 
 
 class Show(ShowOne):
@@ -157,11 +161,18 @@ class ImportOctavia(Command):
 
     def get_parser(self, prog_name: str) -> argparse.ArgumentParser:
         parser = super().get_parser(prog_name)
-        parser.add_argument("octavia_conf", metavar="OCTAVIA_CONF",
-                            help="Octavia's configuration, e.g. /etc/octavia/octavia.conf")
-        parser.add_argument("--output", "-o", metavar="PATH",
-                            help="write the TOML here (default: standard output); "
-                            "an existing file is not overwritten")
+        parser.add_argument(
+            "octavia_conf",
+            metavar="OCTAVIA_CONF",
+            help="Octavia's configuration, e.g. /etc/octavia/octavia.conf",
+        )
+        parser.add_argument(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="write the TOML here (default: standard output); "
+            "an existing file is not overwritten",
+        )
         return parser
 
     def take_action(self, parsed_args: argparse.Namespace) -> int:
@@ -172,15 +183,18 @@ class ImportOctavia(Command):
         try:
             from healthmgr.octavia import conf_import
         except ImportError:  # pragma: no cover - the extra is missing
-            raise CliError('config import-octavia needs oslo.config: pip install '
-                           '"healthmgr[octavia]"', Exit.CONFIG) from None
+            raise CliError(
+                'config import-octavia needs oslo.config: pip install "healthmgr[octavia]"',
+                Exit.CONFIG,
+            ) from None
         source = Path(parsed_args.octavia_conf)
         try:
             imported = conf_import.load(source)
         except conf_import.ImportError_ as exc:
             raise CliError(str(exc), Exit.CONFIG) from None
-        header = (f"# healthmgr configuration imported from {source} "
-                  "(healthmgr config import-octavia)\n")
+        header = (
+            f"# healthmgr configuration imported from {source} (healthmgr config import-octavia)\n"
+        )
         text = header + to_toml(imported.data)
         _check_imported(text)
         for line in imported.skipped:

@@ -41,6 +41,7 @@ RELOADABLE: frozenset[str] = frozenset(
     }
 )
 
+
 def _options(settings: Settings) -> dict[str, Any]:
     flat = {}
     for section in Settings.model_fields:

@@ -268,8 +268,10 @@ def load_settings(
 def _toml_problem(path: Path | None, exc: tomllib.TOMLDecodeError) -> str:
     hint = ""
     if path is not None and _looks_like_octavia_conf(path):
-        hint = (" (this looks like Octavia's octavia.conf: "
-                f"`healthmgr config import-octavia {path}` writes the equivalent TOML)")
+        hint = (
+            " (this looks like Octavia's octavia.conf: "
+            f"`healthmgr config import-octavia {path}` writes the equivalent TOML)"
+        )
     return f"{path}: invalid TOML: {exc}{hint}"
 
 
@@ -278,5 +280,7 @@ def _looks_like_octavia_conf(path: Path) -> bool:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    return any(line.strip() in ("[DEFAULT]", "[health_manager]", "[controller_worker]")
-               for line in text.splitlines())
+    return any(
+        line.strip() in ("[DEFAULT]", "[health_manager]", "[controller_worker]")
+        for line in text.splitlines()
+    )

@@ -132,9 +132,7 @@ class HealthManagerSettings(_Section):
     def _resolution_below_margin(cls, value: float, info: ValidationInfo) -> float:
         interval = info.data.get("heartbeat_interval")
         timeout = info.data.get("heartbeat_timeout")
-        if value and interval is not None and timeout is not None and (
-            value + interval >= timeout
-        ):
+        if value and interval is not None and timeout is not None and (value + interval >= timeout):
             raise err(
                 "resolution",
                 f"{value} plus heartbeat_interval ({interval}) must stay below "
@@ -273,10 +271,13 @@ class DatabaseSettings(_Section):
             url = url.set(password=self.password_file.value)
             self.connection = url.render_as_string(hide_password=False)
         if self.schema == "octavia" and parse_url(self.connection).get_backend_name() not in (
-            "mysql", "mariadb"
+            "mysql",
+            "mariadb",
         ):
-            raise problem("schema", '"octavia" is Octavia\'s database on MariaDB/MySQL; '
-                           "the connection is not one")
+            raise problem(
+                "schema",
+                '"octavia" is Octavia\'s database on MariaDB/MySQL; the connection is not one',
+            )
         return self
 
     @property
@@ -310,7 +311,9 @@ class FailoverSettings(_Section):
     @classmethod
     def _transport(cls, value: str | None, info: ValidationInfo) -> str | None:
         if info.data.get("driver") == "octavia" and not value:
-            raise err("missing", 'required by driver = "octavia", e.g. "rabbit://user:pass@host:5672/"')
+            raise err(
+                "missing", 'required by driver = "octavia", e.g. "rabbit://user:pass@host:5672/"'
+            )
         return value
 
     @field_validator("driver")

@@ -98,7 +98,7 @@ def _failover_threshold(value: object) -> int | str:
             return text
     raise err(
         "threshold",
-        f"{value!r} is not a count, a share of the fleet such as \"10%\", or \"off\"",
+        f'{value!r} is not a count, a share of the fleet such as "10%", or "off"',
     )
 
 

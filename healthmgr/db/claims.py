@@ -168,16 +168,31 @@ def read_for_check(
     ]
     count = len(silent)
     if count >= limit:
-        count = _count(conn, sa.select(sa.func.count()).select_from(_health)
-                       .where(_stale(_health, suspect_cutoff)))
-    fleet = _count(conn, sa.select(sa.func.count()).select_from(_health).where(
-        sa.exists().where(_amp.c.id == _health.c.amphora_id)
-        .where(_amp.c.status.in_(CLAIMABLE_STATUSES))
-    ))
-    stopped = _count(conn, sa.select(sa.func.count()).select_from(_amp)
-                     .where(_amp.c.status == C.FAILOVER_STOPPED))
-    recent = _count(conn, sa.select(sa.func.count()).select_from(_req)
-                    .where(_req.c.requested_at >= window_start).where(_req.c.reason != MANUAL))
+        count = _count(
+            conn,
+            sa.select(sa.func.count()).select_from(_health).where(_stale(_health, suspect_cutoff)),
+        )
+    fleet = _count(
+        conn,
+        sa.select(sa.func.count())
+        .select_from(_health)
+        .where(
+            sa.exists()
+            .where(_amp.c.id == _health.c.amphora_id)
+            .where(_amp.c.status.in_(CLAIMABLE_STATUSES))
+        ),
+    )
+    stopped = _count(
+        conn,
+        sa.select(sa.func.count()).select_from(_amp).where(_amp.c.status == C.FAILOVER_STOPPED),
+    )
+    recent = _count(
+        conn,
+        sa.select(sa.func.count())
+        .select_from(_req)
+        .where(_req.c.requested_at >= window_start)
+        .where(_req.c.reason != MANUAL),
+    )
     now = db_now(conn)
     return CheckRead(silent, count, fleet, stopped, recent, _managers(conn, now), now)
 
@@ -357,8 +372,14 @@ def take_over(
         return TakeOver([], [])
     now = db_now(conn)
     stmt = (
-        sa.select(_req.c.id, _req.c.amphora_id, _req.c.load_balancer_id, _req.c.reason,
-                  _req.c.attempts, _req.c.owner)
+        sa.select(
+            _req.c.id,
+            _req.c.amphora_id,
+            _req.c.load_balancer_id,
+            _req.c.reason,
+            _req.c.attempts,
+            _req.c.owner,
+        )
         .where(_req.c.state == C.FAILOVER_RUNNING)
         .where(sa.or_(_req.c.lease_expires_at.is_(None), _req.c.lease_expires_at < now))
         .order_by(_req.c.id)
@@ -378,14 +399,21 @@ def take_over(
             abandoned.append((r.id, r.amphora_id, why))
             continue
         conn.execute(
-            sa.update(_req).where(_req.c.id == r.id)
+            sa.update(_req)
+            .where(_req.c.id == r.id)
             .values(owner=manager[:255], lease_expires_at=lease, updated_at=utcnow())
         )
         set_busy(conn, r.amphora_id, True)
-        claims.append(Claim(
-            id_bytes(r.amphora_id), id_bytes(r.load_balancer_id) if r.load_balancer_id else None,
-            r.id, r.reason, r.attempts, r.owner,
-        ))
+        claims.append(
+            Claim(
+                id_bytes(r.amphora_id),
+                id_bytes(r.load_balancer_id) if r.load_balancer_id else None,
+                r.id,
+                r.reason,
+                r.attempts,
+                r.owner,
+            )
+        )
     return TakeOver(claims, abandoned)
 
 
@@ -470,8 +498,14 @@ def _finish(
         sa.update(_req)
         .where(_req.c.id == request_id)
         .where(_req.c.state == C.FAILOVER_RUNNING)
-        .values(state=state, attempts=attempts, last_error=error, owner=None,
-                lease_expires_at=None, updated_at=utcnow())
+        .values(
+            state=state,
+            attempts=attempts,
+            last_error=error,
+            owner=None,
+            lease_expires_at=None,
+            updated_at=utcnow(),
+        )
     )
     stmt = stmt.where(_req.c.owner.is_(None) if owner is None else _req.c.owner == owner)
     return conn.execute(stmt).rowcount > 0

@@ -98,9 +98,7 @@ class Amphora(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     compute_id: Mapped[str | None] = mapped_column(String(36))
     status: Mapped[str] = mapped_column(vocabulary(36))
-    load_balancer_id: Mapped[str | None] = mapped_column(
-        String(36), ForeignKey("load_balancer.id")
-    )
+    load_balancer_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("load_balancer.id"))
     lb_network_ip: Mapped[str | None] = mapped_column(String(64))
     vrrp_ip: Mapped[str | None] = mapped_column(String(64))
     ha_ip: Mapped[str | None] = mapped_column(String(64))
@@ -130,9 +128,7 @@ class Listener(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     project_id: Mapped[str | None] = mapped_column(String(36))
     name: Mapped[str | None] = mapped_column(String(255))
-    load_balancer_id: Mapped[str | None] = mapped_column(
-        String(36), ForeignKey("load_balancer.id")
-    )
+    load_balancer_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("load_balancer.id"))
     protocol: Mapped[str] = mapped_column(String(16))
     protocol_port: Mapped[int] = mapped_column(Integer)
     connection_limit: Mapped[int | None] = mapped_column(Integer)
@@ -155,9 +151,7 @@ class Pool(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     project_id: Mapped[str | None] = mapped_column(String(36))
     name: Mapped[str | None] = mapped_column(String(255))
-    load_balancer_id: Mapped[str | None] = mapped_column(
-        String(36), ForeignKey("load_balancer.id")
-    )
+    load_balancer_id: Mapped[str | None] = mapped_column(String(36), ForeignKey("load_balancer.id"))
     protocol: Mapped[str] = mapped_column(String(16))
     lb_algorithm: Mapped[str] = mapped_column(String(255))
     enabled: Mapped[bool] = mapped_column(Boolean)

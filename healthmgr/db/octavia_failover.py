@@ -56,20 +56,21 @@ def lock_load_balancer(
             if status not in FAILOVERABLE:
                 return Lock.IMMUTABLE
             conn.execute(
-                sa.update(_lb).where(_lb.c.id == lb_id)
+                sa.update(_lb)
+                .where(_lb.c.id == lb_id)
                 .values(provisioning_status=C.PENDING_UPDATE, updated_at=utcnow())
             )
     values = {"lb_locked_at": utcnow()}
     if row is None:
-        conn.execute(sa.insert(_step).values(
-            request_id=request_id, amphora_id=amphora_id, load_balancer_id=lb_id, **values
-        ))
+        conn.execute(
+            sa.insert(_step).values(
+                request_id=request_id, amphora_id=amphora_id, load_balancer_id=lb_id, **values
+            )
+        )
     else:
         conn.execute(sa.update(_step).where(_step.c.request_id == request_id).values(**values))
     return Lock.LOCKED
 
 
 def mark_cast(conn: sa.Connection, request_id: int) -> None:
-    conn.execute(
-        sa.update(_step).where(_step.c.request_id == request_id).values(cast_at=utcnow())
-    )
+    conn.execute(sa.update(_step).where(_step.c.request_id == request_id).values(cast_at=utcnow()))

@@ -131,9 +131,7 @@ def detect(conn: sa.Connection) -> Found:
     ours = read_revision(conn, VERSION_TABLE) if VERSION_TABLE in tables else None
     if all(t in tables for t in OCTAVIA_MARKERS):
         octavia = (
-            read_revision(conn, OCTAVIA_VERSION_TABLE)
-            if OCTAVIA_VERSION_TABLE in tables
-            else None
+            read_revision(conn, OCTAVIA_VERSION_TABLE) if OCTAVIA_VERSION_TABLE in tables else None
         )
         return Found(OCTAVIA, octavia, ours)
     if ours is not None or "amphora_health" in tables:

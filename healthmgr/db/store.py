@@ -209,9 +209,7 @@ class Store:
         return found
 
     def renew_leases(self, manager: str, request_ids: Collection[int], lease: float) -> None:
-        self._transaction(
-            lambda conn: _claims.renew(conn, manager, request_ids, lease), write=True
-        )
+        self._transaction(lambda conn: _claims.renew(conn, manager, request_ids, lease), write=True)
 
     def record_progress(
         self, request_id: int, manager: str, attempts: int, error: str | None

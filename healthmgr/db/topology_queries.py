@@ -71,7 +71,11 @@ class Refusals:
         return [row for _, row in self._rows]
 
     def add(
-        self, table: str, key: object, amphora: str | None, error: Exception,
+        self,
+        table: str,
+        key: object,
+        amphora: str | None,
+        error: Exception,
         lb: str | None = None,
     ) -> None:
         where = f"{table} {key} of load balancer {lb}: " if lb else ""
@@ -82,7 +86,8 @@ class Refusals:
         """Name the amphorae of the load balancer each unattributed row belongs to."""
         self._rows = [
             (lb, replace(row, amphora_id=",".join(sorted(amphorae_of[lb]))))
-            if row.amphora_id is None and lb in amphorae_of else (lb, row)
+            if row.amphora_id is None and lb in amphorae_of
+            else (lb, row)
             for lb, row in self._rows
         ]
 
@@ -228,9 +233,7 @@ def _listeners_by_lb(
     return out
 
 
-def _pools_by_lb(
-    conn: sa.Connection, lb_ids: Sequence[str], refusals: Refusals
-) -> dict[str, list]:
+def _pools_by_lb(conn: sa.Connection, lb_ids: Sequence[str], refusals: Refusals) -> dict[str, list]:
     pool_rows = conn.execute(
         sa.select(_pool.c.id, _pool.c.load_balancer_id, _pool.c.enabled, _pool.c.operating_status)
         .where(_pool.c.load_balancer_id.in_(lb_ids))
@@ -238,8 +241,13 @@ def _pools_by_lb(
         .order_by(_pool.c.id)
     ).all()
     member_rows = conn.execute(
-        sa.select(_member.c.id, _member.c.pool_id, _member.c.enabled, _member.c.operating_status,
-                  _pool.c.load_balancer_id)
+        sa.select(
+            _member.c.id,
+            _member.c.pool_id,
+            _member.c.enabled,
+            _member.c.operating_status,
+            _pool.c.load_balancer_id,
+        )
         .join(_pool, _pool.c.id == _member.c.pool_id)
         .where(_pool.c.load_balancer_id.in_(lb_ids))
         .where(_member.c.provisioning_status != C.DELETED)

@@ -94,13 +94,16 @@ class Checker:
             )
         except Exception as exc:  # database trouble: the monitor makes us impaired
             if not self.checks.read_failed:
-                log.error("health check could not read the database",
-                          error=(str(exc).splitlines() or [type(exc).__name__])[0][:300])
+                log.error(
+                    "health check could not read the database",
+                    error=(str(exc).splitlines() or [type(exc).__name__])[0][:300],
+                )
             self.checks.read_failed = True
             return None
         self.checks.read_failed = False
-        me = SelfHealth(self.impairment.impaired, self.impairment.reason(),
-                        self.impairment.healthy_for(now))
+        me = SelfHealth(
+            self.impairment.impaired, self.impairment.reason(), self.impairment.healthy_for(now)
+        )
         snap = self._snapshot(read, wall, me)
         decision = self.detector.decide(snap, me, now)
         self.checks.last_check = now
@@ -136,16 +139,28 @@ class Checker:
             for m in read.managers
         }
         # This manager knows itself better than its last row says.
-        observers[self.cfg.manager_id] = Observer(self.cfg.manager_id, 0.0, me.impaired,
-                                                  me.healthy_for)
-        return Snapshot(silent, read.silent_count, read.fleet, read.stopped_count,
-                        read.recent_failovers, observers)
+        observers[self.cfg.manager_id] = Observer(
+            self.cfg.manager_id, 0.0, me.impaired, me.healthy_for
+        )
+        return Snapshot(
+            silent,
+            read.silent_count,
+            read.fleet,
+            read.stopped_count,
+            read.recent_failovers,
+            observers,
+        )
 
     def _gauges(self, read: CheckRead, decision: Decision) -> None:
-        self.metrics.set_stale(decision.stale if decision.judging else
-                               sum(1 for r in read.silent
-                                   if (read.db_now - r.last_update).total_seconds()
-                                   >= self.cfg.heartbeat_timeout))
+        self.metrics.set_stale(
+            decision.stale
+            if decision.judging
+            else sum(
+                1
+                for r in read.silent
+                if (read.db_now - r.last_update).total_seconds() >= self.cfg.heartbeat_timeout
+            )
+        )
         self.metrics.silent_amphorae.set(read.silent_count)
         self.metrics.set_breaker(decision.breaker_open)
         fresh = self.detector.config.observer_fresh
@@ -153,8 +168,9 @@ class Checker:
         for m in read.managers:
             if m.manager_id == self.cfg.manager_id:
                 continue
-            state = "stale" if m.stopped or m.age > fresh else (
-                "impaired" if m.impaired else "live")
+            state = (
+                "stale" if m.stopped or m.age > fresh else ("impaired" if m.impaired else "live")
+            )
             states[state] += 1
         for state, count in states.items():
             self.metrics.peer_managers.labels(state).set(count)
@@ -179,8 +195,11 @@ class Checker:
         if not decision.breaker_changed:
             return
         if decision.breaker_open:
-            log.error("failover circuit breaker open: no failover starts",
-                      reason=decision.breaker_reason, failover_threshold=decision.threshold)
+            log.error(
+                "failover circuit breaker open: no failover starts",
+                reason=decision.breaker_reason,
+                failover_threshold=decision.threshold,
+            )
         else:
             log.warning("failover circuit breaker closed", reason=decision.breaker_reason)
 
@@ -199,8 +218,9 @@ class Checker:
         wanted = {v.amphora_id: v.reason for v in decision.failover}
         if not wanted or not free:
             return
-        claims = await self._write(self.store.claim, wanted, self._cutoff(wall),
-                                   self.cfg.manager_id, self.cfg.lease, free)
+        claims = await self._write(
+            self.store.claim, wanted, self._cutoff(wall), self.cfg.manager_id, self.cfg.lease, free
+        )
         for claim in claims or ():
             self.runner.start(claim)
         if claims:
@@ -210,17 +230,26 @@ class Checker:
         free = self.runner.free_slots()
         if not free:
             return
-        taken = await self._write(self.store.take_over, self.cfg.manager_id, self.cfg.lease,
-                                  free, self._cutoff(wall))
+        taken = await self._write(
+            self.store.take_over, self.cfg.manager_id, self.cfg.lease, free, self._cutoff(wall)
+        )
         if taken is None:
             return
         for request, amphora, why in taken.abandoned:
-            log.warning("failover request given up at take-over", request=request,
-                        amphora_id=amphora, reason=why)
+            log.warning(
+                "failover request given up at take-over",
+                request=request,
+                amphora_id=amphora,
+                reason=why,
+            )
         for claim in taken.claims:
             self.metrics.count_failover("taken_over")
-            log.warning("taking over a failover request", request=claim.request_id,
-                        previous_owner=claim.taken_over_from, reason=claim.reason)
+            log.warning(
+                "taking over a failover request",
+                request=claim.request_id,
+                previous_owner=claim.taken_over_from,
+                reason=claim.reason,
+            )
             self.runner.start(claim)
         if taken.claims:
             self.checks.last_claim = trio.current_time()
@@ -229,9 +258,11 @@ class Checker:
         try:
             return await self.db.run(fn, *args)
         except Exception as exc:  # the next check tries again; the monitor sees the trouble
-            log.error("health check could not write its verdict",
-                      action=getattr(fn, "__name__", str(fn)),
-                      error=(str(exc).splitlines() or [type(exc).__name__])[0][:300])
+            log.error(
+                "health check could not write its verdict",
+                action=getattr(fn, "__name__", str(fn)),
+                error=(str(exc).splitlines() or [type(exc).__name__])[0][:300],
+            )
             return None
 
     def _cutoff(self, wall: dt.datetime) -> dt.datetime:
@@ -250,12 +281,20 @@ class Checker:
     def _announce(self, v: Verdict) -> None:
         self.metrics.count_verdict(v.action.value, v.reason)
         if v.action is Action.FAILOVER:
-            event, level = "failover verdict", "error" if v.reason == OBSERVER_PRESUMED_DEAD \
-                else "warning"
+            event, level = (
+                "failover verdict",
+                "error" if v.reason == OBSERVER_PRESUMED_DEAD else "warning",
+            )
         elif v.action is Action.STOP:
             event, level = "failover stopped by the circuit breaker", "warning"
         else:
             event, level = "failover deferred", "info"
-        self.verdicts.say(event, kind=f"{v.action.value}:{v.reason}", amphora_id=v.amphora_id,
-                          lb_id=v.load_balancer_id, level=level, verdict=v.action.value,
-                          reason=v.reason)
+        self.verdicts.say(
+            event,
+            kind=f"{v.action.value}:{v.reason}",
+            amphora_id=v.amphora_id,
+            lb_id=v.load_balancer_id,
+            level=level,
+            verdict=v.action.value,
+            reason=v.reason,
+        )

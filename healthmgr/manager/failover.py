@@ -112,8 +112,14 @@ class ExecDriver:
             **os.environ,
             **{f"HEALTHMGR_FAILOVER_{k.upper()}": v for k, v in _job_values(job).items()},
         }
-        guarded = [sys.executable, "-m", "healthmgr.manager.exec_guard", str(os.getpid()), "--",
-                   *argv]
+        guarded = [
+            sys.executable,
+            "-m",
+            "healthmgr.manager.exec_guard",
+            str(os.getpid()),
+            "--",
+            *argv,
+        ]
         try:
             returncode, stderr_tail = await _run(guarded, env, self.timeout)
         except OSError as exc:

@@ -47,9 +47,7 @@ class FleetLoader:
             try:
                 # A stuck query cannot be cancelled, only left behind; its
                 # result is then dropped (the next load starts afresh).
-                known, native = await trio.to_thread.run_sync(
-                    self.load, abandon_on_cancel=True
-                )
+                known, native = await trio.to_thread.run_sync(self.load, abandon_on_cancel=True)
             except Exception as exc:
                 error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             else:

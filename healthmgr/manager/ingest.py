@@ -56,8 +56,9 @@ class RestartLog:
             self._held += 1
             return
         self._logged.add(amphora_id)
-        self.log.warning("octavia agent restarted", amphora_id=id_str(amphora_id),
-                         previous_seq=previous, seq=seq)
+        self.log.warning(
+            "octavia agent restarted", amphora_id=id_str(amphora_id), previous_seq=previous, seq=seq
+        )
 
     def flush(self) -> None:
         """Open a new window when the last one is over; say what it held back."""
@@ -65,8 +66,9 @@ class RestartLog:
         if now - self._opened < self.interval:
             return
         if self._held:
-            self.log.warning("octavia agent restarts not logged", suppressed=self._held,
-                             summary=True)
+            self.log.warning(
+                "octavia agent restarts not logged", suppressed=self._held, summary=True
+            )
         self._opened, self._logged, self._held = now, set(), 0
 
 
@@ -124,7 +126,8 @@ class Ingest:
     def _unknown(self, hb: Heartbeat, addr: object) -> None:
         self.verdicts.say(
             "verified heartbeat from an amphora that is not in the database; ignored",
-            kind="unknown_amphora", amphora_id=hb.amphora_id,
+            kind="unknown_amphora",
+            amphora_id=hb.amphora_id,
             source=format_peer(addr) if addr is not None else None,
         )
 
@@ -135,18 +138,27 @@ class Ingest:
                 self.verdicts.say(
                     "listener count mismatch: amphora_health not refreshed (HAProxy may have "
                     "failed to load part of its configuration)",
-                    kind=e.kind, amphora_id=e.amphora_id, lb_id=e.lb_id, **e.detail,
+                    kind=e.kind,
+                    amphora_id=e.amphora_id,
+                    lb_id=e.lb_id,
+                    **e.detail,
                 )
             elif e.kind == "deleted_load_balancer":
                 self.verdicts.say(
                     "heartbeat from an amphora whose load balancer is DELETED: not healthy, "
                     "nothing written (R27)",
-                    kind=e.kind, amphora_id=e.amphora_id, lb_id=e.lb_id, **e.detail,
+                    kind=e.kind,
+                    amphora_id=e.amphora_id,
+                    lb_id=e.lb_id,
+                    **e.detail,
                 )
             elif e.kind == "late":
                 self.verdicts.say(
                     "heartbeat processed too late; no status and no health written",
-                    kind=e.kind, amphora_id=e.amphora_id, lb_id=e.lb_id, **e.detail,
+                    kind=e.kind,
+                    amphora_id=e.amphora_id,
+                    lb_id=e.lb_id,
+                    **e.detail,
                 )
 
     def publish(self) -> None:

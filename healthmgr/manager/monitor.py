@@ -117,8 +117,10 @@ class Monitor:
             log.error(
                 "manager impaired: no failover verdict until it has been healthy for "
                 "heartbeat_timeout",
-                reasons=list(change.reasons), started=list(change.started),
-                db_busy_for=round(s.db_busy_for, 2), loop_lag=round(s.loop_lag, 3),
+                reasons=list(change.reasons),
+                started=list(change.started),
+                db_busy_for=round(s.db_busy_for, 2),
+                loop_lag=round(s.loop_lag, 3),
                 writer_error=self.writer.last_error or None,
             )
         else:
@@ -152,12 +154,16 @@ class Monitor:
     async def write_presence(self, *, stopped: bool = False) -> bool:
         now = trio.current_time()
         try:
-            await self.db.run(partial(self.store.write_presence, first=self._first),
-                              self.presence(now, stopped=stopped))
+            await self.db.run(
+                partial(self.store.write_presence, first=self._first),
+                self.presence(now, stopped=stopped),
+            )
         except Exception as exc:
             if not self.presence_failed:
-                log.error("could not write this manager's liveness to the database",
-                          error=(str(exc).splitlines() or [type(exc).__name__])[0][:300])
+                log.error(
+                    "could not write this manager's liveness to the database",
+                    error=(str(exc).splitlines() or [type(exc).__name__])[0][:300],
+                )
             self.presence_failed = True
             return False
         if self.presence_failed:

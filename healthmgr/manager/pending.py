@@ -80,8 +80,16 @@ class Pending:
         batch = FlushBatch(
             health=tuple(HealthBump(a, utc_from_ms(ms)) for a, ms in self._health.items()),
             reports=tuple(
-                ReportWrite(a, r.order, r.digest, unpack_statuses(r.statuses),
-                            utc_from_ms(r.alive_ms), r.healthy, r.native, r.cache_differs)
+                ReportWrite(
+                    a,
+                    r.order,
+                    r.digest,
+                    unpack_statuses(r.statuses),
+                    utc_from_ms(r.alive_ms),
+                    r.healthy,
+                    r.native,
+                    r.cache_differs,
+                )
                 for a, r in self._reports.items()
             ),
             stats=self._stats.drain(),
@@ -99,8 +107,15 @@ class Pending:
         for r in batch.reports:
             self.report(
                 r.amphora_id,
-                Report(r.order, r.digest, pack_statuses(r.statuses), ms_from_utc(r.observed_at),
-                       r.healthy, r.native, r.cache_differs),
+                Report(
+                    r.order,
+                    r.digest,
+                    pack_statuses(r.statuses),
+                    ms_from_utc(r.observed_at),
+                    r.healthy,
+                    r.native,
+                    r.cache_differs,
+                ),
             )
         self._stats.merge_back(batch.stats)
         self.arrivals = arrivals + self.arrivals

@@ -129,4 +129,3 @@ class Receiver:
         finally:
             self.received += n
         return False
-

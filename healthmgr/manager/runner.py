@@ -98,11 +98,15 @@ class FailoverRunner:
             if not self._held:
                 continue
             try:
-                await self.db.run(self.store.renew_leases, self.cfg.manager_id,
-                                  list(self._held), self.cfg.lease)
+                await self.db.run(
+                    self.store.renew_leases, self.cfg.manager_id, list(self._held), self.cfg.lease
+                )
             except Exception as exc:  # the database is gone: the lease may lapse
-                log.warning("could not renew failover leases", error=one_line(exc),
-                            requests=sorted(self._held))
+                log.warning(
+                    "could not renew failover leases",
+                    error=one_line(exc),
+                    requests=sorted(self._held),
+                )
 
     async def _run_one(self, claim: Claim) -> None:
         job = FailoverJob(
@@ -118,16 +122,26 @@ class FailoverRunner:
             # Cancelled at shutdown (possibly wrapped in an exception group by
             # the driver's own nursery) with the outcome unknown: give it back.
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-                await self._record(claim, job, C.FAILOVER_ABANDONED, claim.attempts,
-                                   "manager shutting down", retry=False)
+                await self._record(
+                    claim,
+                    job,
+                    C.FAILOVER_ABANDONED,
+                    claim.attempts,
+                    "manager shutting down",
+                    retry=False,
+                )
             self.metrics.count_failover("abandoned")
             self._done(claim)
             raise
         try:
             await self._record(claim, job, state, attempts, error)
         except Exception as exc:  # a bug: the lease will lapse and someone retries
-            log.exception("failover outcome not recorded; its lease will expire",
-                          amphora_id=job.amphora_id, request=claim.request_id, error=one_line(exc))
+            log.exception(
+                "failover outcome not recorded; its lease will expire",
+                amphora_id=job.amphora_id,
+                request=claim.request_id,
+                error=one_line(exc),
+            )
         finally:
             self._done(claim)
 
@@ -138,9 +152,14 @@ class FailoverRunner:
 
     async def _drive(self, claim: Claim, job: FailoverJob) -> tuple[str, int, str | None]:
         """Run the driver; (state to record, attempts, last error)."""
-        log.warning("failing over amphora", amphora_id=job.amphora_id, lb_id=job.load_balancer_id,
-                    reason=claim.reason, request=claim.request_id,
-                    taken_over_from=claim.taken_over_from)
+        log.warning(
+            "failing over amphora",
+            amphora_id=job.amphora_id,
+            lb_id=job.load_balancer_id,
+            reason=claim.reason,
+            request=claim.request_id,
+            taken_over_from=claim.taken_over_from,
+        )
         self.metrics.count_failover("requested")
         attempts = claim.attempts
         # Attempts are counted when they start: a manager that takes this
@@ -158,7 +177,8 @@ class FailoverRunner:
 
         try:
             result = await run_with_retries(
-                self.driver, job,
+                self.driver,
+                job,
                 max_attempts=self.cfg.max_attempts,
                 backoff=self.cfg.retry_backoff,
                 on_attempt=on_attempt,
@@ -173,8 +193,9 @@ class FailoverRunner:
 
     async def _progress(self, claim: Claim, attempts: int, error: str | None) -> None:
         try:  # progress is best effort: the outcome carries it too
-            await self.db.run(self.store.record_progress, claim.request_id,
-                              self.cfg.manager_id, attempts, error)
+            await self.db.run(
+                self.store.record_progress, claim.request_id, self.cfg.manager_id, attempts, error
+            )
         except Exception as exc:
             log.warning("could not record failover progress", error=one_line(exc))
 
@@ -191,29 +212,48 @@ class FailoverRunner:
         """Write a known outcome; retry until the database takes it."""
         if not retry:
             try:
-                owned = await self.db.run(self.store.record_outcome, claim,
-                                          self.cfg.manager_id, state, attempts, error)
+                owned = await self.db.run(
+                    self.store.record_outcome, claim, self.cfg.manager_id, state, attempts, error
+                )
             except Exception as exc:
-                log.error("could not record abandoned failover; its lease will expire",
-                          amphora_id=job.amphora_id, error=one_line(exc))
+                log.error(
+                    "could not record abandoned failover; its lease will expire",
+                    amphora_id=job.amphora_id,
+                    error=one_line(exc),
+                )
                 return
         else:
+
             def retrying(rs: tenacity.RetryCallState) -> None:
-                log.error("could not record failover outcome; retrying",
-                          amphora_id=job.amphora_id, state=state,
-                          error=one_line(rs.outcome.exception()),  # type: ignore[union-attr]
-                          retry_in=rs.upcoming_sleep)
+                log.error(
+                    "could not record failover outcome; retrying",
+                    amphora_id=job.amphora_id,
+                    state=state,
+                    error=one_line(rs.outcome.exception()),  # type: ignore[union-attr]
+                    retry_in=rs.upcoming_sleep,
+                )
 
             owned = await tenacity.AsyncRetrying(
                 retry=tenacity.retry_if_exception_type(Exception),  # never Cancelled
                 wait=tenacity.wait_chain(*map(tenacity.wait_fixed, RECORD_BACKOFF)),
                 before_sleep=retrying,
                 sleep=trio.sleep,
-            )(self.db.run, self.store.record_outcome, claim, self.cfg.manager_id, state,
-              attempts, error)
+            )(
+                self.db.run,
+                self.store.record_outcome,
+                claim,
+                self.cfg.manager_id,
+                state,
+                attempts,
+                error,
+            )
         if not owned:
-            log.warning("failover outcome not recorded: another manager took the request over",
-                        amphora_id=job.amphora_id, request=claim.request_id, state=state)
+            log.warning(
+                "failover outcome not recorded: another manager took the request over",
+                amphora_id=job.amphora_id,
+                request=claim.request_id,
+                state=state,
+            )
             return
         self._announce(claim, job, state, attempts, error)
 
@@ -222,20 +262,35 @@ class FailoverRunner:
     ) -> None:
         if state == C.FAILOVER_PENDING:
             self.metrics.count_failover("handed_off")
-            log.info("failover requested", amphora_id=job.amphora_id, request=claim.request_id,
-                     reason=claim.reason)
+            log.info(
+                "failover requested",
+                amphora_id=job.amphora_id,
+                request=claim.request_id,
+                reason=claim.reason,
+            )
         elif state == C.FAILOVER_SUCCEEDED:
             self.metrics.count_failover("succeeded")
-            log.warning("failover succeeded", amphora_id=job.amphora_id, attempts=attempts,
-                        reason=claim.reason)
+            log.warning(
+                "failover succeeded",
+                amphora_id=job.amphora_id,
+                attempts=attempts,
+                reason=claim.reason,
+            )
         elif state == C.FAILOVER_ABANDONED:
             self.metrics.count_failover("abandoned")
-            log.warning("failover skipped; the amphora may be claimed again", error=error,
-                        amphora_id=job.amphora_id, lb_id=job.load_balancer_id)
+            log.warning(
+                "failover skipped; the amphora may be claimed again",
+                error=error,
+                amphora_id=job.amphora_id,
+                lb_id=job.load_balancer_id,
+            )
         elif state == C.FAILOVER_FAILED:
             self.metrics.count_failover("failed")
             log.error(
                 "failover failed; load balancer set to provisioning_status ERROR",
-                amphora_id=job.amphora_id, lb_id=job.load_balancer_id, attempts=attempts,
-                error=error, reason=claim.reason,
+                amphora_id=job.amphora_id,
+                lb_id=job.load_balancer_id,
+                attempts=attempts,
+                error=error,
+                reason=claim.reason,
             )

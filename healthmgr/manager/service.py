@@ -88,8 +88,9 @@ def detector_config(settings: Settings) -> DetectorConfig:
 
 def runner_settings(settings: Settings) -> RunnerSettings:
     hm, fo = settings.health_manager, settings.failover
-    return RunnerSettings(manager_id(settings), hm.failover_threads, fo.max_attempts,
-                          fo.retry_backoff, fo.lease)
+    return RunnerSettings(
+        manager_id(settings), hm.failover_threads, fo.max_attempts, fo.retry_backoff, fo.lease
+    )
 
 
 @dataclass
@@ -130,14 +131,21 @@ class Daemon:
         self.decoder.on_restart = self.ingest.octavia_restart
         self.refresher = Refresher(self.store, self.ingest, self.metrics, self.quarantine)
         self.writer = Writer(
-            self.view, self.store.flush, self.metrics, interval=hm.flush_interval,
-            quarantine=self.quarantine, db=self.db,
+            self.view,
+            self.store.flush,
+            self.metrics,
+            interval=hm.flush_interval,
+            quarantine=self.quarantine,
+            db=self.db,
         )
         self.checks = CheckState()
         self.detector = Detector(detector_config(self.settings))
         self.runner = FailoverRunner(
-            self.store, load_driver(self.settings.failover.driver, self.settings), self.metrics,
-            runner_settings(self.settings), self.db,
+            self.store,
+            load_driver(self.settings.failover.driver, self.settings),
+            self.metrics,
+            runner_settings(self.settings),
+            self.db,
         )
         self.sock: socket.socket | None = None
         self.early_signals: list[int] = []
@@ -152,16 +160,30 @@ class Daemon:
             started_at=trio.current_time(),
         )
         checker = Checker(
-            store=self.store, runner=self.runner, detector=self.detector,
-            impairment=impairment, checks=self.checks, db=self.db, metrics=self.metrics,
+            store=self.store,
+            runner=self.runner,
+            detector=self.detector,
+            impairment=impairment,
+            checks=self.checks,
+            db=self.db,
+            metrics=self.metrics,
             verdicts=self.verdicts,
-            cfg=CheckerSettings(manager_id(self.settings), hm.heartbeat_timeout,
-                                hm.health_check_interval, self.settings.failover.lease),
+            cfg=CheckerSettings(
+                manager_id(self.settings),
+                hm.heartbeat_timeout,
+                hm.health_check_interval,
+                self.settings.failover.lease,
+            ),
         )
         monitor = Monitor(
-            manager_id=manager_id(self.settings), store=self.store, db=self.db,
-            impairment=impairment, writer=self.writer.state, checks=self.checks,
-            kernel_drops=receiver.kernel_drops, metrics=self.metrics,
+            manager_id=manager_id(self.settings),
+            store=self.store,
+            db=self.db,
+            impairment=impairment,
+            writer=self.writer.state,
+            checks=self.checks,
+            kernel_drops=receiver.kernel_drops,
+            metrics=self.metrics,
             presence_interval=presence_interval(self.settings),
         )
         return impairment, checker, monitor
@@ -183,8 +205,11 @@ class Daemon:
         )
         got = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2  # Linux doubles it
         if hm.sock_rlimit and got < hm.sock_rlimit:
-            log.warning("UDP receive buffer smaller than sock_rlimit: raise net.core.rmem_max",
-                        sock_rlimit=hm.sock_rlimit, effective=got)
+            log.warning(
+                "UDP receive buffer smaller than sock_rlimit: raise net.core.rmem_max",
+                sock_rlimit=hm.sock_rlimit,
+                effective=got,
+            )
         return self.sock
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -267,8 +292,9 @@ class Daemon:
             if await self.writer.flush_once():
                 return
             await trio.sleep(0.5)
-        log.error("pending writes lost at shutdown: database unreachable",
-                  pending=len(self.view.pending))
+        log.error(
+            "pending writes lost at shutdown: database unreachable", pending=len(self.view.pending)
+        )
 
     def reload(self) -> None:
         """SIGHUP: re-read the config; apply keys and the options that can change live."""
@@ -279,8 +305,7 @@ class Daemon:
             return
         live, restart = diff_reloadable(self.settings, new)
         if restart:
-            log.warning("options changed that need a restart; not applied",
-                        options=sorted(restart))
+            log.warning("options changed that need a restart; not applied", options=sorted(restart))
         self.decoder.update(new)
         hm = new.health_manager
         self.detector.config = detector_config(new)
@@ -292,8 +317,9 @@ class Daemon:
         self.rejected_log.interval = new.logging.rejected_log_interval
         set_level(new.logging.level)
         self.settings = _keep_restart_only(self.settings, new, restart)
-        log.info("configuration reloaded", changed=sorted(live),
-                 master_keys=len(new.keys.master_keys))
+        log.info(
+            "configuration reloaded", changed=sorted(live), master_keys=len(new.keys.master_keys)
+        )
 
     async def _housekeeping(self) -> None:
         while True:

@@ -163,7 +163,9 @@ class View:
                 # Keep the last verdict: it still holds if the hash did not move.
                 entry.last_report, entry.lb_hash = old.last_report, old.lb_hash
                 entry.determined, entry.digest, entry.healthy = (
-                    old.determined, old.digest, old.healthy
+                    old.determined,
+                    old.digest,
+                    old.healthy,
                 )
                 entry.bumped_ms = old.bumped_ms
             if old is not None:
@@ -207,8 +209,15 @@ class View:
             if changed is None:  # its load balancer left the cache: load it first
                 return self._wait(arrival)
             native = hb.format is WireFormat.NATIVE
-            report = Report(arrival.order, entry.digest, entry.determined, alive_ms,
-                            entry.healthy, native, changed)
+            report = Report(
+                arrival.order,
+                entry.digest,
+                entry.determined,
+                alive_ms,
+                entry.healthy,
+                native,
+                changed,
+            )
             self.pending.report(hb.amphora_id, report)
         healthy = entry.healthy  # a reordered older one: the last verdict's (False: none)
         if not healthy:
@@ -237,9 +246,7 @@ class View:
         entry.stats_ms = wall_ms
         self.pending.stats(hb)
 
-    def _verdict(
-        self, entry: _Amphora, hb: Heartbeat, now: float
-    ) -> bool | None:
+    def _verdict(self, entry: _Amphora, hb: Heartbeat, now: float) -> bool | None:
         """Put what the rules say of this heartbeat in ``entry`` (cached for the
         steady state); whether it changes the cached statuses, None when its
         load balancer must be loaded first."""
@@ -266,13 +273,22 @@ class View:
         entry.healthy, entry.last_report, entry.lb_hash = outcome.healthy, report, lb_hash
         if lb is not None and lb.provisioning_status == c.DELETED:
             # R27: not healthy for what it is, not for a count it cannot match.
-            self._event("deleted_load_balancer", hb.amphora_id, lb_id,
-                        reported=len({r.id for r in hb.listeners}))
+            self._event(
+                "deleted_load_balancer",
+                hb.amphora_id,
+                lb_id,
+                reported=len({r.id for r in hb.listeners}),
+            )
         elif lb is not None and not outcome.healthy:
             expected = sum(1 for listener in lb.listeners if listener.enabled)
             reported = len({r.id for r in hb.listeners})
-            self._event("listener_count_mismatch", hb.amphora_id, lb_id,
-                        reported=reported, expected=expected)
+            self._event(
+                "listener_count_mismatch",
+                hb.amphora_id,
+                lb_id,
+                reported=reported,
+                expected=expected,
+            )
         if lb_id is not None and (outcome.names_unknown_objects or not outcome.healthy):
             # The cache may be behind the API (a new member, PENDING_UPDATE,
             # a disabled listener): re-read, and evaluate again meanwhile.

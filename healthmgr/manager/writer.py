@@ -132,10 +132,21 @@ class Writer:
 
     def _dropped(self, exc: Exception, batch: FlushBatch) -> None:
         """Not a database error: a bug. Retrying would wedge every later flush."""
-        log.exception("flush failed on an internal error; the batch is dropped",
-                      rows=len(batch), error=one_line(exc))
-        rows = [RefusedRow("amphora_health", id_str(b.amphora_id), id_str(b.amphora_id),
-                           "internal_error", one_line(exc)) for b in batch.health]
+        log.exception(
+            "flush failed on an internal error; the batch is dropped",
+            rows=len(batch),
+            error=one_line(exc),
+        )
+        rows = [
+            RefusedRow(
+                "amphora_health",
+                id_str(b.amphora_id),
+                id_str(b.amphora_id),
+                "internal_error",
+                one_line(exc),
+            )
+            for b in batch.health
+        ]
         self.quarantine.refused(rows)
 
     def _succeeded(self, stats: FlushStats, size: int, lags: list[float]) -> None:
@@ -148,8 +159,9 @@ class Writer:
         if stats.refused:
             self.quarantine.refused(stats.refused)
         for amphora in stats.recovered:
-            log.info("amphora beats again: FAILOVER_STOPPED -> ALLOCATED",
-                     amphora_id=id_str(amphora))
+            log.info(
+                "amphora beats again: FAILOVER_STOPPED -> ALLOCATED", amphora_id=id_str(amphora)
+            )
         self.metrics.observe_flush(stats.seconds, size)
         self.metrics.observe_commit_lags(lags)
 

@@ -130,12 +130,16 @@ def _healthmgr(
         if option in ("heartbeat_interval", "heartbeat_timeout", "health_check_interval"):
             value = float(value)
         if option == "failover_threshold" and value is None:
-            warnings.append('[health_manager] failover_threshold is unset in Octavia (no '
-                            'breaker): imported as "off"; consider healthmgr\'s "10%"')
+            warnings.append(
+                "[health_manager] failover_threshold is unset in Octavia (no "
+                'breaker): imported as "off"; consider healthmgr\'s "10%"'
+            )
             value = "off"
         if option == "heartbeat_key" and not value:
-            warnings.append("[health_manager] heartbeat_key is not set: Octavia's amphorae "
-                            "cannot be heard until it is")
+            warnings.append(
+                "[health_manager] heartbeat_key is not set: Octavia's amphorae "
+                "cannot be heard until it is"
+            )
             continue
         if option == "sock_rlimit" and not value:
             continue
@@ -148,11 +152,16 @@ def _healthmgr(
     else:
         warnings.append("[database] connection is not set: set it to Octavia's database")
     if default["transport_url"]:
-        data["failover"] = {"driver": "octavia", "transport_url": default["transport_url"],
-                            "control_exchange": default["control_exchange"]}
+        data["failover"] = {
+            "driver": "octavia",
+            "transport_url": default["transport_url"],
+            "control_exchange": default["control_exchange"],
+        }
     else:
-        warnings.append("[DEFAULT] transport_url is not set: failovers use the record driver "
-                        "until [failover] driver = \"octavia\" and transport_url are set")
+        warnings.append(
+            "[DEFAULT] transport_url is not set: failovers use the record driver "
+            'until [failover] driver = "octavia" and transport_url are set'
+        )
     if default["debug"]:
         data["logging"] = {"level": "DEBUG"}
     return data
@@ -160,7 +169,9 @@ def _healthmgr(
 
 def _skipped(present: dict[str, list[str]]) -> list[str]:
     carried = {("health_manager", o) for o in SAME_NAME} | {
-        ("DEFAULT", "transport_url"), ("DEFAULT", "control_exchange"), ("DEFAULT", "debug"),
+        ("DEFAULT", "transport_url"),
+        ("DEFAULT", "control_exchange"),
+        ("DEFAULT", "debug"),
         ("database", "connection"),
     }
     out = []
@@ -168,7 +179,8 @@ def _skipped(present: dict[str, list[str]]) -> list[str]:
         for option in options:
             if (section, option) in carried:
                 continue
-            why = (WHY_NOT.get((section, option)) or WHY_NOT.get((section, "*"))
-                   or WHY_NOT[("*", "*")])
+            why = (
+                WHY_NOT.get((section, option)) or WHY_NOT.get((section, "*")) or WHY_NOT[("*", "*")]
+            )
             out.append(f"[{section}] {option}: {why}")
     return out

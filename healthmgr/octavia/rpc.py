@@ -43,9 +43,9 @@ def _messaging() -> Any:
     try:
         import oslo_messaging
     except ImportError:
-        raise ConfigError([
-            'failover.driver: "octavia" needs oslo.messaging: pip install "healthmgr[octavia]"'
-        ]) from None
+        raise ConfigError(
+            ['failover.driver: "octavia" needs oslo.messaging: pip install "healthmgr[octavia]"']
+        ) from None
     return oslo_messaging
 
 
@@ -57,10 +57,12 @@ class OctaviaDriver:
         if not fo.transport_url:
             raise ConfigError(['failover.transport_url: required by driver = "octavia"'])
         if settings.database.schema == "healthmgr":
-            raise ConfigError([
-                'failover.driver: "octavia" fails over through Octavia\'s worker, which reads '
-                'Octavia\'s database: set [database] schema = "octavia"'
-            ])
+            raise ConfigError(
+                [
+                    'failover.driver: "octavia" fails over through Octavia\'s worker, which reads '
+                    'Octavia\'s database: set [database] schema = "octavia"'
+                ]
+            )
         self.messaging = _messaging()
         self.transport_url = fo.transport_url
         self.exchange = fo.control_exchange
@@ -77,16 +79,18 @@ class OctaviaDriver:
             # oslo.messaging registers some of its options on the global CONF
             # only; nothing else in healthmgr uses it.
             transport = messaging.get_rpc_transport(cfg.CONF, url=self.transport_url)
-            target = messaging.Target(exchange=self.exchange, topic=TOPIC,
-                                      namespace=NAMESPACE, version=VERSION)
+            target = messaging.Target(
+                exchange=self.exchange, topic=TOPIC, namespace=NAMESPACE, version=VERSION
+            )
             self._client = messaging.get_rpc_client(transport, target, retry=CAST_RETRIES)
         return self._client
 
     async def run(self, job: FailoverJob) -> DriverResult:
         with trio.move_on_after(self.timeout):
             return await trio.to_thread.run_sync(self._run, job, abandon_on_cancel=True)
-        raise FailoverFailed(f"Octavia failover of {job.amphora_id} timed out after "
-                             f"{self.timeout:g}s")
+        raise FailoverFailed(
+            f"Octavia failover of {job.amphora_id} timed out after {self.timeout:g}s"
+        )
 
     def _run(self, job: FailoverJob) -> DriverResult:
         with self.engine.begin() as conn:

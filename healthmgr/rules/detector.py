@@ -169,8 +169,9 @@ class DetectorConfig:
         k of them gone, is heard only every k + 1 intervals while alive.
         """
         extra = (2 + lost_managers) * self.heartbeat_interval
-        return min(self.heartbeat_timeout, max(self.listed_after, self.heartbeat_timeout / 2,
-                                               extra))
+        return min(
+            self.heartbeat_timeout, max(self.listed_after, self.heartbeat_timeout / 2, extra)
+        )
 
     @property
     def settle_window(self) -> float:
@@ -195,11 +196,15 @@ class Detector:
     def decide(self, snap: Snapshot, me: SelfHealth, now: float) -> Decision:
         cfg = self.config
         if me.impaired:
-            return Decision(judging=False, not_judging_because=f"impaired: {me.reason}",
-                            breaker_open=self.breaker_open)
+            return Decision(
+                judging=False,
+                not_judging_because=f"impaired: {me.reason}",
+                breaker_open=self.breaker_open,
+            )
         if me.healthy_for is None or me.healthy_for < cfg.heartbeat_timeout:
-            return Decision(judging=False, not_judging_because="grace",
-                            breaker_open=self.breaker_open)
+            return Decision(
+                judging=False, not_judging_because="grace", breaker_open=self.breaker_open
+            )
         # Silence is evidence only where its observer could see.
         doubted: list[Verdict] = []
         trusted: list[tuple[Silent, str]] = []
@@ -216,9 +221,14 @@ class Detector:
         threshold = cfg.threshold.resolve(snap.fleet)
         changed = self._breaker(silent, suspect, snap, threshold, now)
         stale = [(a, r) for a, r in trusted if a.silent_for >= cfg.heartbeat_timeout]
-        base = Decision(judging=True, breaker_open=self.breaker_open, breaker_changed=changed,
-                        breaker_reason=self.breaker_reason, threshold=threshold,
-                        stale=len(stale) + len(doubted))
+        base = Decision(
+            judging=True,
+            breaker_open=self.breaker_open,
+            breaker_changed=changed,
+            breaker_reason=self.breaker_reason,
+            threshold=threshold,
+            stale=len(stale) + len(doubted),
+        )
         if self.breaker_open:
             stop = tuple(_verdict(a, Action.STOP, BREAKER_OPEN) for a, _ in stale if not a.stopped)
             held = tuple(_verdict(a, Action.DEFER, BREAKER_OPEN) for a, _ in stale if a.stopped)
@@ -307,7 +317,8 @@ def _lost(observers: Mapping[str, Observer], cfg: DetectorConfig) -> int:
     lose the heartbeats they send there, however long ago they went (only rows
     untouched for a day, a decommissioned manager's, are left out)."""
     return sum(
-        1 for o in observers.values()
+        1
+        for o in observers.values()
         if (o.stopped or o.age > cfg.observer_fresh) and o.age < LOST_MANAGER_MEMORY
     )
 

@@ -196,9 +196,7 @@ def evaluate(lb: LoadBalancerTopology, hb: Heartbeat) -> StatusOutcome:
         if seen is None:
             _decide(determined, pool_changes, "pool", pool, c.OFFLINE)  # R10: members keep theirs
             continue
-        new, member_down, names_unknown = _evaluate_pool(
-            pool, seen, member_decided, member_changes
-        )
+        new, member_down, names_unknown = _evaluate_pool(pool, seen, member_decided, member_changes)
         unknown |= names_unknown
         failed |= seen.state is PoolState.DOWN
         degraded |= member_down and seen.state is PoolState.UP

@@ -32,7 +32,6 @@ _MAGIC_VERSION = MAGIC + bytes([VERSION])
 _digest = hmac.digest
 
 
-
 def mac(key: bytes, message: bytes | memoryview) -> bytes:
     """HMAC-SHA256(key, message): the standard library's one-shot (OpenSSL) path."""
     return _digest(key, message, "sha256")

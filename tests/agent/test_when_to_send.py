@@ -68,8 +68,17 @@ def test_a_change_goes_out_at_once_and_steady_state_stays_quiet(
     haproxy_lb: LoadBalancer, tmp_path: Path
 ) -> None:
     lb = haproxy_lb
-    with udp_socket() as rx, running_agent(
-        tmp_path, lb.socket_path, rx.getsockname()[1], "--interval", "30", "--poll-interval", "0.1"
+    with (
+        udp_socket() as rx,
+        running_agent(
+            tmp_path,
+            lb.socket_path,
+            rx.getsockname()[1],
+            "--interval",
+            "30",
+            "--poll-interval",
+            "0.1",
+        ),
     ):
         before = settled(rx, [UP, UP])
         # Nothing changes: no heartbeat before the interval (30 s) is up.
@@ -135,9 +144,18 @@ def test_haproxy_down_reloaded_and_back_without_an_agent_restart(
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
         return proc
 
-    with udp_socket() as rx, running_agent(
-        tmp_path, lb.socket_path, rx.getsockname()[1], "--interval", "1", "--poll-interval", "0.2"
-    ) as (agent, log):
+    with (
+        udp_socket() as rx,
+        running_agent(
+            tmp_path,
+            lb.socket_path,
+            rx.getsockname()[1],
+            "--interval",
+            "1",
+            "--poll-interval",
+            "0.2",
+        ) as (agent, log),
+    ):
         hb = settled(rx, [UP, UP])
         assert hb.counters_epoch & 0x3FFFFF == lb.haproxy.pid
 

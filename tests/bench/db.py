@@ -88,8 +88,10 @@ def _report(seed: SeedIds, seq: int, down: bool, now: dt.datetime) -> ReportWrit
         StatusWrite("load_balancer", seed.load_balancer, degraded),
         StatusWrite("listener", seed.listener, C.ONLINE),
         StatusWrite("pool", seed.pool, degraded),
-        *(StatusWrite("member", m, C.ERROR if down and i == 1 else C.ONLINE)
-          for i, m in enumerate(seed.members)),
+        *(
+            StatusWrite("member", m, C.ERROR if down and i == 1 else C.ONLINE)
+            for i, m in enumerate(seed.members)
+        ),
     )
     return ReportWrite(seed.amphora, seq, status.digest(determined), determined, now, True, True)
 

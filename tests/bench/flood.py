@@ -90,10 +90,10 @@ def flood_pool(mix: dict[str, float], fleet_ids: list[bytes], rng: random.Random
             out.append(bytes([first]) + body[1:])
         elif kind == "known":
             head = MAGIC + bytes([VERSION]) + MASTER.id.to_bytes(2, "big") + rng.choice(fleet_ids)
-            out.append(head + body[len(head):])
+            out.append(head + body[len(head) :])
         elif kind == "random":
             head = MAGIC + bytes([VERSION]) + MASTER.id.to_bytes(2, "big")
-            out.append(head + body[len(head):])
+            out.append(head + body[len(head) :])
         elif kind == "octavia":
             out.append(b"\x78\xda" + body[2:])
         else:
@@ -131,8 +131,16 @@ def flooder(args: argparse.Namespace) -> int:
             if ahead > 0:
                 time.sleep(ahead)
     elapsed = time.monotonic() - start
-    print(json.dumps({"sent": sent, "errors": errors, "seconds": round(elapsed, 3),
-                      "rate_achieved": round(sent / elapsed)}))
+    print(
+        json.dumps(
+            {
+                "sent": sent,
+                "errors": errors,
+                "seconds": round(elapsed, 3),
+                "rate_achieved": round(sent / elapsed),
+            }
+        )
+    )
     return 0
 
 
@@ -189,19 +197,44 @@ class Run:
         for option in self.args.option:
             name, _, value = option.partition("=")
             hm[name] = json.loads(value)
-        return write_config(self.workdir / "hm.toml", url, sections={
-            "health_manager": hm, "logging": {"level": "INFO"},
-        })
+        return write_config(
+            self.workdir / "hm.toml",
+            url,
+            sections={
+                "health_manager": hm,
+                "logging": {"level": "INFO"},
+            },
+        )
 
     def honest(self, seconds: float, address: tuple[str, int]) -> subprocess.Popen[str]:
         n = self.args.amphorae
         proc = subprocess.Popen(
-            [sys.executable, "-m", "healthmgr.chaos.fleet", "--rate", str(n),
-             "--duration", str(seconds),
-             "--manager", "{}:{}".format(*address), "--master-key-file", str(self.key_file),
-             "--key-id", str(MASTER.id), "--ids-file", str(self.ids_file),
-             "--start-seq", str(self.seq), "--interval-ms", "1000", "--sources", str(n)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "healthmgr.chaos.fleet",
+                "--rate",
+                str(n),
+                "--duration",
+                str(seconds),
+                "--manager",
+                "{}:{}".format(*address),
+                "--master-key-file",
+                str(self.key_file),
+                "--key-id",
+                str(MASTER.id),
+                "--ids-file",
+                str(self.ids_file),
+                "--start-seq",
+                str(self.seq),
+                "--interval-ms",
+                "1000",
+                "--sources",
+                str(n),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
         self.seq += int(seconds) + 2
         return proc
@@ -209,10 +242,26 @@ class Run:
     def flood(self, address: tuple[str, int]) -> subprocess.Popen[str]:
         a = self.args
         return subprocess.Popen(
-            [sys.executable, __file__, "--flooder", "--target", "{}:{}".format(*address),
-             "--ids", str(self.fleet_ids), "--rate", str(a.flood_rate), "--seconds",
-             str(a.flood_seconds), "--mix", a.mix, "--sources", str(a.flood_sources)],
-            stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                __file__,
+                "--flooder",
+                "--target",
+                "{}:{}".format(*address),
+                "--ids",
+                str(self.fleet_ids),
+                "--rate",
+                str(a.flood_rate),
+                "--seconds",
+                str(a.flood_seconds),
+                "--mix",
+                a.mix,
+                "--sources",
+                str(a.flood_sources),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
         )
 
     def __call__(self) -> dict[str, Any]:
@@ -227,8 +276,9 @@ class Run:
             cwd = os.getcwd()
             os.chdir(self.tree)
             try:
-                daemon = start_daemon(self.config(url), env={"PYTHONPATH": str(self.tree)},
-                                      wait=False)
+                daemon = start_daemon(
+                    self.config(url), env={"PYTHONPATH": str(self.tree)}, wait=False
+                )
             finally:
                 os.chdir(cwd)
             daemon.wait_for_log("healthmgr serving")
@@ -244,8 +294,10 @@ class Run:
         n = self.args.amphorae
         warm = self.honest(WARM_SECONDS, daemon.address)
         json.loads(warm.communicate()[0])
-        daemon.until(lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted")
-                     >= n, "warm-up accepted")
+        daemon.until(
+            lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") >= n,
+            "warm-up accepted",
+        )
         accepted0 = daemon.metric("healthmgr_heartbeats_total", result="accepted")
         rejected0 = rejected(daemon)
         drops0, kdrops0 = udp_rcvbuf_errors(), daemon.metric("healthmgr_kernel_drops_total")
@@ -259,8 +311,9 @@ class Run:
 
         accepted = daemon.metric("healthmgr_heartbeats_total", result="accepted") - accepted0
         after = rejected(daemon)
-        read = {k: int(v - rejected0.get(k, 0)) for k, v in after.items()
-                if v - rejected0.get(k, 0)}
+        read = {
+            k: int(v - rejected0.get(k, 0)) for k, v in after.items() if v - rejected0.get(k, 0)
+        }
         drops = udp_rcvbuf_errors() - drops0
         kdrops = daemon.metric("healthmgr_kernel_drops_total") - kdrops0
         cpu = cpu_seconds(daemon.proc.pid) - cpu0
@@ -269,10 +322,15 @@ class Run:
         tail.communicate()
         time.sleep(1.5)  # one more health check
         with engine.connect() as conn:
-            failovers = int(conn.execute(sa.text("SELECT COUNT(*) FROM failover_request"))
-                            .scalar() or 0)
-            stopped = int(conn.execute(sa.text(
-                "SELECT COUNT(*) FROM amphora WHERE status = 'FAILOVER_STOPPED'")).scalar() or 0)
+            failovers = int(
+                conn.execute(sa.text("SELECT COUNT(*) FROM failover_request")).scalar() or 0
+            )
+            stopped = int(
+                conn.execute(
+                    sa.text("SELECT COUNT(*) FROM amphora WHERE status = 'FAILOVER_STOPPED'")
+                ).scalar()
+                or 0
+            )
         return {
             "flood_rate_achieved": flood_out["rate_achieved"],
             "flood_sent": flood_out["sent"],
@@ -307,13 +365,22 @@ def main() -> int:
     p.add_argument("--flood-sources", type=int, default=1, help="flooder source sockets")
     p.add_argument("--mix", default="garbage=1,known=1,random=1")
     p.add_argument("--repeat", type=int, default=3)
-    p.add_argument("--tree", action="append", default=[],
-                   help="NAME=DIR: run the daemon from this checkout (default new=.)")
-    p.add_argument("--rcvbuf", type=int, default=None,
-                   help="sock_rlimit for the daemon (default: the daemon's own default)")
+    p.add_argument(
+        "--tree",
+        action="append",
+        default=[],
+        help="NAME=DIR: run the daemon from this checkout (default new=.)",
+    )
+    p.add_argument(
+        "--rcvbuf",
+        type=int,
+        default=None,
+        help="sock_rlimit for the daemon (default: the daemon's own default)",
+    )
     p.add_argument("--database", default="sqlite")
-    p.add_argument("--option", action="append", default=[],
-                   help="NAME=JSON: another [health_manager] option")
+    p.add_argument(
+        "--option", action="append", default=[], help="NAME=JSON: another [health_manager] option"
+    )
     args = p.parse_args()
     if args.flooder:
         return flooder(args)
@@ -336,16 +403,29 @@ def main() -> int:
         }
         for name, rs in runs.items()
     }
-    print(json.dumps({
-        "machine": {"cpus": os.cpu_count(), "rmem_max": int(Path(
-            "/proc/sys/net/core/rmem_max").read_text())},
-        "scenario": {"amphorae": args.amphorae, "flood_rate_target": args.flood_rate,
-                     "flood_seconds": args.flood_seconds, "mix": args.mix,
-                     "flood_sources": args.flood_sources, "rcvbuf": args.rcvbuf,
-                     "database": args.database, "options": args.option},
-        "summary": summary,
-        "runs": runs,
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "rmem_max": int(Path("/proc/sys/net/core/rmem_max").read_text()),
+                },
+                "scenario": {
+                    "amphorae": args.amphorae,
+                    "flood_rate_target": args.flood_rate,
+                    "flood_seconds": args.flood_seconds,
+                    "mix": args.mix,
+                    "flood_sources": args.flood_sources,
+                    "rcvbuf": args.rcvbuf,
+                    "database": args.database,
+                    "options": args.option,
+                },
+                "summary": summary,
+                "runs": runs,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

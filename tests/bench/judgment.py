@@ -44,16 +44,20 @@ from tests.manager.harness import Beater, start_daemon, write_config
 
 
 def config(path: Path, url: str, manager: str, args: argparse.Namespace) -> Path:
-    return write_config(path, url, sections={
-        "health_manager": {
-            "heartbeat_interval": args.interval,
-            "heartbeat_timeout": args.timeout,
-            "health_check_interval": min(3.0, args.timeout / 4),
-            "manager_id": manager,
-            "sock_rlimit": 8 << 20,
+    return write_config(
+        path,
+        url,
+        sections={
+            "health_manager": {
+                "heartbeat_interval": args.interval,
+                "heartbeat_timeout": args.timeout,
+                "health_check_interval": min(3.0, args.timeout / 4),
+                "manager_id": manager,
+                "sock_rlimit": 8 << 20,
+            },
+            "database": {"timeout": args.db_timeout},
         },
-        "database": {"timeout": args.db_timeout},
-    })
+    )
 
 
 def requests(engine: sa.Engine) -> list[str]:
@@ -84,8 +88,7 @@ def cutoff(url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
         a = start_daemon(config(work / "a.toml", through(url, relay.address), "hm-a", args))
         b = start_daemon(config(work / "b.toml", url, "hm-b", args))
         try:
-            with Beater([a], a_agents, args.interval) as to_a, \
-                    Beater([b], b_agents, args.interval):
+            with Beater([a], a_agents, args.interval) as to_a, Beater([b], b_agents, args.interval):
                 wait(lambda: reported(engine) == len(fleet), 60)
                 time.sleep(args.timeout + 2)
                 dead = a_agents[7]
@@ -98,8 +101,11 @@ def cutoff(url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
                 wait(lambda: id_str(dead.amphora) in requests(engine), 4 * args.timeout + 30)
                 time.sleep(args.timeout)
                 after = requests(engine)
-                deferred = b.metric("healthmgr_failover_verdicts_total", verdict="defer",
-                                    reason="observer_unreachable")
+                deferred = b.metric(
+                    "healthmgr_failover_verdicts_total",
+                    verdict="defer",
+                    reason="observer_unreachable",
+                )
         finally:
             for d in (a, b):
                 d.stop()
@@ -130,8 +136,10 @@ def rowlock(url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
 
             def hold() -> None:
                 with locker.connect() as conn, conn.begin():
-                    conn.execute(sa.text("SELECT * FROM amphora_health WHERE amphora_id = :a"
-                                         " FOR UPDATE"), {"a": id_str(agents[0].amphora)})
+                    conn.execute(
+                        sa.text("SELECT * FROM amphora_health WHERE amphora_id = :a FOR UPDATE"),
+                        {"a": id_str(agents[0].amphora)},
+                    )
                     held.set()
                     done.wait(args.fault)
 
@@ -141,8 +149,13 @@ def rowlock(url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
             thread.join(args.fault + 30)
             released = time.time()
             back = None
-            if wait(lambda: any(e.get("event") == "database is back; pending writes flushed"
-                                for e in daemon.events()), 30):
+            if wait(
+                lambda: any(
+                    e.get("event") == "database is back; pending writes flushed"
+                    for e in daemon.events()
+                ),
+                30,
+            ):
                 back = daemon.log_time("database is back; pending writes flushed")
             time.sleep(args.timeout * 2)
             failed = requests(engine)
@@ -166,8 +179,7 @@ def blackhole(url: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     fleet = make_fleet(engine, args.amphorae, with_health=False)
     agents = [agent_for(s) for s in fleet]
     with Relay(server_address(url)) as relay:
-        daemon = start_daemon(config(work / "hm.toml", through(url, relay.address), "hm-a",
-                                     args))
+        daemon = start_daemon(config(work / "hm.toml", through(url, relay.address), "hm-a", args))
         try:
             with Beater([daemon], agents, args.interval):
                 wait(lambda: reported(engine) == len(fleet), 60)

@@ -46,12 +46,17 @@ FLEET = 200
 
 
 def daemon(workdir: Path) -> Daemon:
-    settings = Settings.model_validate({
-        "database": {"connection": f"sqlite:///{workdir / 'x.db'}"},
-        "keys": {"master": [{"id": MASTER.id, "secret": MASTER.secret.decode()}]},
-        "health_manager": {"heartbeat_interval": 1.0, "heartbeat_timeout": 10.0,
-                           "max_clock_skew": 3600.0},
-    })
+    settings = Settings.model_validate(
+        {
+            "database": {"connection": f"sqlite:///{workdir / 'x.db'}"},
+            "keys": {"master": [{"id": MASTER.id, "secret": MASTER.secret.decode()}]},
+            "health_manager": {
+                "heartbeat_interval": 1.0,
+                "heartbeat_timeout": 10.0,
+                "max_clock_skew": 3600.0,
+            },
+        }
+    )
     return Daemon(settings)
 
 
@@ -62,15 +67,17 @@ def datagrams(kind: str, count: int, agents: list[Agent], rng: random.Random) ->
     if kind == "known":
         return [a.datagram()[:-32] + rng.randbytes(32) for a in agents]
     if kind == "random":
-        return [good[:6] + rng.randbytes(16) + good[22:-32] + rng.randbytes(32)
-                for _ in range(count)]
+        return [
+            good[:6] + rng.randbytes(16) + good[22:-32] + rng.randbytes(32) for _ in range(count)
+        ]
     if kind == "replayed":
         return [a.datagram() for a in agents]
     raise ValueError(kind)
 
 
-def measure(d: Daemon, pool: list[bytes], count: int, rx: socket.socket,
-            tx: socket.socket) -> float:
+def measure(
+    d: Daemon, pool: list[bytes], count: int, rx: socket.socket, tx: socket.socket
+) -> float:
     """Seconds per datagram to drain ``count`` datagrams from the socket."""
     address = rx.getsockname()
     for i in range(count):
@@ -94,8 +101,10 @@ def main() -> int:
     args = p.parse_args()
     structlog.configure(logger_factory=structlog.ReturnLoggerFactory())
     rng = random.Random(3)
-    agents = [Agent(rng.randbytes(16), rng.randbytes(16), rng.randbytes(16), (rng.randbytes(16),))
-              for _ in range(FLEET)]
+    agents = [
+        Agent(rng.randbytes(16), rng.randbytes(16), rng.randbytes(16), (rng.randbytes(16),))
+        for _ in range(FLEET)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         d = daemon(Path(tmp))
         fleet = getattr(d, "fleet", None)
@@ -119,8 +128,16 @@ def main() -> int:
             runs = [measure(d, pool, args.count, rx, tx) for _ in range(args.repeat)]
             out[kind] = round(min(runs) * 1e6, 2)
         d.engine.dispose()
-    print(json.dumps({"us_per_datagram": out, "count": args.count, "repeat": args.repeat,
-                      "healthmgr": os.path.dirname(sys.modules["healthmgr"].__file__ or "")}))
+    print(
+        json.dumps(
+            {
+                "us_per_datagram": out,
+                "count": args.count,
+                "repeat": args.repeat,
+                "healthmgr": os.path.dirname(sys.modules["healthmgr"].__file__ or ""),
+            }
+        )
+    )
     return 0
 
 

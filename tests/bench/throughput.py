@@ -72,8 +72,11 @@ MAX_P99_COMMIT_LAG = 1.0
 
 
 def udp_rcvbuf_errors() -> int:
-    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
-             if ln.startswith("Udp:")]
+    lines = [
+        ln.split()
+        for ln in Path("/proc/net/snmp").read_text().splitlines()
+        if ln.startswith("Udp:")
+    ]
     header, values = lines[0], lines[1]
     return int(values[header.index("RcvbufErrors")])
 
@@ -135,8 +138,15 @@ class Histogram:
 
 
 class Bench:
-    def __init__(self, dialect: str, topology: Topology, workdir: Path, duration: float,
-                 options: dict[str, Any] | None = None, processes: int = 1):
+    def __init__(
+        self,
+        dialect: str,
+        topology: Topology,
+        workdir: Path,
+        duration: float,
+        options: dict[str, Any] | None = None,
+        processes: int = 1,
+    ):
         self.processes = processes
         self.options = options or {}
         self.stats_every = int(self.options.get("stats_update_every", 1))
@@ -197,12 +207,31 @@ class Bench:
 
     def send(self, rate: float, duration: float) -> dict[str, Any]:
         out = subprocess.run(
-            [sys.executable, "-m", "healthmgr.chaos.fleet", "--rate", str(rate), "--duration",
-             str(duration), "--manager", "{}:{}".format(*self.daemon.address),
-             "--master-key-file", str(self.key_file), "--key-id", str(MASTER.id),
-             "--ids-file", str(self.ids_file), "--start-seq", str(self.next_seq),
-             "--sources", str(SOURCES)],
-            capture_output=True, text=True, cwd=ROOT, check=True,
+            [
+                sys.executable,
+                "-m",
+                "healthmgr.chaos.fleet",
+                "--rate",
+                str(rate),
+                "--duration",
+                str(duration),
+                "--manager",
+                "{}:{}".format(*self.daemon.address),
+                "--master-key-file",
+                str(self.key_file),
+                "--key-id",
+                str(MASTER.id),
+                "--ids-file",
+                str(self.ids_file),
+                "--start-seq",
+                str(self.next_seq),
+                "--sources",
+                str(SOURCES),
+            ],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
         )
         summary = json.loads(out.stdout)
         self.next_seq = summary["last_seq"] + 1
@@ -222,11 +251,14 @@ class Bench:
 
     def reflected(self, last_seq: int) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(
-                sa.text("SELECT COUNT(*) FROM listener_statistics WHERE last_seq >= :s"),
-                # With stats_update_every k only seqs divisible by k are written.
-                {"s": last_seq - last_seq % self.stats_every},
-            ).scalar() or 0)
+            return int(
+                conn.execute(
+                    sa.text("SELECT COUNT(*) FROM listener_statistics WHERE last_seq >= :s"),
+                    # With stats_update_every k only seqs divisible by k are written.
+                    {"s": last_seq - last_seq % self.stats_every},
+                ).scalar()
+                or 0
+            )
 
     def settle(self, expected: float, last_seq: int, timeout: float = 20.0) -> tuple[float, int]:
         deadline = time.monotonic() + timeout
@@ -270,17 +302,27 @@ class Bench:
             "p99_arrival_to_commit_s": p99,
             # The daemons' CPU per heartbeat over the step (receive path and writer).
             "daemon_cpu_us_per_heartbeat": round(
-                1e6 * (self.cpu() - before_cpu) / max(1.0, accepted - before_accepted), 1),
+                1e6 * (self.cpu() - before_cpu) / max(1.0, accepted - before_accepted), 1
+            ),
             "load_average": round(os.getloadavg()[0], 2),
             "passed": ok,
         }
 
 
-def run_shape(dialect: str, amphorae: int, large: bool, rates: list[float],
-              duration: float, options: dict[str, Any], processes: int = 1) -> dict[str, Any]:
+def run_shape(
+    dialect: str,
+    amphorae: int,
+    large: bool,
+    rates: list[float],
+    duration: float,
+    options: dict[str, Any],
+    processes: int = 1,
+) -> dict[str, Any]:
     topology = Topology.generate(amphorae, large=large, seed=7)
-    with tempfile.TemporaryDirectory() as tmp, Bench(dialect, topology, Path(tmp), duration,
-                                                      options, processes) as bench:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Bench(dialect, topology, Path(tmp), duration, options, processes) as bench,
+    ):
         bench.warm()
         rss = bench.rss()
         steps, best = [], None
@@ -345,12 +387,25 @@ def main() -> int:
     p.add_argument("--health-update-resolution", type=float, default=0.0)
     p.add_argument("--stats-update-every", type=int, default=1)
     p.add_argument("--flush-interval", type=float, default=0.25)
-    p.add_argument("--processes", type=int, default=1,
-                   help="manager processes sharing the port with SO_REUSEPORT")
-    p.add_argument("--limit-heartbeats", type=int, default=10000,
-                   help="store-alone flushes of this many heartbeats per database (0: off)")
-    p.add_argument("--compare", nargs="?", const="HEAD~1", metavar="REF",
-                   help="run REF and the working tree alternately; print the ratios")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="manager processes sharing the port with SO_REUSEPORT",
+    )
+    p.add_argument(
+        "--limit-heartbeats",
+        type=int,
+        default=10000,
+        help="store-alone flushes of this many heartbeats per database (0: off)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="?",
+        const="HEAD~1",
+        metavar="REF",
+        help="run REF and the working tree alternately; print the ratios",
+    )
     p.add_argument("--compare-rounds", type=int, default=2, help="runs per side")
     args = p.parse_args()
     options = {
@@ -360,20 +415,35 @@ def main() -> int:
     }
     rmem = raise_rmem_max()
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "rmem_max": rmem},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "rmem_max": rmem},
         "runs": [],
     }
     if args.limit_heartbeats:
         results["limits"] = limits(args.databases.split(","), args.limit_heartbeats)
     for dialect in args.databases.split(","):
-        results["runs"].append(run_shape(dialect, args.amphorae, False,
-                                         [float(r) for r in args.rates.split(",")],
-                                         args.duration, options, args.processes))
+        results["runs"].append(
+            run_shape(
+                dialect,
+                args.amphorae,
+                False,
+                [float(r) for r in args.rates.split(",")],
+                args.duration,
+                options,
+                args.processes,
+            )
+        )
         if args.large_amphorae:
-            results["runs"].append(run_shape(dialect, args.large_amphorae, True,
-                                             [float(r) for r in args.large_rates.split(",")],
-                                             args.duration, options, args.processes))
+            results["runs"].append(
+                run_shape(
+                    dialect,
+                    args.large_amphorae,
+                    True,
+                    [float(r) for r in args.large_rates.split(",")],
+                    args.duration,
+                    options,
+                    args.processes,
+                )
+            )
     if args.memory_amphorae:
         results["memory"] = memory_only(args.memory_amphorae)
     print(json.dumps(results, indent=1))

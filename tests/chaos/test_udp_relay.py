@@ -17,8 +17,15 @@ from healthmgr.chaos.udp_relay import UdpCounts, UdpFaults, UdpRelay, UdpRelayEr
 
 def test_plan_applies_each_fault_at_its_rate() -> None:
     rng, counts = random.Random(1), UdpCounts()
-    faults = UdpFaults(loss=0.2, duplicate=0.1, reorder=0.1, corrupt=0.1, delay=0.05,
-                       jitter=0.01, reorder_delay=2.0)
+    faults = UdpFaults(
+        loss=0.2,
+        duplicate=0.1,
+        reorder=0.1,
+        corrupt=0.1,
+        delay=0.05,
+        jitter=0.01,
+        reorder_delay=2.0,
+    )
     data = bytes(range(64))
     out = [plan(data, faults, rng, counts) for _ in range(5000)]
     assert counts.received == 5000
@@ -86,8 +93,11 @@ def test_relay_loses_duplicates_and_delays_real_datagrams() -> None:
 
 
 def test_relay_reorders_what_it_holds_back() -> None:
-    with _receiver() as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx, \
-            UdpRelay(rx.getsockname(), UdpFaults(reorder=0.3, reorder_delay=0.1)) as relay:
+    with (
+        _receiver() as rx,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx,
+        UdpRelay(rx.getsockname(), UdpFaults(reorder=0.3, reorder_delay=0.1)) as relay,
+    ):
         for i in range(100):
             tx.sendto(i.to_bytes(2, "big"), relay.address)
             time.sleep(0.002)
@@ -100,9 +110,18 @@ def test_relay_as_a_process_prints_its_counts_when_stopped() -> None:
     with _receiver() as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
         host, port = rx.getsockname()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "healthmgr.chaos.udp_relay", "--target", f"{host}:{port}",
-             "--corrupt", "1"],
-            stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "healthmgr.chaos.udp_relay",
+                "--target",
+                f"{host}:{port}",
+                "--corrupt",
+                "1",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert proc.stdout is not None
             ready = json.loads(proc.stdout.readline())

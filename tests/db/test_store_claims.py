@@ -106,7 +106,11 @@ def test_claim_marks_busy_and_records_a_running_request_under_a_lease(
         id_str(seed.load_balancer),
     )
     assert (req.state, req.requested_by, req.owner, req.reason, req.attempts) == (
-        C.FAILOVER_RUNNING, "hm-1", "hm-1", "heartbeat_timeout", 0,
+        C.FAILOVER_RUNNING,
+        "hm-1",
+        "hm-1",
+        "heartbeat_timeout",
+        0,
     )
     assert req.lease_expires_at > utcnow() + dt.timedelta(seconds=LEASE - 5)
     # Claimed once: no second claim, from anyone, for a busy amphora.
@@ -126,8 +130,9 @@ def test_a_claim_skips_what_another_manager_holds_and_takes_the_next(
             conn1.execution_options(isolation_level="READ COMMITTED")
             tx = conn1.begin()
             first = claims.claim(conn1, dict.fromkeys(stale, "r"), cutoff(), "hm-1", LEASE, 3)
-            second = Store(engine2, retries=0).claim(dict.fromkeys(stale, "r"), cutoff(),
-                                                     "hm-2", LEASE, 3)
+            second = Store(engine2, retries=0).claim(
+                dict.fromkeys(stale, "r"), cutoff(), "hm-2", LEASE, 3
+            )
             tx.commit()
         assert [id_str(c.amphora_id) for c in first] == stale[:3]
         assert [id_str(c.amphora_id) for c in second] == stale[3:]
@@ -214,8 +219,11 @@ def test_bad_outcome_states_name_the_problem(engine: sa.Engine, store: Store) ->
 
 def expire_leases(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        conn.execute(sa.update(FailoverRequest.__table__)
-                     .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1)))
+        conn.execute(
+            sa.update(FailoverRequest.__table__).values(
+                lease_expires_at=utcnow() - dt.timedelta(seconds=1)
+            )
+        )
 
 
 def test_an_expired_lease_is_taken_over_and_a_renewed_one_is_not(
@@ -231,7 +239,10 @@ def test_an_expired_lease_is_taken_over_and_a_renewed_one_is_not(
     expire_leases(engine)
     (taken,) = store.take_over("hm-2", LEASE, 10, cutoff()).claims
     assert (taken.request_id, taken.amphora_id, taken.attempts, taken.taken_over_from) == (
-        claim.request_id, claim.amphora_id, 1, "hm-dead"
+        claim.request_id,
+        claim.amphora_id,
+        1,
+        "hm-dead",
     )
     (req,) = requests(engine)
     assert (req.state, req.owner) == (C.FAILOVER_RUNNING, "hm-2")
@@ -241,9 +252,7 @@ def test_an_expired_lease_is_taken_over_and_a_renewed_one_is_not(
     assert store.record_outcome(taken, "hm-2", C.FAILOVER_SUCCEEDED, 2)
 
 
-def test_a_taken_over_amphora_that_beats_again_is_given_up(
-    engine: sa.Engine, store: Store
-) -> None:
+def test_a_taken_over_amphora_that_beats_again_is_given_up(engine: sa.Engine, store: Store) -> None:
     amp = stale_amp(engine)
     claim_all(store, "hm-dead")
     store.flush(FlushBatch(health=(HealthBump(amp, utcnow()),)))
@@ -262,11 +271,18 @@ def test_a_manual_request_without_lease_is_taken_over_even_for_a_live_amphora(
     amp = make_amphora(engine)  # fresh: alive
     now = utcnow()
     with engine.begin() as conn:
-        conn.execute(sa.insert(FailoverRequest.__table__).values(
-            amphora_id=id_str(amp), load_balancer_id=None, reason="manual",
-            requested_by="cli:op@host", requested_at=now, state=C.FAILOVER_RUNNING,
-            attempts=0, updated_at=now,
-        ))
+        conn.execute(
+            sa.insert(FailoverRequest.__table__).values(
+                amphora_id=id_str(amp),
+                load_balancer_id=None,
+                reason="manual",
+                requested_by="cli:op@host",
+                requested_at=now,
+                state=C.FAILOVER_RUNNING,
+                attempts=0,
+                updated_at=now,
+            )
+        )
     (taken,) = store.take_over("hm-1", LEASE, 10, cutoff()).claims
     assert (taken.amphora_id, taken.reason, taken.taken_over_from) == (amp, "manual", None)
     assert busy_of(engine, amp)
@@ -276,8 +292,20 @@ def test_liveness_rows_and_observers_in_the_check_reading(engine: sa.Engine, sto
     from healthmgr.db.managers import Presence
 
     def presence(mid: str, impaired: bool) -> Presence:
-        return Presence(mid, "host", 1, "0", impaired, "kernel_drops" if impaired else None,
-                        None if impaired else 12.0, 0.5, 1.0, None, False, None)
+        return Presence(
+            mid,
+            "host",
+            1,
+            "0",
+            impaired,
+            "kernel_drops" if impaired else None,
+            None if impaired else 12.0,
+            0.5,
+            1.0,
+            None,
+            False,
+            None,
+        )
 
     store.write_presence(presence("hm-a", False), first=True)
     store.write_presence(presence("hm-b", True), first=True)
@@ -341,12 +369,15 @@ def test_a_second_manager_skips_rows_the_first_holds(server_db_url: str) -> None
             if conn1.dialect.name == "mysql":
                 conn1.execution_options(isolation_level="READ COMMITTED")  # as Store writes
             tx = conn1.begin()
-            held = {id_str(c.amphora_id) for c in
-                    claims.claim(conn1, dict.fromkeys(held_ids, "r"), cutoff(), "hm-1", LEASE)}
+            held = {
+                id_str(c.amphora_id)
+                for c in claims.claim(conn1, dict.fromkeys(held_ids, "r"), cutoff(), "hm-1", LEASE)
+            }
             assert held == set(held_ids)
             # Returns at once (SKIP LOCKED), without the two locked rows.
-            got = Store(engine2, retries=0).claim(dict.fromkeys(stale, "r"), cutoff(), "hm-2",
-                                                  LEASE)
+            got = Store(engine2, retries=0).claim(
+                dict.fromkeys(stale, "r"), cutoff(), "hm-2", LEASE
+            )
             assert {id_str(c.amphora_id) for c in got} == stale - held
             tx.rollback()
         again = Store(engine2).claim(dict.fromkeys(stale, "r"), cutoff(), "hm-2", LEASE)

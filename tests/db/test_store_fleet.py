@@ -20,10 +20,17 @@ from tests.db.factories import make_amphora, make_seed_lb
 def spoke_native(engine: sa.Engine, amphora: bytes, native: bool = True) -> None:
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with engine.begin() as conn:
-        conn.execute(sa.insert(AmphoraReport.__table__).values(
-            amphora_id=id_str(amphora), report_order=1, report_digest=0, observed_by="hm",
-            observed_at=now, healthy=True, native_since=now if native else None,
-        ))
+        conn.execute(
+            sa.insert(AmphoraReport.__table__).values(
+                amphora_id=id_str(amphora),
+                report_order=1,
+                report_digest=0,
+                observed_by="hm",
+                observed_at=now,
+                healthy=True,
+                native_since=now if native else None,
+            )
+        )
 
 
 def test_load_fleet_lists_live_amphorae_and_the_native_ones(

@@ -118,8 +118,15 @@ def test_bump_returns_failover_stopped_amphorae_to_allocated(
 
 
 def report(
-    seed, amp: Id, order: int, member1: str = C.ONLINE, *, at: dt.datetime | None = None,
-    healthy: bool = True, native: bool = True, cache_differs: bool = False,
+    seed,
+    amp: Id,
+    order: int,
+    member1: str = C.ONLINE,
+    *,
+    at: dt.datetime | None = None,
+    healthy: bool = True,
+    native: bool = True,
+    cache_differs: bool = False,
 ) -> ReportWrite:
     """A report determining the seed topology with member 1 in ``member1``."""
     lb_status = C.DEGRADED if member1 == C.ERROR else C.ONLINE
@@ -130,15 +137,25 @@ def report(
         StatusWrite("member", seed.members[0], C.ONLINE),
         StatusWrite("member", seed.members[1], member1),
     )
-    return ReportWrite(amp, order, status.digest(determined), determined, at or utcnow(),
-                       healthy, native, cache_differs)
+    return ReportWrite(
+        amp,
+        order,
+        status.digest(determined),
+        determined,
+        at or utcnow(),
+        healthy,
+        native,
+        cache_differs,
+    )
 
 
 def report_row(engine: sa.Engine, amp: Id) -> sa.Row | None:
     with engine.connect() as conn:
         return conn.execute(
-            sa.text("SELECT report_order, report_digest, observed_by, healthy, native_since"
-                    " FROM healthmgr_amphora WHERE amphora_id = :a"),
+            sa.text(
+                "SELECT report_order, report_digest, observed_by, healthy, native_since"
+                " FROM healthmgr_amphora WHERE amphora_id = :a"
+            ),
             {"a": id_str(amp)},
         ).first()
 
@@ -202,8 +219,10 @@ def test_a_report_whose_cache_differs_writes_even_with_the_same_digest(
     seed = make_seed_lb(engine)
     store.flush(FlushBatch(reports=(report(seed, seed.amphora, 1, C.ONLINE),)))
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE member SET operating_status = 'OFFLINE' WHERE id = :i"),
-                     {"i": id_str(seed.members[1])})
+        conn.execute(
+            sa.text("UPDATE member SET operating_status = 'OFFLINE' WHERE id = :i"),
+            {"i": id_str(seed.members[1])},
+        )
     store.flush(FlushBatch(reports=(report(seed, seed.amphora, 2, C.ONLINE),)))
     assert status_of(engine, Member.__table__, seed.members[1]) == C.OFFLINE  # same digest
     store.flush(FlushBatch(reports=(report(seed, seed.amphora, 3, C.ONLINE, cache_differs=True),)))
@@ -217,10 +236,12 @@ def test_two_reports_naming_one_object_the_later_proof_wins(
     seed = make_seed_lb(engine, amphorae=2)
     master, backup = seed.amphorae
     t0 = utcnow()
-    batch = FlushBatch(reports=(
-        report(seed, master, 10, C.ERROR, at=t0),
-        report(seed, backup, 10, C.ONLINE, at=t0 + SEC),
-    ))
+    batch = FlushBatch(
+        reports=(
+            report(seed, master, 10, C.ERROR, at=t0),
+            report(seed, backup, 10, C.ONLINE, at=t0 + SEC),
+        )
+    )
     store.flush(batch)
     assert status_of(engine, Member.__table__, seed.members[1]) == C.ONLINE
 
@@ -230,8 +251,9 @@ def test_invalid_values_are_refused_with_a_reason_and_the_rest_written(
 ) -> None:
     seed = make_seed_lb(engine)
     broken = report(seed, seed.amphora, 7)
-    broken = ReportWrite(broken.amphora_id, 2**63, broken.digest, broken.statuses,
-                         broken.observed_at, True, True)
+    broken = ReportWrite(
+        broken.amphora_id, 2**63, broken.digest, broken.statuses, broken.observed_at, True, True
+    )
     batch = FlushBatch(
         reports=(broken,),
         stats=(
@@ -241,7 +263,8 @@ def test_invalid_values_are_refused_with_a_reason_and_the_rest_written(
     )
     result = store.flush(batch)
     assert [(r.table, r.reason) for r in result.refused] == [
-        ("healthmgr_amphora", "out_of_range"), ("listener_statistics", "out_of_range")
+        ("healthmgr_amphora", "out_of_range"),
+        ("listener_statistics", "out_of_range"),
     ]
     assert all(r.amphora_id == id_str(seed.amphora) for r in result.refused)
     assert "bytes_in=18446744073709551615" in result.refused[1].detail
@@ -446,8 +469,12 @@ def test_a_failing_flush_writes_nothing(engine: sa.Engine, store: Store) -> None
             raise RuntimeError("database went away")
 
     with pytest.raises(RuntimeError):
-        store.flush(FlushBatch(health=(HealthBump(amp, utcnow()),),
-                               reports=(report(seed, seed.amphora, 1, C.ERROR),)))
+        store.flush(
+            FlushBatch(
+                health=(HealthBump(amp, utcnow()),),
+                reports=(report(seed, seed.amphora, 1, C.ERROR),),
+            )
+        )
     assert health_of(engine, amp) is None
     assert report_row(engine, seed.amphora) is None
     sa.event.remove(engine, "before_cursor_execute", _fail)
@@ -502,8 +529,9 @@ def test_unknown_ids_are_harmless(store: Store) -> None:
     determined = (StatusWrite("listener", stray, C.ERROR),)
     result = store.flush(
         FlushBatch(
-            reports=(ReportWrite(stray, 1, status.digest(determined), determined, utcnow(),
-                                 True, True),),
+            reports=(
+                ReportWrite(stray, 1, status.digest(determined), determined, utcnow(), True, True),
+            ),
             stats=(StatsUpdate(stray, stray, 1, 1, 0, 1, 1, 1, 0),),
         )
     )

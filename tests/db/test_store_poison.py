@@ -20,8 +20,10 @@ from tests.db.factories import make_fleet, make_seed_lb, new_id, utcnow
 def stats_row(engine: sa.Engine, listener: Id, amp: Id) -> tuple:
     with engine.connect() as conn:
         return conn.execute(
-            sa.text("SELECT bytes_in, bytes_out, total_connections FROM listener_statistics"
-                    " WHERE listener_id = :l AND amphora_id = :a"),
+            sa.text(
+                "SELECT bytes_in, bytes_out, total_connections FROM listener_statistics"
+                " WHERE listener_id = :l AND amphora_id = :a"
+            ),
             {"l": id_str(listener), "a": id_str(amp)},
         ).one()
 
@@ -34,22 +36,27 @@ def last_update(engine: sa.Engine, amp: Id):
         ).scalar()
 
 
-def test_totals_past_the_column_saturate_on_every_database(
-    engine: sa.Engine, store: Store
-) -> None:
+def test_totals_past_the_column_saturate_on_every_database(engine: sa.Engine, store: Store) -> None:
     """The poison of the issue: 2**63-1 under epoch 1, then again under epoch 2
     (a later flush). The total stops at 2**63-1 (an integer on SQLite too, never
     a float), nothing is refused, and a neighbour's statistics land."""
     poisoned, honest = make_fleet(engine, 2)
     top = MAX_COUNTER
     for seq, epoch in ((1, 1), (2, 2), (3, 3)):
-        result = store.flush(FlushBatch(
-            health=(HealthBump(poisoned.amphora, utcnow()), HealthBump(honest.amphora, utcnow())),
-            stats=(
-                StatsUpdate(poisoned.listener, poisoned.amphora, seq, epoch, 0, top, top, top, 0),
-                StatsUpdate(honest.listener, honest.amphora, seq, 1, 0, 10 * seq, 5, seq, 0),
-            ),
-        ))
+        result = store.flush(
+            FlushBatch(
+                health=(
+                    HealthBump(poisoned.amphora, utcnow()),
+                    HealthBump(honest.amphora, utcnow()),
+                ),
+                stats=(
+                    StatsUpdate(
+                        poisoned.listener, poisoned.amphora, seq, epoch, 0, top, top, top, 0
+                    ),
+                    StatsUpdate(honest.listener, honest.amphora, seq, 1, 0, 10 * seq, 5, seq, 0),
+                ),
+            )
+        )
         assert result.refused == ()
     row = stats_row(engine, poisoned.listener, poisoned.amphora)
     assert tuple(row) == (top, top, top)
@@ -71,9 +78,9 @@ def test_delta_counters_saturate(engine: sa.Engine, store: Store) -> None:
     seed = make_seed_lb(engine)
     li, amp, top = seed.listener, seed.amphora, MAX_COUNTER
     for seq in (1, 2):
-        store.flush(FlushBatch(
-            stats=(StatsUpdate(li, amp, seq, 0, 0, top - 1, 1, 1, 0, is_delta=True),)
-        ))
+        store.flush(
+            FlushBatch(stats=(StatsUpdate(li, amp, seq, 0, 0, top - 1, 1, 1, 0, is_delta=True),))
+        )
     assert tuple(stats_row(engine, li, amp)) == (top, 2, 2)
 
 
@@ -90,8 +97,7 @@ def _refuse_big_counters(engine: sa.Engine) -> None:
                 )
         else:
             conn.exec_driver_sql(
-                "ALTER TABLE listener_statistics ADD CONSTRAINT poison"
-                f" CHECK (bytes_in <= {limit})"
+                f"ALTER TABLE listener_statistics ADD CONSTRAINT poison CHECK (bytes_in <= {limit})"
             )
 
 
@@ -112,7 +118,9 @@ def test_a_row_the_database_refuses_is_isolated_and_the_rest_lands(
     result = store.flush(batch)
     (refused,) = result.refused
     assert (refused.table, refused.amphora_id, refused.reason) == (
-        "listener_statistics", id_str(bad.amphora), "constraint"
+        "listener_statistics",
+        id_str(bad.amphora),
+        "constraint",
     )
     assert result.attempts > 1  # isolated by bisection
     for s in fleet:
@@ -130,9 +138,11 @@ def test_an_unreadable_member_row_spoils_only_itself(engine: sa.Engine, store: S
     broken, fine = make_fleet(engine, 2)
     with engine.begin() as conn:
         conn.execute(
-            sa.text("INSERT INTO member (id, pool_id, ip_address, protocol_port, backup,"
-                    " enabled, provisioning_status, operating_status)"
-                    " VALUES ('not-a-uuid', :p, '10.0.0.9', 80, false, true, 'ACTIVE', 'ONLINE')"),
+            sa.text(
+                "INSERT INTO member (id, pool_id, ip_address, protocol_port, backup,"
+                " enabled, provisioning_status, operating_status)"
+                " VALUES ('not-a-uuid', :p, '10.0.0.9', 80, false, true, 'ACTIVE', 'ONLINE')"
+            ),
             {"p": id_str(broken.pool)},
         )
     loaded = store.load_topologies([broken.amphora, fine.amphora, new_id()])

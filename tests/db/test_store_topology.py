@@ -119,7 +119,10 @@ def test_amphora_of_deleted_load_balancer_keeps_it_without_objects(
     lb = store.load_topologies([seed.amphora]).found[seed.amphora].load_balancer
     assert lb is not None
     assert (lb.id, lb.provisioning_status, lb.listeners, lb.pools) == (
-        seed.load_balancer, C.DELETED, (), ()
+        seed.load_balancer,
+        C.DELETED,
+        (),
+        (),
     )
     assert store.load_load_balancer(seed.load_balancer) is None
 

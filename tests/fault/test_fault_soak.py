@@ -27,8 +27,9 @@ from healthmgr.db.migrate import upgrade
 from healthmgr.wire.ids import id_str
 from tests.manager.harness import MASTER, start_daemon, wait_until, write_config
 
-FAULTS = Faults(drop=0.1, duplicate=0.1, reorder=0.1, forged=0.05, replay=0.1, dead=0.1,
-                dead_after=4)
+FAULTS = Faults(
+    drop=0.1, duplicate=0.1, reorder=0.1, forged=0.05, replay=0.1, dead=0.1, dead_after=4
+)
 
 
 def _soak(db_url: str, workdir: Path, *, amphorae: int, rounds: int) -> None:
@@ -37,10 +38,21 @@ def _soak(db_url: str, workdir: Path, *, amphorae: int, rounds: int) -> None:
     topology = Topology.generate(amphorae, seed=3)
     insert_topology(engine, topology)
     fleet = Fleet(topology, MASTER, faults=FAULTS, seed=3, interval_ms=500)
-    cfg = write_config(workdir / "hm.toml", db_url, sections={"health_manager": {
-        "heartbeat_interval": 0.5, "heartbeat_timeout": 3.0, "health_check_interval": 0.3,
-        "flush_interval": 0.1, "manager_id": "soak", "sock_rlimit": 4 << 20,
-        "failover_threshold": "off"}})  # 10 % die together on purpose
+    cfg = write_config(
+        workdir / "hm.toml",
+        db_url,
+        sections={
+            "health_manager": {
+                "heartbeat_interval": 0.5,
+                "heartbeat_timeout": 3.0,
+                "health_check_interval": 0.3,
+                "flush_interval": 0.1,
+                "manager_id": "soak",
+                "sock_rlimit": 4 << 20,
+                "failover_threshold": "off",
+            }
+        },
+    )  # 10 % die together on purpose
     daemon = start_daemon(cfg)
     try:
         for r in range(rounds):
@@ -57,8 +69,9 @@ def _soak(db_url: str, workdir: Path, *, amphorae: int, rounds: int) -> None:
 
         def requests() -> dict[str, int]:
             with engine.connect() as conn:
-                rows = conn.execute(sa.text(
-                    "SELECT amphora_id, COUNT(*) FROM failover_request GROUP BY amphora_id"))
+                rows = conn.execute(
+                    sa.text("SELECT amphora_id, COUNT(*) FROM failover_request GROUP BY amphora_id")
+                )
                 return {a: n for a, n in rows}
 
         wait_until(lambda: len(requests()) >= len(dead), timeout=30, what="dead failed over")
@@ -67,23 +80,34 @@ def _soak(db_url: str, workdir: Path, *, amphorae: int, rounds: int) -> None:
         assert requests() == {id_str(a.id): 1 for a in dead}, "\n".join(results)
 
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT amphora_id, last_seq, bytes_in, bytes_out, total_connections,"
-                " request_errors FROM listener_statistics")).all()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT amphora_id, last_seq, bytes_in, bytes_out, total_connections,"
+                    " request_errors FROM listener_statistics"
+                )
+            ).all()
         stats = {r.amphora_id: r for r in rows}
         for amp in live:
             r = stats[id_str(amp.id)]
             seq = r.last_seq
             assert (r.bytes_in, r.bytes_out, r.total_connections, r.request_errors) == (
-                1000 * seq, 4000 * seq, 10 * seq, seq), id_str(amp.id)
+                1000 * seq,
+                4000 * seq,
+                10 * seq,
+                seq,
+            ), id_str(amp.id)
             assert seq >= rounds - 3  # the last rounds got through (one may be dropped)
 
         accepted = daemon.metric("healthmgr_heartbeats_total", result="accepted")
         assert accepted <= fleet.counts.honest
-        assert daemon.metric("healthmgr_heartbeats_total", result="bad_signature") == \
-            fleet.counts.forged
-        assert daemon.metric("healthmgr_heartbeats_total", result="replayed") >= \
-            fleet.counts.duplicated
+        assert (
+            daemon.metric("healthmgr_heartbeats_total", result="bad_signature")
+            == fleet.counts.forged
+        )
+        assert (
+            daemon.metric("healthmgr_heartbeats_total", result="replayed")
+            >= fleet.counts.duplicated
+        )
     finally:
         assert daemon.stop() == 0
         engine.dispose()

@@ -150,8 +150,9 @@ class RunningDaemon:
 
     def metric(self, name: str, **labels: str) -> float:
         """The value of one sample from /metrics (0.0 when absent)."""
-        want = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
-                       if labels else "")
+        want = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+        )
         for line in self.metrics().splitlines():
             if line.startswith("#"):
                 continue
@@ -300,7 +301,8 @@ class Agent:
             counters_epoch=self.epoch,
             listeners=(
                 (ListenerReport(self.listener, listener, 3, bytes_in, bytes_out, total, errors),)
-                if listeners else ()
+                if listeners
+                else ()
             ),
             pools=(
                 (PoolReport(self.pool, self.listener, pool, member_reports),) if listeners else ()

@@ -47,13 +47,25 @@ class Fleet:
     def read_for_check(self, suspect_cutoff, window_start, limit) -> CheckRead:
         now, wall = trio.current_time(), utcnow()
         rows = [
-            SilentRow(a, "lb-" + a, wall - dt.timedelta(seconds=now - t0), a in self.stopped,
-                      self.observer.get(a, ME), False)
+            SilentRow(
+                a,
+                "lb-" + a,
+                wall - dt.timedelta(seconds=now - t0),
+                a in self.stopped,
+                self.observer.get(a, ME),
+                False,
+            )
             for a, t0 in sorted(self.silent_since.items(), key=lambda kv: kv[1])
             if a not in self.claimed and wall - dt.timedelta(seconds=now - t0) < suspect_cutoff
         ]
-        peer = ManagerRow(PEER, self.peer_age, self.peer_impaired, None,
-                          None if self.peer_impaired else 3600.0, False)
+        peer = ManagerRow(
+            PEER,
+            self.peer_age,
+            self.peer_impaired,
+            None,
+            None if self.peer_impaired else 3600.0,
+            False,
+        )
         return CheckRead(rows, len(rows), self.size, len(self.stopped), 0, [peer], wall)
 
     def stop(self, ids, cutoff) -> list[str]:
@@ -63,8 +75,10 @@ class Fleet:
     def claim(self, wanted, cutoff, manager, lease, limit=None) -> list[Claim]:
         taken = sorted(wanted)[:limit]
         self.claimed += taken
-        return [Claim(id_bytes(f"00000000-0000-0000-0000-{i:012d}"), None, i)
-                for i, _ in enumerate(taken)]
+        return [
+            Claim(id_bytes(f"00000000-0000-0000-0000-{i:012d}"), None, i)
+            for i, _ in enumerate(taken)
+        ]
 
     def take_over(self, manager, lease, limit, cutoff) -> TakeOver:
         return TakeOver([], [])
@@ -90,12 +104,25 @@ class Runner:
 
 def make(fleet: Fleet, impairment: Impairment, **cfg) -> tuple[Checker, Runner, Metrics]:
     cfg.setdefault("threshold", Threshold(count=20))
-    detector = Detector(DetectorConfig(heartbeat_timeout=T, heartbeat_interval=INTERVAL,
-                                       observer_fresh=2.0, observer_timeout=60.0, **cfg))
+    detector = Detector(
+        DetectorConfig(
+            heartbeat_timeout=T,
+            heartbeat_interval=INTERVAL,
+            observer_fresh=2.0,
+            observer_timeout=60.0,
+            **cfg,
+        )
+    )
     runner, metrics = Runner(), Metrics(process=False)
     checker = Checker(
-        store=fleet, runner=runner, detector=detector, impairment=impairment,  # type: ignore[arg-type]
-        checks=CheckState(), db=InlineDb(), metrics=metrics, verdicts=VerdictLog(),
+        store=fleet,
+        runner=runner,
+        detector=detector,
+        impairment=impairment,  # type: ignore[arg-type]
+        checks=CheckState(),
+        db=InlineDb(),
+        metrics=metrics,
+        verdicts=VerdictLog(),
         cfg=CheckerSettings(ME, T, CHECK, 30.0),
     )
     return checker, runner, metrics
@@ -107,8 +134,10 @@ async def loop_for(checker: Checker, seconds: float) -> None:
 
 
 def verdicts(metrics: Metrics, verdict: str, reason: str) -> float:
-    return metrics.value("healthmgr_failover_verdicts_total",
-                         {"verdict": verdict, "reason": reason}) or 0.0
+    return (
+        metrics.value("healthmgr_failover_verdicts_total", {"verdict": verdict, "reason": reason})
+        or 0.0
+    )
 
 
 async def test_a_dead_amphora_is_claimed_after_grace_timeout_and_settle(

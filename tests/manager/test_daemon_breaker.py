@@ -34,8 +34,10 @@ def test_breaker_stops_failovers_then_amphorae_recover_by_themselves(
     )
     daemon = start_daemon(cfg)
     try:
-        wait_until(lambda: _statuses(seeded, amphorae) == ["FAILOVER_STOPPED"] * 3,
-                   what="all three FAILOVER_STOPPED")
+        wait_until(
+            lambda: _statuses(seeded, amphorae) == ["FAILOVER_STOPPED"] * 3,
+            what="all three FAILOVER_STOPPED",
+        )
         event = daemon.wait_for_log("failover circuit breaker open: no failover starts")
         assert event["level"] == "error"
         assert event["failover_threshold"] == 2
@@ -48,19 +50,26 @@ def test_breaker_stops_failovers_then_amphorae_recover_by_themselves(
 
         # The partition heals: all three beat again, together.
         with Beater([daemon], [agent_for(s) for s in fleet]):
-            wait_until(lambda: _statuses(seeded, amphorae) == ["ALLOCATED"] * 3,
-                       what="all three ALLOCATED again")
-            wait_until(lambda: daemon.metric("healthmgr_circuit_breaker_open") == 0,
-                       what="breaker closed")
+            wait_until(
+                lambda: _statuses(seeded, amphorae) == ["ALLOCATED"] * 3,
+                what="all three ALLOCATED again",
+            )
+            wait_until(
+                lambda: daemon.metric("healthmgr_circuit_breaker_open") == 0, what="breaker closed"
+            )
             wait_until(lambda: daemon.metric("healthmgr_stale_amphorae") == 0, what="none stale")
             daemon.wait_for_log("failover circuit breaker closed")
         for amphora in amphorae:  # the flush result says so, not only the database
-            daemon.wait_for_log("amphora beats again: FAILOVER_STOPPED -> ALLOCATED",
-                                amphora_id=id_str(amphora))
+            daemon.wait_for_log(
+                "amphora beats again: FAILOVER_STOPPED -> ALLOCATED", amphora_id=id_str(amphora)
+            )
         assert seeded.scalar("SELECT COUNT(*) FROM failover_request") == 0
         # Said once when it opened, not at every health check while it stayed open.
-        opened = [e for e in daemon.events() if e.get("event", "").startswith(
-            "failover circuit breaker open")]
+        opened = [
+            e
+            for e in daemon.events()
+            if e.get("event", "").startswith("failover circuit breaker open")
+        ]
         assert len(opened) == 1
     finally:
         assert daemon.stop() == 0

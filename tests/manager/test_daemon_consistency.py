@@ -60,8 +60,9 @@ def _warm(db: SeededDb, daemons: list[RunningDaemon], agents: list[Agent]) -> No
     for d in daemons:
         d.until(lambda d=d: d.metric("healthmgr_tracked_amphorae") == len(agents), what="warm")
     for agent in agents:
-        daemons[0].until(lambda a=agent: _member_status(db, a.members[1]) == "ONLINE",
-                         what="seq 1 written")
+        daemons[0].until(
+            lambda a=agent: _member_status(db, a.members[1]) == "ONLINE", what="seq 1 written"
+        )
 
 
 @dataclasses.dataclass
@@ -122,22 +123,27 @@ class Flapper:
         order must never go back, and the status must not lag the heartbeats
         sent by more than LAG."""
         start = time.monotonic()
-        (order, status), = db.rows(
+        ((order, status),) = db.rows(
             "SELECT h.report_order, m.operating_status FROM healthmgr_amphora h, member m"
             " WHERE h.amphora_id = :a AND m.id = :m",
-            a=id_str(self.agent.amphora), m=id_str(self.member),
+            a=id_str(self.agent.amphora),
+            m=id_str(self.member),
         )
         end = time.monotonic()
         wrong = []
         if status != self.said(order):
-            wrong.append(f"{self.name}: {status} with the report of seq {order},"
-                         f" which said {self.said(order)}")
+            wrong.append(
+                f"{self.name}: {status} with the report of seq {order},"
+                f" which said {self.said(order)}"
+            )
         if order < newest[0]:
             wrong.append(f"{self.name}: report order went back from {newest[0]} to {order}")
         newest[0] = max(newest[0], order)
         if status not in self.recent(start, end):
-            wrong.append(f"{self.name}: {status} at {end:.2f}, more than {LAG} s after"
-                         f" seq {self.sent[-1][1]} said {self.said(self.sent[-1][1])}")
+            wrong.append(
+                f"{self.name}: {status} at {end:.2f}, more than {LAG} s after"
+                f" seq {self.sent[-1][1]} said {self.said(self.sent[-1][1])}"
+            )
         return wrong
 
 
@@ -176,20 +182,28 @@ def test_newest_heartbeat_wins_with_flapping_members(
     rr = db.agent()
     to_all = agent_for(make_seed_lb(db.engine, operating_status="OFFLINE", with_health=False))
     explicit = agent_for(make_seed_lb(db.engine, operating_status="OFFLINE", with_health=False))
-    daemons = start_managers(db.url, config_dir, managers, heartbeat_interval=INTERVAL,
-                             heartbeat_timeout=5.0)
+    daemons = start_managers(
+        db.url, config_dir, managers, heartbeat_interval=INTERVAL, heartbeat_timeout=5.0
+    )
     try:
         _warm(db, daemons, [rr, to_all, explicit])
-        flappers = [Flapper(rr, daemons, False, random.Random(8 * managers)),
-                    Flapper(to_all, daemons, True, random.Random(8 * managers + 1))]
+        flappers = [
+            Flapper(rr, daemons, False, random.Random(8 * managers)),
+            Flapper(to_all, daemons, True, random.Random(8 * managers + 1)),
+        ]
         wrong = _flap(db, flappers, beats=16, final=MemberState.DOWN)
         assert wrong == []
         for f in flappers:  # after the last change, within a bounded wait (a flush)
-            daemons[0].until(lambda f=f: _member_status(db, f.member) == "ERROR",
-                             what="final DOWN shown", timeout=5)
+            daemons[0].until(
+                lambda f=f: _member_status(db, f.member) == "ERROR",
+                what="final DOWN shown",
+                timeout=5,
+            )
         for f in flappers:
-            assert db.scalar("SELECT operating_status FROM pool WHERE id = :i",
-                             i=id_str(f.agent.pool)) == "DEGRADED"
+            assert (
+                db.scalar("SELECT operating_status FROM pool WHERE id = :i", i=id_str(f.agent.pool))
+                == "DEGRADED"
+            )
 
         _cache_behind_and_older_flushed_later(db, daemons, explicit)
         assert sum(d.metric("healthmgr_flush_failures_total") for d in daemons) == 0
@@ -221,12 +235,15 @@ def _cache_behind_and_older_flushed_later(
     b.until(shows("ERROR"), what="B wrote seq 10's ERROR", timeout=5)
     accepted = a.metric("healthmgr_heartbeats_total", result="accepted")
     a.send(agent.datagram(seq=9, members=up))
-    a.until(lambda: a.metric("healthmgr_heartbeats_total", result="accepted") == accepted + 1,
-            what="A accepted seq 9")
+    a.until(
+        lambda: a.metric("healthmgr_heartbeats_total", result="accepted") == accepted + 1,
+        what="A accepted seq 9",
+    )
     time.sleep(0.3)  # several of A's flushes: an overwrite would show by now
     assert _member_status(db, member) == "ERROR"
-    order = db.scalar("SELECT report_order FROM healthmgr_amphora WHERE amphora_id = :a",
-                      a=id_str(agent.amphora))
+    order = db.scalar(
+        "SELECT report_order FROM healthmgr_amphora WHERE amphora_id = :a", a=id_str(agent.amphora)
+    )
     assert order == 10
     # A's next, newer heartbeat does win.
     a.send(agent.datagram(seq=11, members=up))
@@ -237,7 +254,8 @@ def _stats(db: SeededDb, agent: Agent) -> tuple[int, ...] | None:
     rows = db.rows(
         "SELECT bytes_in, bytes_out, total_connections, request_errors FROM listener_statistics"
         " WHERE listener_id = :l AND amphora_id = :a",
-        l=id_str(agent.listener), a=id_str(agent.amphora),
+        l=id_str(agent.listener),
+        a=id_str(agent.amphora),
     )
     return tuple(rows[0]) if rows else None
 
@@ -253,8 +271,9 @@ def test_statistics_keep_flowing_with_stats_update_every_and_round_robin(
     agent = db.agent()
     agent.interval_ms = int(BEAT * 1000)  # what the heartbeats say matches the sending
     agent.step = (1000, 2500, 3, 1)
-    daemons = start_managers(db.url, config_dir, 2, heartbeat_interval=INTERVAL,
-                             stats_update_every=2)
+    daemons = start_managers(
+        db.url, config_dir, 2, heartbeat_interval=INTERVAL, stats_update_every=2
+    )
     try:
         _warm(db, daemons, [agent])
 
@@ -274,8 +293,10 @@ def test_statistics_keep_flowing_with_stats_update_every_and_round_robin(
         daemons[1].until(lambda: _stats(db, agent) == last, what="totals of the last heartbeat")
         assert daemons[0].stop() == 0  # the manager of the even sequence numbers is gone
         last = beats(9)
-        daemons[1].until(lambda: _stats(db, agent) == last,
-                         what="totals through the manager of the odd sequence numbers")
+        daemons[1].until(
+            lambda: _stats(db, agent) == last,
+            what="totals through the manager of the odd sequence numbers",
+        )
         assert last[0] == 1000 * 21  # seq 22 was the last sent: lost with manager 0
     finally:
         _stop_all(daemons)

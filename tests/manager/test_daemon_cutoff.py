@@ -31,23 +31,29 @@ TIMEOUT = 2.0
 
 
 def _config(path: Path, url: str, manager: str, **hm: Any) -> Path:
-    return write_config(path, url, sections={
-        "health_manager": {
-            "heartbeat_interval": INTERVAL,
-            "heartbeat_timeout": TIMEOUT,
-            "health_check_interval": 0.2,
-            "flush_interval": 0.05,
-            "manager_id": manager,
-            **hm,
+    return write_config(
+        path,
+        url,
+        sections={
+            "health_manager": {
+                "heartbeat_interval": INTERVAL,
+                "heartbeat_timeout": TIMEOUT,
+                "health_check_interval": 0.2,
+                "flush_interval": 0.05,
+                "manager_id": manager,
+                **hm,
+            },
+            "database": {"timeout": 1.0},
         },
-        "database": {"timeout": 1.0},
-    })
+    )
 
 
 def _requests(engine: sa.Engine) -> list[str]:
     with engine.connect() as conn:
-        return [r[0] for r in conn.exec_driver_sql(
-            "SELECT amphora_id FROM failover_request ORDER BY id")]
+        return [
+            r[0]
+            for r in conn.exec_driver_sql("SELECT amphora_id FROM failover_request ORDER BY id")
+        ]
 
 
 def _reported(engine: sa.Engine) -> int:
@@ -74,8 +80,9 @@ def test_a_manager_cut_off_from_the_database_gets_none_of_its_amphorae_failed_ov
     a_agents = [agent_for(s) for s in fleet[:24]]
     b_agents = [agent_for(s) for s in fleet[24:]]
     with Relay(server_address(server_db_url)) as relay:
-        a = start_daemon(_config(config_dir / "a.toml", through(server_db_url, relay.address),
-                                 "hm-a"))
+        a = start_daemon(
+            _config(config_dir / "a.toml", through(server_db_url, relay.address), "hm-a")
+        )
         b = start_daemon(_config(config_dir / "b.toml", server_db_url, "hm-b"))
         try:
             with Beater([a], a_agents, INTERVAL) as to_a, Beater([b], b_agents, INTERVAL):
@@ -85,8 +92,11 @@ def test_a_manager_cut_off_from_the_database_gets_none_of_its_amphorae_failed_ov
                 to_a.remove(dead)
                 time.sleep(0.3)  # its last heartbeat flushed
                 relay.blackhole()
-                a.wait_for_log("manager impaired: no failover verdict until it has been "
-                               "healthy for heartbeat_timeout", timeout=10)
+                a.wait_for_log(
+                    "manager impaired: no failover verdict until it has been "
+                    "healthy for heartbeat_timeout",
+                    timeout=10,
+                )
                 time.sleep(8.0)
                 b.wait_for_log("failover deferred", reason="observer_unreachable")
                 assert _requests(engine) == []  # B failed over none of A's amphorae
@@ -95,8 +105,14 @@ def test_a_manager_cut_off_from_the_database_gets_none_of_its_amphorae_failed_ov
                 a.until(lambda: _requests(engine), what="the dead one failed over", timeout=20)
                 time.sleep(4 * 0.2)  # a few more health checks
             assert _requests(engine) == [id_str(dead.amphora)]
-            assert b.metric("healthmgr_failover_verdicts_total", verdict="defer",
-                            reason="observer_unreachable") >= 20
+            assert (
+                b.metric(
+                    "healthmgr_failover_verdicts_total",
+                    verdict="defer",
+                    reason="observer_unreachable",
+                )
+                >= 20
+            )
             assert a.metric("healthmgr_impairments_total", reason="db_write_failed") >= 1
         finally:
             _stop(a, b)
@@ -112,8 +128,10 @@ def _row_locked(url: str, amphora: bytes, seconds: float) -> Iterator[threading.
 
     def hold() -> None:
         with engine.connect() as conn, conn.begin():
-            conn.execute(sa.text("SELECT * FROM amphora_health WHERE amphora_id = :a FOR UPDATE"),
-                         {"a": id_str(amphora)})
+            conn.execute(
+                sa.text("SELECT * FROM amphora_health WHERE amphora_id = :a FOR UPDATE"),
+                {"a": id_str(amphora)},
+            )
             held.set()
             done.wait(seconds)
 
@@ -144,8 +162,11 @@ def test_a_locked_row_stalls_the_flush_and_the_manager_judges_nothing(
             daemon.until(lambda: _reported(engine) == 30, what="all reported")
             time.sleep(TIMEOUT + 1.0)
             with _row_locked(server_db_url, agents[0].amphora, 6.0):
-                event = daemon.wait_for_log("manager impaired: no failover verdict until it "
-                                            "has been healthy for heartbeat_timeout", timeout=10)
+                event = daemon.wait_for_log(
+                    "manager impaired: no failover verdict until it "
+                    "has been healthy for heartbeat_timeout",
+                    timeout=10,
+                )
                 assert set(event["reasons"]) & {"db_write_failed", "db_stalled"}
                 daemon.wait_for_log("flush failed; keeping pending writes and retrying")
                 time.sleep(6.0)
@@ -170,33 +191,51 @@ def test_a_blackholed_or_refusing_database_is_noticed_not_silent(
     fleet = make_fleet(engine, 10, with_health=False)
     agents = [agent_for(s) for s in fleet]
     with Relay(server_address(server_db_url)) as relay:
-        daemon = start_daemon(_config(config_dir / "hm.toml",
-                                      through(server_db_url, relay.address), "hm-a"))
+        daemon = start_daemon(
+            _config(config_dir / "hm.toml", through(server_db_url, relay.address), "hm-a")
+        )
         try:
             with Beater([daemon], agents, INTERVAL):
                 daemon.until(lambda: _reported(engine) == 10, what="all reported")
                 time.sleep(TIMEOUT + 1.0)
                 relay.blackhole()
                 started = time.time()
-                impaired = daemon.log_time("manager impaired: no failover verdict until it has "
-                                           "been healthy for heartbeat_timeout")
+                impaired = daemon.log_time(
+                    "manager impaired: no failover verdict until it has "
+                    "been healthy for heartbeat_timeout"
+                )
                 assert impaired - started < 10.0
                 time.sleep(5.0)
                 assert daemon.metric("healthmgr_impaired") == 1
                 assert daemon.metric("healthmgr_database_reachable") == 0
                 relay.passthrough()
-                daemon.wait_for_log("manager healthy again; grace period before any failover "
-                                    "verdict", timeout=15)
+                daemon.wait_for_log(
+                    "manager healthy again; grace period before any failover verdict", timeout=15
+                )
                 relay.refuse()
                 daemon.wait_for_log("flush failed; keeping pending writes and retrying")
                 time.sleep(4.0)
                 relay.passthrough()
                 restored = time.time()
-                recovered = [e for e in daemon.events()
-                             if e.get("event") == "database is back; pending writes flushed"]
-                daemon.until(lambda: len([e for e in daemon.events() if e.get("event") ==
-                                          "database is back; pending writes flushed"])
-                             > len(recovered), what="noticed back", timeout=10)
+                recovered = [
+                    e
+                    for e in daemon.events()
+                    if e.get("event") == "database is back; pending writes flushed"
+                ]
+                daemon.until(
+                    lambda: (
+                        len(
+                            [
+                                e
+                                for e in daemon.events()
+                                if e.get("event") == "database is back; pending writes flushed"
+                            ]
+                        )
+                        > len(recovered)
+                    ),
+                    what="noticed back",
+                    timeout=10,
+                )
                 assert time.time() - restored < 5.0
                 time.sleep(TIMEOUT + 2.0)
             assert _requests(engine) == []

@@ -181,7 +181,8 @@ def test_exec_driver_success_failure_and_timeout(
     for seed in (failing, hanging):
         seeded.execute(
             "UPDATE amphora_health SET last_update = :t WHERE amphora_id = :a",
-            t=ago(3600), a=id_str(seed.amphora),
+            t=ago(3600),
+            a=id_str(seed.amphora),
         )
     calls, pids = tmp_path / "calls.txt", tmp_path / "pids.txt"
     script = _script(
@@ -194,9 +195,20 @@ def test_exec_driver_success_failure_and_timeout(
         "esac\n",
     )
     cfg = _config(
-        seeded, config_dir, driver="exec", timeout=0.5, max_attempts=2, retry_backoff=0.1,
-        command=[str(script), "{amphora_id}", "{load_balancer_id}", "{reason}", "{attempt}",
-                 "{request_id}"],
+        seeded,
+        config_dir,
+        driver="exec",
+        timeout=0.5,
+        max_attempts=2,
+        retry_backoff=0.1,
+        command=[
+            str(script),
+            "{amphora_id}",
+            "{load_balancer_id}",
+            "{reason}",
+            "{attempt}",
+            "{request_id}",
+        ],
     )
     daemon = start_daemon(cfg)
     try:
@@ -208,8 +220,10 @@ def test_exec_driver_success_failure_and_timeout(
         done, failed, timed_out = (by_amphora[id_str(s.amphora)] for s in (ok, failing, hanging))
 
         # Success: the command got the ids, the request is SUCCEEDED after one attempt.
-        assert f"{id_str(ok.amphora)} {id_str(ok.load_balancer)} heartbeat_timeout 1 {done.id}" \
+        assert (
+            f"{id_str(ok.amphora)} {id_str(ok.load_balancer)} heartbeat_timeout 1 {done.id}"
             in calls.read_text().splitlines()
+        )
         assert (done.state, done.attempts, done.last_error) == ("SUCCEEDED", 1, None)
         assert _lb_provisioning(seeded, ok.load_balancer) == "ACTIVE"
 
@@ -228,8 +242,11 @@ def test_exec_driver_success_failure_and_timeout(
         # Busy stays set either way: replaced, or an operator's turn; nobody claims again.
         assert all(_busy(seeded, s.amphora) is True for s in (ok, failing, hanging))
         assert all(r.requested_by == "hm-test-a" for r in by_amphora.values())
-        daemon.wait_for_log("failover failed; load balancer set to provisioning_status ERROR",
-                            amphora_id=id_str(failing.amphora), attempts=2)
+        daemon.wait_for_log(
+            "failover failed; load balancer set to provisioning_status ERROR",
+            amphora_id=id_str(failing.amphora),
+            attempts=2,
+        )
         assert daemon.metric("healthmgr_failovers_total", outcome="succeeded") == 1
         assert daemon.metric("healthmgr_failovers_total", outcome="failed") == 2
         assert daemon.metric("healthmgr_failovers_total", outcome="retried") == 2
@@ -255,8 +272,15 @@ def test_in_flight_failover_is_abandoned_cleanly_at_shutdown(
     _stale_health(seeded, seeded.seed.amphora)
     started = tmp_path / "started"
     script = _script(tmp_path, f"touch {started}\nexec sleep 60\n")
-    cfg = _config(seeded, config_dir, driver="exec", timeout=60, max_attempts=1,
-                  command=[str(script)], shutdown_grace=0.5)
+    cfg = _config(
+        seeded,
+        config_dir,
+        driver="exec",
+        timeout=60,
+        max_attempts=1,
+        command=[str(script)],
+        shutdown_grace=0.5,
+    )
     daemon = start_daemon(cfg)
     wait_until(started.exists, what="the failover command started")
     assert daemon.stop() == 0, "\n".join(daemon.lines[-20:])

@@ -14,9 +14,15 @@ from tests.manager.harness import Agent, RunningDaemon, start_daemon, write_conf
 def test_unlisted_amphora_is_rejected_until_the_fleet_lists_it(
     seeded: SeededDb, config_dir: Path
 ) -> None:
-    daemon = start_daemon(write_config(config_dir / "hm.toml", seeded.url, sections={
-        "health_manager": {"fleet_refresh_interval": 0.2, "unlisted_derive_rate": 0},
-    }))
+    daemon = start_daemon(
+        write_config(
+            config_dir / "hm.toml",
+            seeded.url,
+            sections={
+                "health_manager": {"fleet_refresh_interval": 0.2, "unlisted_derive_rate": 0},
+            },
+        )
+    )
     listed = seeded.agent()
     newcomer_seed, newcomer_rows = seed_rows(with_health=False)  # not in the database yet
     newcomer = agent_for(newcomer_seed)

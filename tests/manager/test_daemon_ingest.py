@@ -76,12 +76,11 @@ DOCUMENTED = {
 
 
 @SQLITE_AND_PG
-def test_metrics_endpoint_exposes_the_documented_series(
-    seeded: SeededDb, config_dir: Path
-) -> None:
+def test_metrics_endpoint_exposes_the_documented_series(seeded: SeededDb, config_dir: Path) -> None:
     make_seed_lb(seeded.engine, last_update=ago(3600))  # a long-dead amphora
-    cfg = write_config(config_dir / "hm.toml", seeded.url,
-                       sections={"health_manager": {"heartbeat_timeout": 2.0}})
+    cfg = write_config(
+        config_dir / "hm.toml", seeded.url, sections={"health_manager": {"heartbeat_timeout": 2.0}}
+    )
     daemon = start_daemon(cfg)
     try:
         # One heartbeat, then silence: this amphora dies too.

@@ -35,8 +35,7 @@ from tests.manager.harness import (
 )
 from tests.manager.test_daemon_outage import sqlite_locked
 
-ALL_DATABASES = pytest.mark.parametrize("db_url", ["sqlite", "postgresql", "mysql"],
-                                        indirect=True)
+ALL_DATABASES = pytest.mark.parametrize("db_url", ["sqlite", "postgresql", "mysql"], indirect=True)
 
 
 @contextmanager
@@ -47,12 +46,18 @@ def _refused(relay: Relay) -> Iterator[None]:
     finally:
         relay.passthrough()
 
+
 INTERVAL = 0.5
 TIMEOUT = 2.0
 
 
-def config(db: SeededDb, config_dir: Path, name: str = "hm.toml", url: str | None = None,
-           **sections: dict[str, Any]) -> Path:
+def config(
+    db: SeededDb,
+    config_dir: Path,
+    name: str = "hm.toml",
+    url: str | None = None,
+    **sections: dict[str, Any],
+) -> Path:
     hm = {
         "heartbeat_interval": INTERVAL,
         "heartbeat_timeout": TIMEOUT,
@@ -60,18 +65,22 @@ def config(db: SeededDb, config_dir: Path, name: str = "hm.toml", url: str | Non
         "manager_id": "hm-a",
         **sections.pop("health_manager", {}),
     }
-    return write_config(config_dir / name, url or db.url,
-                        sections={"health_manager": hm, **sections})
+    return write_config(
+        config_dir / name, url or db.url, sections={"health_manager": hm, **sections}
+    )
 
 
 def requests(db: SeededDb) -> list[Any]:
-    return db.rows("SELECT id, amphora_id, reason, state, attempts, owner, requested_by"
-                   " FROM failover_request ORDER BY id")
+    return db.rows(
+        "SELECT id, amphora_id, reason, state, attempts, owner, requested_by"
+        " FROM failover_request ORDER BY id"
+    )
 
 
 def statuses(db: SeededDb, amphorae: list[bytes]) -> list[str]:
-    return [str(db.scalar("SELECT status FROM amphora WHERE id = :i", i=id_str(a)))
-            for a in amphorae]
+    return [
+        str(db.scalar("SELECT status FROM amphora WHERE id = :i", i=id_str(a))) for a in amphorae
+    ]
 
 
 def _script(path: Path, body: str) -> Path:
@@ -102,27 +111,34 @@ def test_a_mass_outage_arriving_and_leaving_gradually_fails_over_nothing(
     breaker did close)."""
     fleet = make_fleet(seeded.engine, 30, with_health=False)
     agents = [agent_for(s) for s in fleet]
-    daemon = start_daemon(config(seeded, config_dir,
-                                 health_manager={"failover_threshold": 8}))
+    daemon = start_daemon(config(seeded, config_dir, health_manager={"failover_threshold": 8}))
     try:
         with Beater([daemon], agents, interval=INTERVAL) as beater:
-            daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 30,
-                         what="all reported")
+            daemon.until(
+                lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 30,
+                what="all reported",
+            )
             time.sleep(TIMEOUT + 0.5)  # past the startup grace
             outage = agents[:12]
             for agent in outage:  # 12 over TIMEOUT seconds
                 beater.remove(agent)
                 time.sleep(TIMEOUT / 12)
             daemon.wait_for_log("failover circuit breaker open: no failover starts")
-            daemon.until(lambda: statuses(seeded, [a.amphora for a in outage]).count(
-                "FAILOVER_STOPPED") == 12, what="all 12 FAILOVER_STOPPED")
+            daemon.until(
+                lambda: (
+                    statuses(seeded, [a.amphora for a in outage]).count("FAILOVER_STOPPED") == 12
+                ),
+                what="all 12 FAILOVER_STOPPED",
+            )
             time.sleep(TIMEOUT)
             for agent in outage:  # back one by one, across a heartbeat round and more
                 beater.agents.append(agent)
                 time.sleep(INTERVAL / 3)
             daemon.wait_for_log("failover circuit breaker closed", timeout=20)
-            daemon.until(lambda: statuses(seeded, [a.amphora for a in outage]).count(
-                "ALLOCATED") == 12, what="all back to ALLOCATED")
+            daemon.until(
+                lambda: statuses(seeded, [a.amphora for a in outage]).count("ALLOCATED") == 12,
+                what="all back to ALLOCATED",
+            )
             assert requests(seeded) == []
             lone = agents[20]
             beater.remove(lone)
@@ -146,19 +162,28 @@ def test_a_database_error_while_recording_an_outcome_is_owned_by_the_runner(
     by the relay the daemon reaches them through): the daemon does not crash,
     records SUCCEEDED once the database is back (not ABANDONED), keeps the
     amphora busy, and exits 0 with its final flush."""
-    seeded.execute("INSERT INTO amphora_health (amphora_id, last_update, busy)"
-                   " VALUES (:a, :t, :b)", a=id_str(seeded.seed.amphora), t=ago(3600), b=False)
+    seeded.execute(
+        "INSERT INTO amphora_health (amphora_id, last_update, busy) VALUES (:a, :t, :b)",
+        a=id_str(seeded.seed.amphora),
+        t=ago(3600),
+        b=False,
+    )
     started = tmp_path / "started"
     script = _script(tmp_path / "failover.sh", f"touch {started}\nsleep 1.5\nexit 0\n")
     sqlite = seeded.url.startswith("sqlite")
     relay = None if sqlite else Relay(server_address(seeded.url)).start()
-    daemon_url = seeded.url + "?timeout=0.2" if relay is None else through(seeded.url,
-                                                                             relay.address)
-    daemon = start_daemon(config(
-        seeded, config_dir, url=daemon_url,
-        failover={"driver": "exec", "command": [str(script)], "max_attempts": 1},
-        database={"timeout": 1.0},
-    ))
+    daemon_url = (
+        seeded.url + "?timeout=0.2" if relay is None else through(seeded.url, relay.address)
+    )
+    daemon = start_daemon(
+        config(
+            seeded,
+            config_dir,
+            url=daemon_url,
+            failover={"driver": "exec", "command": [str(script)], "max_attempts": 1},
+            database={"timeout": 1.0},
+        )
+    )
     try:
         daemon.until(started.exists, what="the failover command started", timeout=20)
         outage = sqlite_locked(seeded.url) if relay is None else _refused(relay)
@@ -166,10 +191,14 @@ def test_a_database_error_while_recording_an_outcome_is_owned_by_the_runner(
             daemon.wait_for_log("could not record failover outcome; retrying", timeout=10)
             time.sleep(2.5)
             assert daemon.proc.poll() is None  # still serving
-        daemon.until(lambda: [r.state for r in requests(seeded)] == ["SUCCEEDED"],
-                     what="SUCCEEDED recorded after the outage", timeout=20)
-        assert seeded.scalar("SELECT busy FROM amphora_health WHERE amphora_id = :a",
-                             a=id_str(seeded.seed.amphora)) in (True, 1)
+        daemon.until(
+            lambda: [r.state for r in requests(seeded)] == ["SUCCEEDED"],
+            what="SUCCEEDED recorded after the outage",
+            timeout=20,
+        )
+        assert seeded.scalar(
+            "SELECT busy FROM amphora_health WHERE amphora_id = :a", a=id_str(seeded.seed.amphora)
+        ) in (True, 1)
     finally:
         assert daemon.stop() == 0, "\n".join(daemon.lines[-20:])
         if relay is not None:
@@ -194,12 +223,19 @@ def test_a_killed_manager_leaves_a_lease_that_is_taken_over_and_no_orphan(
     seed = make_seed_lb(engine, last_update=ago(3600))
     db = SeededDb(server_db_url, engine, seed)
     calls, pids = tmp_path / "calls", tmp_path / "pids"
-    script = _script(tmp_path / "failover.sh",
-                     f'echo "$@" >> {calls}\n'
-                     f"if [ $(wc -l < {calls}) -gt 1 ]; then exit 0; fi\n"
-                     f"echo $$ >> {pids}\nexec sleep 60\n")
-    failover = {"driver": "exec", "command": [str(script), "{request_id}", "{attempt}"],
-                "max_attempts": 2, "lease": 2.0, "timeout": 120}
+    script = _script(
+        tmp_path / "failover.sh",
+        f'echo "$@" >> {calls}\n'
+        f"if [ $(wc -l < {calls}) -gt 1 ]; then exit 0; fi\n"
+        f"echo $$ >> {pids}\nexec sleep 60\n",
+    )
+    failover = {
+        "driver": "exec",
+        "command": [str(script), "{request_id}", "{attempt}"],
+        "max_attempts": 2,
+        "lease": 2.0,
+        "timeout": 120,
+    }
     a = start_daemon(config(db, config_dir, "a.toml", failover=failover))
     b: RunningDaemon | None = None
     try:
@@ -210,10 +246,16 @@ def test_a_killed_manager_leaves_a_lease_that_is_taken_over_and_no_orphan(
         a.kill(signal.SIGKILL)
         a.proc.wait(10)
         wait_until(lambda: not _alive(orphan), timeout=5, what="the orphaned command killed")
-        b = start_daemon(config(db, config_dir, "b.toml", failover=failover,
-                                health_manager={"manager_id": "hm-b"}))
-        b.until(lambda: [r.state for r in requests(db)] == ["SUCCEEDED"],
-                what="B took the request over and succeeded", timeout=30)
+        b = start_daemon(
+            config(
+                db, config_dir, "b.toml", failover=failover, health_manager={"manager_id": "hm-b"}
+            )
+        )
+        b.until(
+            lambda: [r.state for r in requests(db)] == ["SUCCEEDED"],
+            what="B took the request over and succeeded",
+            timeout=30,
+        )
         (req,) = requests(db)
         assert req.id == req.id and req.owner is None
         assert req.attempts >= 2  # counted on from A's attempt
@@ -243,25 +285,36 @@ def test_a_listener_count_mismatch_is_logged_counted_and_named_as_the_reason(
     daemon = start_daemon(config(seeded, config_dir))
     try:
         daemon.send(agent.datagram())
-        daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1,
-                     what="reported")
+        daemon.until(
+            lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1, what="reported"
+        )
         deadline = time.monotonic() + 12
         while not requests(seeded) and time.monotonic() < deadline:
             daemon.send(agent.datagram(listeners=False))
             time.sleep(INTERVAL)
         (req,) = requests(seeded)
         assert req.reason == "listener_count_mismatch"
-        event = daemon.wait_for_log("listener count mismatch: amphora_health not refreshed "
-                                    "(HAProxy may have failed to load part of its "
-                                    "configuration)")
+        event = daemon.wait_for_log(
+            "listener count mismatch: amphora_health not refreshed "
+            "(HAProxy may have failed to load part of its "
+            "configuration)"
+        )
         assert (event["amphora_id"], event["lb_id"]) == (
-            id_str(agent.amphora), id_str(seeded.seed.load_balancer))
+            id_str(agent.amphora),
+            id_str(seeded.seed.load_balancer),
+        )
         assert (event["reported"], event["expected"]) == (0, 1)
         verdict = daemon.wait_for_log("failover verdict", amphora_id=id_str(agent.amphora))
         assert verdict["reason"] == "listener_count_mismatch"
         assert daemon.metric("healthmgr_listener_count_mismatches_total") >= 2
-        assert daemon.metric("healthmgr_failover_verdicts_total", verdict="failover",
-                             reason="listener_count_mismatch") == 1
+        assert (
+            daemon.metric(
+                "healthmgr_failover_verdicts_total",
+                verdict="failover",
+                reason="listener_count_mismatch",
+            )
+            == 1
+        )
     finally:
         assert daemon.stop() == 0
 
@@ -288,27 +341,46 @@ def test_a_flood_that_overflows_the_socket_fails_over_no_live_amphora(
     agents = [agent_for(s) for s in fleet]
     ids = tmp_path / "ids.json"
     ids.write_text(json.dumps([a.amphora.hex() for a in agents]))
-    daemon = start_daemon(config(seeded, config_dir,
-                                 health_manager={"sock_rlimit": 65536}))
+    daemon = start_daemon(config(seeded, config_dir, health_manager={"sock_rlimit": 65536}))
     try:
         with Beater([daemon], agents, INTERVAL):
-            daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 40,
-                         what="all reported")
+            daemon.until(
+                lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 40,
+                what="all reported",
+            )
             time.sleep(TIMEOUT + 0.5)  # past the start-up grace
             host, port = daemon.address
             flood = subprocess.run(
-                [sys.executable, str(FLOODER), "--flooder", "--target", f"{host}:{port}",
-                 "--ids", str(ids), "--rate", "0", "--seconds", str(3 * TIMEOUT),
-                 "--mix", "garbage=0.5,known=0.5", "--sources", "4"],
-                capture_output=True, text=True, timeout=60, check=True,
+                [
+                    sys.executable,
+                    str(FLOODER),
+                    "--flooder",
+                    "--target",
+                    f"{host}:{port}",
+                    "--ids",
+                    str(ids),
+                    "--rate",
+                    "0",
+                    "--seconds",
+                    str(3 * TIMEOUT),
+                    "--mix",
+                    "garbage=0.5,known=0.5",
+                    "--sources",
+                    "4",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
             )
             sent = json.loads(flood.stdout)["sent"]
             time.sleep(2 * TIMEOUT)  # the grace after the flood, and checks after it
         assert requests(seeded) == []
         assert daemon.metric("healthmgr_kernel_drops_total") > 0
         assert daemon.metric("healthmgr_impairments_total", reason="kernel_drops") >= 1
-        event = daemon.wait_for_log("manager impaired: no failover verdict until it has been "
-                                    "healthy for heartbeat_timeout")
+        event = daemon.wait_for_log(
+            "manager impaired: no failover verdict until it has been healthy for heartbeat_timeout"
+        )
         assert "kernel_drops" in event["reasons"]
         assert sent > 10_000
     finally:

@@ -29,8 +29,9 @@ def start_managers(url: str, config_dir: Path, count: int, **hm: object) -> list
             config_dir / f"hm{i}.toml",
             url,
             # 20 amphorae stale at once on purpose: no breaker here.
-            sections={"health_manager": {"manager_id": f"hm-{i}", "failover_threshold": "off",
-                                         **hm}},
+            sections={
+                "health_manager": {"manager_id": f"hm-{i}", "failover_threshold": "off", **hm}
+            },
         )
         daemons.append(start_daemon(cfg, wait=False))
     for d in daemons:
@@ -44,9 +45,11 @@ def test_every_stale_amphora_failed_over_exactly_once_by_three_managers(
     engine = migrated_engine(server_db_url)
     fleet = make_fleet(engine, AMPHORAE, last_update=ago(3600))
     expected = {id_str(s.amphora) for s in fleet}
-    daemons = start_managers(server_db_url, config_dir, MANAGERS,
-                             heartbeat_timeout=2.0, failover_threads=2)
+    daemons = start_managers(
+        server_db_url, config_dir, MANAGERS, heartbeat_timeout=2.0, failover_threads=2
+    )
     try:
+
         def requests() -> list[tuple[str, str]]:
             with engine.connect() as conn:
                 rows = conn.exec_driver_sql("SELECT amphora_id, requested_by FROM failover_request")
@@ -54,8 +57,10 @@ def test_every_stale_amphora_failed_over_exactly_once_by_three_managers(
 
         wait_until(lambda: len(requests()) >= AMPHORAE, what=f"{AMPHORAE} requests")
         # A few more rounds of every manager's health check: nothing more is claimed.
-        wait_until(lambda: all(d.metric("healthmgr_stale_amphorae") == 0 for d in daemons),
-                   what="no manager sees a stale amphora")
+        wait_until(
+            lambda: all(d.metric("healthmgr_stale_amphorae") == 0 for d in daemons),
+            what="no manager sees a stale amphora",
+        )
         rows = requests()
         per_amphora = Counter(amp for amp, _ in rows)
         assert set(per_amphora) == expected
@@ -68,8 +73,7 @@ def test_every_stale_amphora_failed_over_exactly_once_by_three_managers(
                 "SELECT COUNT(*) FROM amphora_health WHERE busy = true"
             ).scalar()
         assert busy == AMPHORAE
-        requested = sum(d.metric("healthmgr_failovers_total", outcome="requested")
-                        for d in daemons)
+        requested = sum(d.metric("healthmgr_failovers_total", outcome="requested") for d in daemons)
         assert requested == AMPHORAE
     finally:
         codes = [d.stop() for d in daemons]

@@ -34,17 +34,23 @@ def _status(db: SeededDb, table: str, obj: bytes) -> str:
 def test_octavia_heartbeats_update_statuses_and_stats_when_compat_is_on(
     seeded: SeededDb, config_dir: Path
 ) -> None:
-    cfg = write_config(config_dir / "hm.toml", seeded.url, sections={
-        "health_manager": {"octavia_compat": True, "heartbeat_key": KEY},
-    })
+    cfg = write_config(
+        config_dir / "hm.toml",
+        seeded.url,
+        sections={
+            "health_manager": {"octavia_compat": True, "heartbeat_key": KEY},
+        },
+    )
     daemon = start_daemon(cfg)
     agent, s = seeded.agent(), seeded.seed
     try:
         daemon.send(octavia_datagram(agent, 3, deltas=(100, 1000)))
         daemon.until(lambda: _status(seeded, "member", s.members[1]) == "ONLINE", what="ONLINE")
         assert _status(seeded, "load_balancer", s.load_balancer) == "ONLINE"
-        daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1,
-                     what="amphora_health refreshed")
+        daemon.until(
+            lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1,
+            what="amphora_health refreshed",
+        )
 
         # v1 (pools nested in listeners) from the same amphora: a member goes DOWN.
         daemon.send(octavia_datagram(agent, 1, members={s.members[1]: MemberState.DOWN}))
@@ -54,8 +60,9 @@ def test_octavia_heartbeats_update_statuses_and_stats_when_compat_is_on(
         # v3 again: its counters are deltas, added to what is there.
         daemon.send(octavia_datagram(agent, 3, deltas=(50, 500)))
         daemon.until(
-            lambda: seeded.rows("SELECT bytes_in, bytes_out FROM listener_statistics")
-            == [(150, 1500)],
+            lambda: (
+                seeded.rows("SELECT bytes_in, bytes_out FROM listener_statistics") == [(150, 1500)]
+            ),
             what="v3 deltas summed",
         )
         assert daemon.metric("healthmgr_heartbeats_total", result="accepted") == 3

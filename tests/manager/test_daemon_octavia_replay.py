@@ -27,16 +27,31 @@ STEP = 0.3  # between two heartbeats of the simulated agent (> the duplicate win
 
 
 def _daemon(seeded: SeededDb, config_dir: Path, timeout: float = TIMEOUT) -> RunningDaemon:
-    return start_daemon(write_config(config_dir / "hm.toml", seeded.url, sections={
-        "health_manager": {
-            "octavia_compat": True, "heartbeat_key": KEY, "heartbeat_interval": INTERVAL,
-            "heartbeat_timeout": timeout, "health_check_interval": 0.2,
-        },
-    }))
+    return start_daemon(
+        write_config(
+            config_dir / "hm.toml",
+            seeded.url,
+            sections={
+                "health_manager": {
+                    "octavia_compat": True,
+                    "heartbeat_key": KEY,
+                    "heartbeat_interval": INTERVAL,
+                    "heartbeat_timeout": timeout,
+                    "health_check_interval": 0.2,
+                },
+            },
+        )
+    )
 
 
-def _beat(daemon: RunningDaemon, agent: Agent, seqs: range | list[int], *, twice: bool = False,
-          deltas: tuple[int, int] = (0, 0)) -> int:
+def _beat(
+    daemon: RunningDaemon,
+    agent: Agent,
+    seqs: range | list[int],
+    *,
+    twice: bool = False,
+    deltas: tuple[int, int] = (0, 0),
+) -> int:
     """Octavia v3 heartbeats with these seqs, one per STEP; returns how many were sent."""
     for seq in seqs:
         datagram = octavia_datagram(agent, 3, seq=seq, deltas=deltas)
@@ -73,13 +88,17 @@ def test_octavia_agent_restarts_are_accepted_at_once_and_counted(
         assert line["previous_seq"] == old_highest and line["seq"] == 0
         # v3 deltas of the duplicates were not added twice.
         daemon.until(
-            lambda: seeded.rows("SELECT bytes_in, bytes_out FROM listener_statistics")
-            == [(110, 1100)], "each delta counted once",
+            lambda: (
+                seeded.rows("SELECT bytes_in, bytes_out FROM listener_statistics") == [(110, 1100)]
+            ),
+            "each delta counted once",
         )
         # Alive all along: no failover, amphora still ALLOCATED and not busy.
         assert seeded.scalar("SELECT COUNT(*) FROM failover_request") == 0
-        assert seeded.scalar("SELECT status FROM amphora WHERE id = :i",
-                             i=id_str(s.amphora)) == "ALLOCATED"
+        assert (
+            seeded.scalar("SELECT status FROM amphora WHERE id = :i", i=id_str(s.amphora))
+            == "ALLOCATED"
+        )
         assert not seeded.scalar("SELECT busy FROM amphora_health")
     finally:
         assert daemon.stop() == 0
@@ -103,13 +122,20 @@ def test_captured_octavia_heartbeat_after_native_is_a_downgrade_and_changes_noth
             time.sleep(0.05)
         daemon.until(lambda: _accepted(daemon) == 7, "Octavia and native accepted")
         daemon.until(lambda: _status(seeded, "member", member) == "ONLINE", "member ONLINE")
-        daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1,
-                     "health row written")
+        daemon.until(
+            lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1, "health row written"
+        )
         time.sleep(0.3)  # the last flush
         before = seeded.rows("SELECT last_update FROM amphora_health")
-        statuses = {t: _status(seeded, t, i) for t, i in (
-            ("member", member), ("pool", s.pool), ("listener", s.listener),
-            ("load_balancer", s.load_balancer))}
+        statuses = {
+            t: _status(seeded, t, i)
+            for t, i in (
+                ("member", member),
+                ("pool", s.pool),
+                ("listener", s.listener),
+                ("load_balancer", s.load_balancer),
+            )
+        }
 
         # The replay: formerly an "agent restart" that rewound the member.
         daemon.send(captured)
@@ -122,8 +148,14 @@ def test_captured_octavia_heartbeat_after_native_is_a_downgrade_and_changes_noth
         assert _accepted(daemon) == 7
         assert daemon.metric("healthmgr_octavia_agent_restarts_total") == 0
         assert seeded.rows("SELECT last_update FROM amphora_health") == before
-        assert {t: _status(seeded, t, i) for t, i in (
-            ("member", member), ("pool", s.pool), ("listener", s.listener),
-            ("load_balancer", s.load_balancer))} == statuses
+        assert {
+            t: _status(seeded, t, i)
+            for t, i in (
+                ("member", member),
+                ("pool", s.pool),
+                ("listener", s.listener),
+                ("load_balancer", s.load_balancer),
+            )
+        } == statuses
     finally:
         assert daemon.stop() == 0

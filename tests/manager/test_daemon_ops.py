@@ -29,9 +29,7 @@ def _accepted(daemon: RunningDaemon, n: int) -> Callable[[], bool]:
 
 
 @SQLITE_AND_PG
-def test_sighup_adds_a_master_key_and_sigint_exits_zero(
-    seeded: SeededDb, config_dir: Path
-) -> None:
+def test_sighup_adds_a_master_key_and_sigint_exits_zero(seeded: SeededDb, config_dir: Path) -> None:
     path = write_config(config_dir / "hm.toml", seeded.url)
     running = read_config(path)
     agent = seeded.agent()
@@ -60,10 +58,13 @@ def test_sighup_adds_a_master_key_and_sigint_exits_zero(
         daemon.send(agent.datagram())
         daemon.until(_accepted(daemon, 1), what="accepted after SIGHUP")
         daemon.until(
-            lambda: seeded.scalar(
-                "SELECT COUNT(*) FROM amphora_health WHERE amphora_id = :a",
-                a=id_str(agent.amphora),
-            ) == 1,
+            lambda: (
+                seeded.scalar(
+                    "SELECT COUNT(*) FROM amphora_health WHERE amphora_id = :a",
+                    a=id_str(agent.amphora),
+                )
+                == 1
+            ),
             what="amphora_health written",
         )
         assert daemon.proc.poll() is None  # a reload is not a restart
@@ -77,7 +78,9 @@ def test_sighup_adds_a_master_key_and_sigint_exits_zero(
 def _serve(config: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "healthmgr", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -98,8 +101,11 @@ def test_startup_errors_are_one_line_and_non_zero(tmp_path: Path, pg_url: str) -
     busy_tcp.listen()
     metrics_port = busy_tcp.getsockname()[1]
     empty = config("empty", f"sqlite:///{tmp_path / 'empty.db'}")
-    metrics = write_config(tmp_path / "metrics.toml", migrated,
-                           sections={"metrics": {"bind": f"127.0.0.1:{metrics_port}"}})
+    metrics = write_config(
+        tmp_path / "metrics.toml",
+        migrated,
+        sections={"metrics": {"bind": f"127.0.0.1:{metrics_port}"}},
+    )
     # Exit statuses: docs/cli.md (3 configuration, 4 database unreachable, 5 schema, 1 other).
     cases = {
         # name: (config, expected exit status, text the line must contain)
@@ -148,14 +154,17 @@ def _has_ipv6_loopback() -> bool:
 @pytest.mark.skipif(not _has_ipv6_loopback(), reason="this machine has no IPv6 loopback (::1)")
 @SQLITE_AND_PG
 def test_ipv6_bind_receives_heartbeats(seeded: SeededDb, config_dir: Path) -> None:
-    cfg = write_config(config_dir / "hm.toml", seeded.url,
-                       sections={"health_manager": {"bind_ip": "::1"}})
+    cfg = write_config(
+        config_dir / "hm.toml", seeded.url, sections={"health_manager": {"bind_ip": "::1"}}
+    )
     daemon = start_daemon(cfg)
     try:
         assert daemon.wait_for_log("healthmgr serving")["bind"].startswith("::1:")
         daemon.send(seeded.agent().datagram())  # from an AF_INET6 socket
         daemon.until(_accepted(daemon, 1), what="accepted over IPv6")
-        daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1,
-                     what="amphora_health written")
+        daemon.until(
+            lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1,
+            what="amphora_health written",
+        )
     finally:
         assert daemon.stop() == 0

@@ -85,16 +85,19 @@ def test_outage_loses_nothing_and_fails_over_nobody_by_mistake(
     daemon = start_daemon(cfg)
     try:
         with Beater([daemon], [a, b, c]) as beater:
-            daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 3,
-                         what="all three amphorae reported")
+            daemon.until(
+                lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 3,
+                what="all three amphorae reported",
+            )
             seeded.engine.dispose()  # the test's own pooled sessions go with the outage
             with _outage(seeded):
                 beater.remove(b)  # B and C die as the database goes away...
                 beater.remove(c)
                 time.sleep(0.4)  # (the beater's current round is over)
                 # ...B with one last word: a member DOWN, and some traffic.
-                daemon.send(b.datagram(members={b_seed.members[1]: MemberState.DOWN},
-                                       add=(7, 11, 1, 0)))
+                daemon.send(
+                    b.datagram(members={b_seed.members[1]: MemberState.DOWN}, add=(7, 11, 1, 0))
+                )
                 daemon.wait_for_log("flush failed; keeping pending writes and retrying")
                 assert daemon.metric("healthmgr_flush_failures_total") > 0
                 time.sleep(OUTAGE)

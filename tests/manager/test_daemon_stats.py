@@ -47,7 +47,8 @@ def stats_row(db: SeededDb, agent: Agent) -> tuple[int, ...] | None:
         "SELECT bytes_in, bytes_out, total_connections, request_errors, active_connections,"
         " counters_epoch, last_seq FROM listener_statistics"
         " WHERE listener_id = :l AND amphora_id = :a",
-        l=id_str(agent.listener), a=id_str(agent.amphora),
+        l=id_str(agent.listener),
+        a=id_str(agent.amphora),
     )
     return tuple(rows[0]) if rows else None
 
@@ -83,8 +84,10 @@ def test_counters_exact_through_loss_duplicates_reordering_and_reload(
         send(2)  # late: arrives after 3 was committed
         send(3)  # duplicate: dropped as a replay
         daemon.until(
-            lambda: daemon.metric("healthmgr_heartbeats_total", result="replayed") == 1
-            and daemon.metric("healthmgr_heartbeats_total", result="accepted") == 3,
+            lambda: (
+                daemon.metric("healthmgr_heartbeats_total", result="replayed") == 1
+                and daemon.metric("healthmgr_heartbeats_total", result="accepted") == 3
+            ),
             what="2 accepted, 3 replayed",
         )
         # 4 is lost; 6 overtakes 5.
@@ -109,8 +112,9 @@ def test_two_managers_sharing_one_amphora_count_every_byte_once(
     server_db_url: str, config_dir: Path
 ) -> None:
     engine = migrated_engine(server_db_url)
-    db = SeededDb(server_db_url, engine, make_seed_lb(engine, operating_status="OFFLINE",
-                                                      with_health=False))
+    db = SeededDb(
+        server_db_url, engine, make_seed_lb(engine, operating_status="OFFLINE", with_health=False)
+    )
     agent = db.agent()
     rng = random.Random(20240607)
     last = 40

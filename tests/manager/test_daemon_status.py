@@ -48,10 +48,14 @@ def test_bad_packets_are_counted_and_honest_traffic_still_served(
         forged = bytearray(agent.datagram())
         forged[-1] ^= 1
         daemon.send(b"garbage", bytes(forged), good, good)  # the second `good` is a replay
-        wait_until(lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 1,
-                   what="one accepted")
-        wait_until(lambda: daemon.metric("healthmgr_heartbeats_total", result="replayed") == 1,
-                   what="one replayed")
+        wait_until(
+            lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 1,
+            what="one accepted",
+        )
+        wait_until(
+            lambda: daemon.metric("healthmgr_heartbeats_total", result="replayed") == 1,
+            what="one replayed",
+        )
         assert daemon.metric("healthmgr_heartbeats_total", result="bad_magic") == 1
         assert daemon.metric("healthmgr_heartbeats_total", result="bad_signature") == 1
         daemon.wait_for_log("heartbeat rejected", reason="bad_signature")
@@ -60,12 +64,14 @@ def test_bad_packets_are_counted_and_honest_traffic_still_served(
 
 
 def test_sigterm_flushes_pending_and_exits_zero(seeded: SeededDb, config_dir: Path) -> None:
-    cfg = write_config(config_dir / "hm.toml", seeded.url,
-                       sections={"health_manager": {"flush_interval": 30.0}})
+    cfg = write_config(
+        config_dir / "hm.toml", seeded.url, sections={"health_manager": {"flush_interval": 30.0}}
+    )
     daemon = start_daemon(cfg)
     daemon.send(seeded.agent().datagram())
-    wait_until(lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 1,
-               what="accepted")
+    wait_until(
+        lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 1, what="accepted"
+    )
     assert seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 0  # not flushed yet
     assert daemon.stop(signal.SIGTERM) == 0
     assert seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1

@@ -52,7 +52,8 @@ def _bytes_in(db: SeededDb, agent: Agent) -> tuple[object, object] | None:
     rows = db.rows(
         "SELECT bytes_in, counters_epoch FROM listener_statistics"
         " WHERE listener_id = :l AND amphora_id = :a",
-        l=id_str(agent.listener), a=id_str(agent.amphora),
+        l=id_str(agent.listener),
+        a=id_str(agent.amphora),
     )
     return (rows[0][0], rows[0][1]) if rows else None
 
@@ -78,20 +79,33 @@ def test_poison_counters_spoil_only_their_own_statistics(
     every live amphora's last_update moves, V's total stops at 2**63-1 (an
     integer, on SQLite too), the refused rows are counted and logged with
     their amphora, and the daemon stops cleanly."""
-    others = [make_seed_lb(seeded.engine, operating_status="OFFLINE", with_health=False)
-              for _ in range(4)]
+    others = [
+        make_seed_lb(seeded.engine, operating_status="OFFLINE", with_health=False) for _ in range(4)
+    ]
     v, m, d, o, w = seeded.agent(), *(agent_for(s) for s in others)
-    cfg = write_config(config_dir / "hm.toml", seeded.url, sections={"health_manager": {
-        "heartbeat_timeout": TIMEOUT, "failover_threshold": "off", "manager_id": "hm-poison",
-    }})
+    cfg = write_config(
+        config_dir / "hm.toml",
+        seeded.url,
+        sections={
+            "health_manager": {
+                "heartbeat_timeout": TIMEOUT,
+                "failover_threshold": "off",
+                "manager_id": "hm-poison",
+            }
+        },
+    )
     daemon = start_daemon(cfg)
     top = MAX_COUNTER
     try:
         with Beater([daemon], [v, m, d, o, w], interval=0.2) as beater:
-            daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 5,
-                         what="all five amphorae reported")
-            daemon.until(lambda: _status(seeded, "member", w.members[1]) == "ONLINE",
-                         what="W's statuses written")
+            daemon.until(
+                lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 5,
+                what="all five amphorae reported",
+            )
+            daemon.until(
+                lambda: _status(seeded, "member", w.members[1]) == "ONLINE",
+                what="W's statuses written",
+            )
             with beater.changing():
                 v.counters = [top, 5, 5, 0]
             daemon.until(lambda: _bytes_in(seeded, v) == (top, 1), what="2**63-1 under epoch 1")
@@ -108,36 +122,56 @@ def test_poison_counters_spoil_only_their_own_statistics(
                 w.seq = 2**63  # its report (and statistics) refused; its health kept
                 w.states = {w.members[1]: MemberState.DOWN}
             daemon.until(
-                lambda: daemon.metric("healthmgr_rows_rejected_total",
-                                      table="listener_statistics", reason="out_of_range") >= 1,
+                lambda: (
+                    daemon.metric(
+                        "healthmgr_rows_rejected_total",
+                        table="listener_statistics",
+                        reason="out_of_range",
+                    )
+                    >= 1
+                ),
                 what="the refused value counted",
             )
             refused = daemon.wait_for_log("row refused", amphora_id=id_str(v.amphora))
             assert refused["table"] == "listener_statistics"
             assert refused["reason"] == "out_of_range"
             daemon.until(
-                lambda: daemon.metric("healthmgr_rows_rejected_total",
-                                      table="healthmgr_amphora", reason="out_of_range") >= 1,
+                lambda: (
+                    daemon.metric(
+                        "healthmgr_rows_rejected_total",
+                        table="healthmgr_amphora",
+                        reason="out_of_range",
+                    )
+                    >= 1
+                ),
                 what="W's report refused",
             )
-            daemon.wait_for_log("row refused", amphora_id=id_str(w.amphora),
-                                table="healthmgr_amphora")
-            daemon.until(lambda: _status(seeded, "member", m.members[1]) == "ERROR",
-                         what="M's member DOWN written as ERROR")
+            daemon.wait_for_log(
+                "row refused", amphora_id=id_str(w.amphora), table="healthmgr_amphora"
+            )
             daemon.until(
-                lambda: seeded.scalar("SELECT amphora_id FROM failover_request")
-                == id_str(d.amphora),
-                what="D failed over", timeout=20,
+                lambda: _status(seeded, "member", m.members[1]) == "ERROR",
+                what="M's member DOWN written as ERROR",
+            )
+            daemon.until(
+                lambda: (
+                    seeded.scalar("SELECT amphora_id FROM failover_request") == id_str(d.amphora)
+                ),
+                what="D failed over",
+                timeout=20,
             )
             # V's heartbeats still count for health and statuses; so do the others'.
             for agent in (v, m, o, w):
                 daemon.until(
-                    lambda a=agent: (_last_update(seeded, a.amphora) or dt.datetime.min)
-                    > before[a.amphora],
+                    lambda a=agent: (
+                        (_last_update(seeded, a.amphora) or dt.datetime.min) > before[a.amphora]
+                    ),
                     what="last_update moving",
                 )
-            daemon.until(lambda: _status(seeded, "member", v.members[1]) == "ERROR",
-                         what="V's own member DOWN written")
+            daemon.until(
+                lambda: _status(seeded, "member", v.members[1]) == "ERROR",
+                what="V's own member DOWN written",
+            )
             assert _status(seeded, "pool", m.pool) == "DEGRADED"
             assert _status(seeded, "member", w.members[1]) == "ONLINE"  # W's DOWN refused
         assert _bytes_in(seeded, v) == (top, 2)
@@ -147,8 +181,10 @@ def test_poison_counters_spoil_only_their_own_statistics(
         )[0]
         assert type(value) is int and value == top
         if seeded.url.startswith("sqlite"):
-            kind = seeded.scalar("SELECT typeof(bytes_in) FROM listener_statistics"
-                                 " WHERE amphora_id = :a", a=id_str(v.amphora))
+            kind = seeded.scalar(
+                "SELECT typeof(bytes_in) FROM listener_statistics WHERE amphora_id = :a",
+                a=id_str(v.amphora),
+            )
             assert kind == "integer"
         assert [row[0] for row in seeded.rows("SELECT amphora_id FROM failover_request")] == [
             id_str(d.amphora)
@@ -171,32 +207,45 @@ def test_a_row_the_database_refuses_is_isolated_in_the_daemon(
     fails."""
     _refuse_big_counters(seeded.engine)  # bytes_in above 1,000,000 refused
     fleet = [seeded.seed] + [
-        make_seed_lb(seeded.engine, operating_status="OFFLINE", with_health=False)
-        for _ in range(3)
+        make_seed_lb(seeded.engine, operating_status="OFFLINE", with_health=False) for _ in range(3)
     ]
     agents = [agent_for(s) for s in fleet]
     bad, down = agents[1], agents[2]
     daemon = start_daemon(write_config(config_dir / "hm.toml", seeded.url))
     try:
         daemon.send(*(a.datagram(add=(10, 10, 1, 0)) for a in agents))
-        daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM listener_statistics") == 4,
-                     what="everyone's statistics")
-        # One burst, so that one flush holds all of it.
-        daemon.send(*(
-            a.datagram(add=(5_000_000, 0, 0, 0)) if a is bad
-            else a.datagram(members={a.members[1]: MemberState.DOWN}, add=(10, 10, 1, 0))
-            if a is down else a.datagram(add=(10, 10, 1, 0))
-            for a in agents
-        ))
         daemon.until(
-            lambda: daemon.metric("healthmgr_rows_rejected_total",
-                                  table="listener_statistics", reason="constraint") == 1,
+            lambda: seeded.scalar("SELECT COUNT(*) FROM listener_statistics") == 4,
+            what="everyone's statistics",
+        )
+        # One burst, so that one flush holds all of it.
+        daemon.send(
+            *(
+                a.datagram(add=(5_000_000, 0, 0, 0))
+                if a is bad
+                else a.datagram(members={a.members[1]: MemberState.DOWN}, add=(10, 10, 1, 0))
+                if a is down
+                else a.datagram(add=(10, 10, 1, 0))
+                for a in agents
+            )
+        )
+        daemon.until(
+            lambda: (
+                daemon.metric(
+                    "healthmgr_rows_rejected_total",
+                    table="listener_statistics",
+                    reason="constraint",
+                )
+                == 1
+            ),
             what="the refused row counted",
         )
         said = daemon.wait_for_log("row refused", amphora_id=id_str(bad.amphora))
         assert said["reason"] == "constraint" and said["table"] == "listener_statistics"
-        daemon.until(lambda: _status(seeded, "member", down.members[1]) == "ERROR",
-                     what="the DOWN member of the same flush")
+        daemon.until(
+            lambda: _status(seeded, "member", down.members[1]) == "ERROR",
+            what="the DOWN member of the same flush",
+        )
         for a in agents:  # the refused update left the total as it was
             assert _bytes_in(seeded, a) == (10 if a is bad else 20, 1)
         assert _status(seeded, "member", bad.members[1]) == "ONLINE"
@@ -215,20 +264,26 @@ def test_amphora_of_a_deleted_load_balancer_is_not_healthy(
     (without its objects), so its amphora reporting no listeners is counted
     ``unhealthy`` and its amphora_health is not refreshed; a spare amphora
     (no load balancer) reporting no listeners is healthy."""
-    deleted = make_seed_lb(seeded.engine, provisioning_status="DELETED",
-                           operating_status="ONLINE", with_health=False)
+    deleted = make_seed_lb(
+        seeded.engine, provisioning_status="DELETED", operating_status="ONLINE", with_health=False
+    )
     spare = make_amphora(seeded.engine, with_health=False)
     gone, idle, live = agent_for(deleted), Agent(spare, new_id(), new_id(), ()), seeded.agent()
     daemon = start_daemon(write_config(config_dir / "hm.toml", seeded.url))
     try:
         for _ in range(3):
-            daemon.send(gone.datagram(listeners=False), idle.datagram(listeners=False),
-                        live.datagram())
+            daemon.send(
+                gone.datagram(listeners=False), idle.datagram(listeners=False), live.datagram()
+            )
             time.sleep(0.1)
-        daemon.until(lambda: daemon.metric("healthmgr_heartbeats_total", result="unhealthy") == 3,
-                     what="three unhealthy heartbeats")
-        daemon.until(lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 6,
-                     what="the spare's and the live one's accepted")
+        daemon.until(
+            lambda: daemon.metric("healthmgr_heartbeats_total", result="unhealthy") == 3,
+            what="three unhealthy heartbeats",
+        )
+        daemon.until(
+            lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 6,
+            what="the spare's and the live one's accepted",
+        )
         daemon.until(lambda: _last_update(seeded, spare) is not None, what="spare refreshed")
         daemon.until(lambda: _last_update(seeded, live.amphora) is not None, what="live refreshed")
         time.sleep(0.3)  # several flushes: a refresh of the deleted one would show by now
@@ -236,9 +291,11 @@ def test_amphora_of_a_deleted_load_balancer_is_not_healthy(
         assert _status(seeded, "load_balancer", deleted.load_balancer) == "ONLINE"  # untouched
         assert _status(seeded, "member", deleted.members[0]) == "ONLINE"
         assert _status(seeded, "member", live.members[0]) == "ONLINE"
-        said = daemon.wait_for_log("heartbeat from an amphora whose load balancer is DELETED:"
-                                   " not healthy, nothing written (R27)",
-                                   amphora_id=id_str(gone.amphora))
+        said = daemon.wait_for_log(
+            "heartbeat from an amphora whose load balancer is DELETED:"
+            " not healthy, nothing written (R27)",
+            amphora_id=id_str(gone.amphora),
+        )
         assert said["lb_id"] == id_str(deleted.load_balancer)
         assert daemon.metric("healthmgr_listener_count_mismatches_total") == 0
     finally:
@@ -266,8 +323,13 @@ def amphora_table_locked(url: str) -> Iterator[None]:
         return
     import pymysql
 
-    conn = pymysql.connect(host=u.host, port=u.port or 3306, user=u.username,
-                           password=u.password or "", database=u.database)
+    conn = pymysql.connect(
+        host=u.host,
+        port=u.port or 3306,
+        user=u.username,
+        password=u.password or "",
+        database=u.database,
+    )
     with conn, conn.cursor() as cur:
         cur.execute("LOCK TABLES amphora WRITE")
         try:
@@ -286,18 +348,29 @@ def test_heartbeat_processed_too_late_writes_no_status(
     fresh heartbeat afterwards is applied."""
     db = server_seeded
     agent, member = db.agent(), db.seed.members[1]
-    cfg = write_config(config_dir / "hm.toml", db.url, sections={"health_manager": {
-        "heartbeat_interval": INTERVAL, "heartbeat_timeout": TIMEOUT,
-    }})
+    cfg = write_config(
+        config_dir / "hm.toml",
+        db.url,
+        sections={
+            "health_manager": {
+                "heartbeat_interval": INTERVAL,
+                "heartbeat_timeout": TIMEOUT,
+            }
+        },
+    )
     daemon = start_daemon(cfg)
     try:
         with amphora_table_locked(db.url):
             daemon.send(agent.datagram(members={member: MemberState.DOWN}))
             time.sleep(HOLD)
-        daemon.until(lambda: daemon.metric("healthmgr_heartbeats_total", result="late") == 1,
-                     what="the heartbeat counted late")
-        said = daemon.wait_for_log("heartbeat processed too late; no status and no health written",
-                                   amphora_id=id_str(agent.amphora))
+        daemon.until(
+            lambda: daemon.metric("healthmgr_heartbeats_total", result="late") == 1,
+            what="the heartbeat counted late",
+        )
+        said = daemon.wait_for_log(
+            "heartbeat processed too late; no status and no health written",
+            amphora_id=id_str(agent.amphora),
+        )
         assert said["delay"] >= INTERVAL
         time.sleep(0.3)  # several flushes: a status written for it would show by now
         assert _status(db, "member", member) == "OFFLINE"
@@ -324,7 +397,11 @@ def _bad_member(db: SeededDb, pool: Id) -> str:
         " enabled, provisioning_status, operating_status, created_at, updated_at)"
         " VALUES (:id, :pool, 'bad', '127.0.0.9', 8009, 1, :f, :t, 'ACTIVE', 'OFFLINE',"
         " :now, :now)",
-        id=bad, pool=id_str(pool), f=False, t=True, now=now,
+        id=bad,
+        pool=id_str(pool),
+        f=False,
+        t=True,
+        now=now,
     )
     return bad
 
@@ -337,8 +414,7 @@ def test_unreadable_member_row_is_left_out_and_the_batch_loads(
     amphora gets its statuses and its amphora_health, the bad row is counted
     (``member``, ``unreadable``) and logged, and no load fails."""
     fleet = [seeded.seed] + [
-        make_seed_lb(seeded.engine, operating_status="OFFLINE", with_health=False)
-        for _ in range(4)
+        make_seed_lb(seeded.engine, operating_status="OFFLINE", with_health=False) for _ in range(4)
     ]
     agents = [agent_for(s) for s in fleet]
     bad = _bad_member(seeded, fleet[2].pool)
@@ -346,12 +422,17 @@ def test_unreadable_member_row_is_left_out_and_the_batch_loads(
     try:
         daemon.send(*(a.datagram() for a in agents))
         for a in agents:
-            daemon.until(lambda a=a: _status(seeded, "member", a.members[1]) == "ONLINE",
-                         what="statuses of every amphora written")
-        daemon.until(lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == len(agents),
-                     what="every amphora_health written")
-        assert daemon.metric("healthmgr_rows_rejected_total",
-                             table="member", reason="unreadable") >= 1
+            daemon.until(
+                lambda a=a: _status(seeded, "member", a.members[1]) == "ONLINE",
+                what="statuses of every amphora written",
+            )
+        daemon.until(
+            lambda: seeded.scalar("SELECT COUNT(*) FROM amphora_health") == len(agents),
+            what="every amphora_health written",
+        )
+        assert (
+            daemon.metric("healthmgr_rows_rejected_total", table="member", reason="unreadable") >= 1
+        )
         said = daemon.wait_for_log("unreadable row left out of a topology", key=bad)
         assert said["table"] == "member" and said["reason"] == "unreadable"
         # What the operator needs to find it: the amphora and the load balancer.
@@ -361,7 +442,9 @@ def test_unreadable_member_row_is_left_out_and_the_batch_loads(
         assert daemon.metric("healthmgr_heartbeats_total", result="accepted") == len(agents)
         assert not [e for e in daemon.events() if e.get("event") == "topology load failed"]
         assert _status(seeded, "pool", fleet[2].pool) == "ONLINE"
-        assert str(seeded.scalar("SELECT operating_status FROM member WHERE id = :i", i=bad)) \
+        assert (
+            str(seeded.scalar("SELECT operating_status FROM member WHERE id = :i", i=bad))
             == "OFFLINE"
+        )
     finally:
         _clean_stop(daemon)

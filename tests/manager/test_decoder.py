@@ -117,8 +117,7 @@ def test_new_amphora_gets_in_through_the_budget_and_joins_the_fleet(derivations:
 
 def test_before_the_first_fleet_load_nothing_is_unlisted():
     dec = decoder(Fleet(), unlisted_rate=0.0)
-    assert all(reason(dec, forged(agent().datagram())) is Reason.BAD_SIGNATURE
-               for _ in range(5))
+    assert all(reason(dec, forged(agent().datagram())) is Reason.BAD_SIGNATURE for _ in range(5))
     assert reason(dec, agent().datagram()) is None
 
 
@@ -182,10 +181,12 @@ def test_sighup_update_keeps_the_fleet_and_replay_state():
     a = agent()
     now = int(time.time() * 1000)
     dec.decode(a.datagram(seq=7), now)
-    settings = Settings.model_validate({
-        "keys": {"master": [{"id": MASTER.id, "secret": MASTER.secret.decode()}]},
-        "health_manager": {"unlisted_derive_rate": 5},
-    })
+    settings = Settings.model_validate(
+        {
+            "keys": {"master": [{"id": MASTER.id, "secret": MASTER.secret.decode()}]},
+            "health_manager": {"unlisted_derive_rate": 5},
+        }
+    )
     dec.update(settings)
     assert dec.fleet is fleet and fleet.native(b"x" * 16)
     assert dec.unlisted.rate == 5
@@ -212,20 +213,25 @@ def test_restart_log_names_each_amphora_once_per_interval_and_counts_the_rest():
     log.restart(b, None, 0)
     log.restart(c, 9, 1)  # beyond the lines of this interval: held back
     assert [(e, f.get("seq"), f.get("previous_seq")) for e, f in sink.lines] == [
-        ("octavia agent restarted", 0, 7), ("octavia agent restarted", 0, None)]
+        ("octavia agent restarted", 0, 7),
+        ("octavia agent restarted", 0, None),
+    ]
     assert sink.lines[0][1]["amphora_id"] == "61616161-6161-6161-6161-616161616161"
     now[0] += 10
     log.flush()
-    assert sink.lines[-1] == ("octavia agent restarts not logged",
-                              {"suppressed": 2, "summary": True})
+    assert sink.lines[-1] == (
+        "octavia agent restarts not logged",
+        {"suppressed": 2, "summary": True},
+    )
     log.restart(c, 9, 1)
     assert sink.lines[-1][0] == "octavia agent restarted"
 
 
 def test_bad_magic_is_returned_with_octavia_off_and_raised_never():
     now = wall_ms()
-    dec = Decoder(Keyring([MASTER], MASTER.id), octavia_key=None, max_age_ms=60_000,
-                  max_future_ms=60_000)
+    dec = Decoder(
+        Keyring([MASTER], MASTER.id), octavia_key=None, max_age_ms=60_000, max_future_ms=60_000
+    )
     for datagram in (b"", b"x", b"\x78\x9c" + bytes(100), bytes(300)):
         result = dec.decode(datagram, now)
         assert isinstance(result, Rejected) and result.reason is Reason.BAD_MAGIC

@@ -126,8 +126,7 @@ def test_a_gradual_mass_outage_fails_over_nothing() -> None:
     failovers, stops = [], []
     now = 0.0
     while now < 3 * T:
-        silent = [amp(i, now - t0) for i, t0 in went_silent.items()
-                  if now - t0 >= 2 * INTERVAL]
+        silent = [amp(i, now - t0) for i, t0 in went_silent.items() if now - t0 >= 2 * INTERVAL]
         decision = d.decide(snap(silent), HEALTHY, now)
         failovers += decision.failover
         stops += decision.stop
@@ -193,8 +192,12 @@ def test_a_lost_manager_raises_the_silence_that_counts_toward_the_breaker() -> N
     """Agents send round robin to two managers and one is gone: every live
     amphora is heard every other interval. That gap must not look like a mass
     outage (it opened the breaker for the whole fleet in a chaos run)."""
-    cfg = DetectorConfig(heartbeat_timeout=4.0, heartbeat_interval=1.0,
-                         threshold=Threshold(count=20), observer_fresh=2.0)
+    cfg = DetectorConfig(
+        heartbeat_timeout=4.0,
+        heartbeat_interval=1.0,
+        threshold=Threshold(count=20),
+        observer_fresh=2.0,
+    )
     assert cfg.suspect_after(0) == 2.0 and cfg.suspect_after(1) == 3.0
     gone = Observer("hm-gone", age=30.0)
     gapped = [amp(i, 2.5, observer=ME) for i in range(60)]  # heard every 2 s, plus lag

@@ -219,8 +219,13 @@ async def test_runner_records_an_outcome_until_the_database_takes_it(
         async def run(self, fn, *args):  # no thread: the mock clock stays in charge
             return fn(*args)
 
-    runner = FailoverRunner(FlakyStore(), None, Metrics(process=False),  # type: ignore[arg-type]
-                            RunnerSettings("hm-1", 1, 3, 0.0, 30.0), InlineDb())
+    runner = FailoverRunner(
+        FlakyStore(),
+        None,
+        Metrics(process=False),  # type: ignore[arg-type]
+        RunnerSettings("hm-1", 1, 3, 0.0, 30.0),
+        InlineDb(),
+    )
     claim = Claim(b"\x01" * 16, b"\x02" * 16, request_id=42)
     await runner._record(claim, JOB, "SUCCEEDED", 1, None)
     assert len(calls) == 4

@@ -94,15 +94,23 @@ print(json.dumps({"granted": sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF
 
 
 def _probe(size: int, *prefix: str) -> dict[str, int]:
-    out = subprocess.run([*prefix, sys.executable, "-c", _PROBE, str(ROOT), str(size)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [*prefix, sys.executable, "-c", _PROBE, str(ROOT), str(size)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
 
 
 def _can_drop_net_admin() -> bool:
     try:
-        return subprocess.run(["setpriv", "--bounding-set=-net_admin", "true"],
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["setpriv", "--bounding-set=-net_admin", "true"], capture_output=True
+            ).returncode
+            == 0
+        )
     except FileNotFoundError:
         return False
 

@@ -45,7 +45,10 @@ def topology(member_status: str = "ONLINE") -> AmphoraTopology:
         MemberTopology(M2, POOL, True, member_status),
     )
     lb = LoadBalancerTopology(
-        LB, True, "ACTIVE", "ONLINE",
+        LB,
+        True,
+        "ACTIVE",
+        "ONLINE",
         (ListenerTopology(LST, True, "ONLINE", POOL),),
         (PoolTopology(POOL, True, "ONLINE", members),),
     )
@@ -54,10 +57,17 @@ def topology(member_status: str = "ONLINE") -> AmphoraTopology:
 
 def heartbeat(seq: int, m2: MemberState = MemberState.UP) -> Heartbeat:
     return Heartbeat(
-        AMP, seq, 1_000 + seq, 10_000, 1,
+        AMP,
+        seq,
+        1_000 + seq,
+        10_000,
+        1,
         (ListenerReport(LST, ListenerState.OPEN, 0, seq, seq, seq, 0),),
-        (PoolReport(POOL, LST, PoolState.UP,
-                    (MemberReport(M1, MemberState.UP), MemberReport(M2, m2))),),
+        (
+            PoolReport(
+                POOL, LST, PoolState.UP, (MemberReport(M1, MemberState.UP), MemberReport(M2, m2))
+            ),
+        ),
     )
 
 
@@ -112,8 +122,11 @@ def test_member_down_is_determined_and_repeats_carry_the_same_digest() -> None:
     (first,) = reports(view)
     determined = {(w.table, w.id): w.operating_status for w in first.statuses}
     assert determined == {
-        ("load_balancer", LB): "DEGRADED", ("listener", LST): "ONLINE",
-        ("pool", POOL): "DEGRADED", ("member", M1): "ONLINE", ("member", M2): "ERROR",
+        ("load_balancer", LB): "DEGRADED",
+        ("listener", LST): "ONLINE",
+        ("pool", POOL): "DEGRADED",
+        ("member", M1): "ONLINE",
+        ("member", M2): "ERROR",
     }
     assert first.cache_differs  # the cache said ONLINE
     assert (first.order, first.healthy, first.native) == (1, True, True)
@@ -200,8 +213,12 @@ def test_health_update_resolution_skips_bumps_within_it() -> None:
     sent = []
     for seq, at_ms in ((1, 100_000), (2, 110_000), (3, 120_000), (4, 130_000), (5, 140_000)):
         hb = heartbeat(seq)
-        hb = Heartbeat(hb.amphora_id, seq, at_ms, *(getattr(hb, f) for f in
-                       ("interval_ms", "counters_epoch", "listeners", "pools")))
+        hb = Heartbeat(
+            hb.amphora_id,
+            seq,
+            at_ms,
+            *(getattr(hb, f) for f in ("interval_ms", "counters_epoch", "listeners", "pools")),
+        )
         view.apply(Arrival(hb, 0.0, at_ms + 5), 0.0)
         batch, _ = view.pending.take()
         sent += [b.last_update for b in batch.health]
@@ -237,8 +254,9 @@ def test_stats_update_every_applies_to_octavia_heartbeats_too() -> None:
 def test_stats_update_every_with_round_robin_managers_never_starves() -> None:
     """Heartbeat i goes to manager i mod 2: with k = 2 a rule on the sequence
     number could keep no statistics at all in one of the managers."""
-    managers = [View(ttl=300, refresh_min_interval=5, late_after=10, stats_every=2)
-                for _ in range(2)]
+    managers = [
+        View(ttl=300, refresh_min_interval=5, late_after=10, stats_every=2) for _ in range(2)
+    ]
     for view in managers:
         view.install([AMP], {AMP: topology()}, now=0.0)
     kept: list[list[int]] = [[], []]
@@ -303,7 +321,9 @@ def test_listener_count_mismatch_is_an_event_with_the_counts() -> None:
     assert view.apply(Arrival(silent, 0.0, 2_000), 0.0) is Applied.UNHEALTHY
     (event,) = view.drain_events()
     assert (event.kind, event.lb_id, event.detail) == (
-        "listener_count_mismatch", LB, {"reported": 0, "expected": 1}
+        "listener_count_mismatch",
+        LB,
+        {"reported": 0, "expected": 1},
     )
 
 

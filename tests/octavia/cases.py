@@ -31,8 +31,20 @@ POOL_STATES = ("UP",) * 6 + ("DOWN", "DOWN", "MAINT")
 # "MAINT (via ...)" and "DRAIN (agent)" are mapped by healthmgr and left
 # unchanged by Octavia: a documented deviation (docs/octavia-compat.md).
 MEMBER_STATES = (
-    "UP", "UP", "UP", "UP 1/3", "DOWN", "DOWN", "DOWN 1/2", "DRAIN", "MAINT", "no check",
-    "NOLB", "RESTARTING", "MAINT (via pool/srv)", "DRAIN (agent)",
+    "UP",
+    "UP",
+    "UP",
+    "UP 1/3",
+    "DOWN",
+    "DOWN",
+    "DOWN 1/2",
+    "DRAIN",
+    "MAINT",
+    "no check",
+    "NOLB",
+    "RESTARTING",
+    "MAINT (via pool/srv)",
+    "DRAIN (agent)",
 )
 MAPPED_DIFFERENTLY = ("MAINT (via pool/srv)", "DRAIN (agent)")
 
@@ -128,9 +140,7 @@ def message(case: Case, amphora: str, seq: int, rng: random.Random) -> dict[str,
             continue
         if version == 1 and pool.listener not in listeners:
             continue  # v1 nests pools in the listeners it reports
-        members = {
-            m.id: rng.choice(MEMBER_STATES) for m in pool.members if rng.random() < 0.85
-        }
+        members = {m.id: rng.choice(MEMBER_STATES) for m in pool.members if rng.random() < 0.85}
         body = {"status": rng.choice(POOL_STATES), "members": members}
         key = f"{pool.id}:{pool.listener}"
         if version == 1:
@@ -164,9 +174,7 @@ def rounds(cases: list[Case], count: int, rng: random.Random) -> list[list[dict[
     """``count`` rounds: in each, every amphora of every case sends one message."""
     out = []
     for n in range(count):
-        messages = [
-            message(case, amp, n, rng) for case in cases for amp in case.amphorae
-        ]
+        messages = [message(case, amp, n, rng) for case in cases for amp in case.amphorae]
         rng.shuffle(messages)
         out.append(messages)
     return out
@@ -179,44 +187,87 @@ def insert(conn: sa.Connection, cases: list[Case]) -> None:
     """The cases' rows, with the columns Octavia's schema requires."""
     lbs, pools, listeners, members, amps = [], [], [], [], []
     for c in cases:
-        lbs.append({
-            "id": c.lb_id, "project_id": "p", "provisioning_status": c.provisioning_status,
-            "operating_status": c.operating_status, "enabled": c.enabled,
-            "topology": c.topology, "provider": "amphora",
-        })
+        lbs.append(
+            {
+                "id": c.lb_id,
+                "project_id": "p",
+                "provisioning_status": c.provisioning_status,
+                "operating_status": c.operating_status,
+                "enabled": c.enabled,
+                "topology": c.topology,
+                "provider": "amphora",
+            }
+        )
         for p in c.pools:
-            pools.append({
-                "id": p.id, "project_id": "p", "protocol": "HTTP", "lb_algorithm": "ROUND_ROBIN",
-                "operating_status": p.operating_status, "enabled": True,
-                "load_balancer_id": c.lb_id, "provisioning_status": "ACTIVE",
-                "tls_enabled": False,
-            })
+            pools.append(
+                {
+                    "id": p.id,
+                    "project_id": "p",
+                    "protocol": "HTTP",
+                    "lb_algorithm": "ROUND_ROBIN",
+                    "operating_status": p.operating_status,
+                    "enabled": True,
+                    "load_balancer_id": c.lb_id,
+                    "provisioning_status": "ACTIVE",
+                    "tls_enabled": False,
+                }
+            )
             for i, m in enumerate(p.members):
-                members.append({
-                    "id": m.id, "project_id": "p", "pool_id": p.id, "ip_address": f"10.0.0.{i}",
-                    "protocol_port": 80, "weight": 1, "operating_status": m.operating_status,
-                    "enabled": m.enabled, "provisioning_status": "ACTIVE", "backup": False,
-                    "vnic_type": "normal",
-                })
+                members.append(
+                    {
+                        "id": m.id,
+                        "project_id": "p",
+                        "pool_id": p.id,
+                        "ip_address": f"10.0.0.{i}",
+                        "protocol_port": 80,
+                        "weight": 1,
+                        "operating_status": m.operating_status,
+                        "enabled": m.enabled,
+                        "provisioning_status": "ACTIVE",
+                        "backup": False,
+                        "vnic_type": "normal",
+                    }
+                )
         for i, lst in enumerate(c.listeners):
-            listeners.append({
-                "id": lst.id, "project_id": "p", "protocol": "HTTP", "protocol_port": 80 + i,
-                "load_balancer_id": c.lb_id, "default_pool_id": lst.default_pool,
-                "provisioning_status": "ACTIVE", "operating_status": lst.operating_status,
-                "enabled": lst.enabled, "client_authentication": "NONE",
-            })
+            listeners.append(
+                {
+                    "id": lst.id,
+                    "project_id": "p",
+                    "protocol": "HTTP",
+                    "protocol_port": 80 + i,
+                    "load_balancer_id": c.lb_id,
+                    "default_pool_id": lst.default_pool,
+                    "provisioning_status": "ACTIVE",
+                    "operating_status": lst.operating_status,
+                    "enabled": lst.enabled,
+                    "client_authentication": "NONE",
+                }
+            )
         roles = ("MASTER", "BACKUP") if c.topology == "ACTIVE_STANDBY" else ("STANDALONE",)
         for amp, role in zip(c.amphorae, roles, strict=True):
-            amps.append({
-                "id": amp, "compute_id": amp, "status": "ALLOCATED",
-                "load_balancer_id": c.lb_id, "role": role, "cert_busy": False,
-            })
-    for table, rows in (("load_balancer", lbs), ("pool", pools), ("listener", listeners),
-                        ("member", members), ("amphora", amps)):
+            amps.append(
+                {
+                    "id": amp,
+                    "compute_id": amp,
+                    "status": "ALLOCATED",
+                    "load_balancer_id": c.lb_id,
+                    "role": role,
+                    "cert_busy": False,
+                }
+            )
+    for table, rows in (
+        ("load_balancer", lbs),
+        ("pool", pools),
+        ("listener", listeners),
+        ("member", members),
+        ("amphora", amps),
+    ):
         if rows:
             cols = list(rows[0])
-            sql = (f"INSERT INTO {table} ({', '.join(cols)}) "
-                   f"VALUES ({', '.join(':' + c for c in cols)})")
+            sql = (
+                f"INSERT INTO {table} ({', '.join(cols)}) "
+                f"VALUES ({', '.join(':' + c for c in cols)})"
+            )
             conn.execute(sa.text(sql), rows)
 
 
@@ -225,9 +276,9 @@ def snapshot(conn: sa.Connection) -> dict[str, dict[Any, tuple]]:
     out: dict[str, dict[Any, tuple]] = {}
     for table in ("load_balancer", "listener", "pool", "member"):
         extra = ", provisioning_status" if table == "load_balancer" else ""
-        rows = conn.execute(sa.text(
-            f"SELECT id, operating_status, updated_at IS NOT NULL{extra} FROM {table}"
-        )).all()
+        rows = conn.execute(
+            sa.text(f"SELECT id, operating_status, updated_at IS NOT NULL{extra} FROM {table}")
+        ).all()
         out[table] = {r[0]: tuple(r[1:]) for r in rows}
     out["amphora"] = {
         r[0]: (r[1],) for r in conn.execute(sa.text("SELECT id, status FROM amphora"))
@@ -238,10 +289,12 @@ def snapshot(conn: sa.Connection) -> dict[str, dict[Any, tuple]]:
     }
     out["listener_statistics"] = {
         (r[0], r[1]): tuple(r[2:])
-        for r in conn.execute(sa.text(
-            "SELECT listener_id, amphora_id, bytes_in, bytes_out, active_connections, "
-            "total_connections, request_errors FROM listener_statistics"
-        ))
+        for r in conn.execute(
+            sa.text(
+                "SELECT listener_id, amphora_id, bytes_in, bytes_out, active_connections, "
+                "total_connections, request_errors FROM listener_statistics"
+            )
+        )
     }
     return out
 
@@ -252,14 +305,17 @@ def simple(rng: random.Random, provisioning_status: str = "ACTIVE") -> Case:
     pool = Pool(_id(rng), "ONLINE", [member])
     listener = Listener(_id(rng), "ONLINE", True, default_pool=pool.id)
     pool.listener = listener.id
-    return Case(_id(rng), True, provisioning_status, "ONLINE", "SINGLE", [_id(rng)],
-                [listener], [pool], {})
+    return Case(
+        _id(rng), True, provisioning_status, "ONLINE", "SINGLE", [_id(rng)], [listener], [pool], {}
+    )
 
 
 def stale_health(conn: sa.Connection, amphorae: list[str], seconds_ago: int = 3600) -> None:
     """amphora_health rows as a dead amphora leaves them: not busy, last_update long ago."""
     conn.execute(
-        sa.text("INSERT INTO amphora_health (amphora_id, last_update, busy) "
-                "VALUES (:a, UTC_TIMESTAMP() - INTERVAL :s SECOND, 0)"),
+        sa.text(
+            "INSERT INTO amphora_health (amphora_id, last_update, busy) "
+            "VALUES (:a, UTC_TIMESTAMP() - INTERVAL :s SECOND, 0)"
+        ),
         [{"a": a, "s": seconds_ago} for a in amphorae],
     )

@@ -47,15 +47,16 @@ def octavia_schema(octavia_python: Path, url: str, tmp_path: Path) -> None:
     manage = octavia_python.parent / "octavia-db-manage"
     done = subprocess.run(
         [str(manage), "--config-file", str(conf), "upgrade", "head"],
-        capture_output=True, text=True, check=False, timeout=300,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.fixture
-def octavia_database(
-    octavia_python: Path, tmp_path: Path
-) -> Iterator[Callable[[], str]]:
+def octavia_database(octavia_python: Path, tmp_path: Path) -> Iterator[Callable[[], str]]:
     """Make fresh MariaDB databases with Octavia's schema (and healthmgr's own tables)."""
     drops: list[Callable[[], None]] = []
 

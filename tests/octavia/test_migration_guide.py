@@ -47,8 +47,14 @@ def run(command: str, paths: dict[str, str]) -> subprocess.CompletedProcess[str]
     argv = command.split()
     assert argv[0] == "healthmgr"
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHMGR_")}
-    return subprocess.run([sys.executable, "-m", "healthmgr", *argv[1:]], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "healthmgr", *argv[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_the_migration_guide_works_as_written(
@@ -76,8 +82,11 @@ def test_the_migration_guide_works_as_written(
         "[controller_worker]\namp_image_tag = amphora\n"
     )
     toml = tmp_path / "healthmgr.toml"
-    paths = {"/etc/octavia/octavia.conf": str(octavia_conf),
-             "/etc/healthmgr/healthmgr.toml": str(toml), "LOAD_BALANCER_ID": case.lb_id}
+    paths = {
+        "/etc/octavia/octavia.conf": str(octavia_conf),
+        "/etc/healthmgr/healthmgr.toml": str(toml),
+        "LOAD_BALANCER_ID": case.lb_id,
+    }
     commands = iter(guide_commands())
 
     # 1. Import the configuration; what is not carried over is named.
@@ -114,12 +123,21 @@ def test_the_migration_guide_works_as_written(
     try:
         (member,) = case.pools[0].members
         message = {
-            "id": amphora, "seq": 0, "ver": 2,
-            "listeners": {case.listeners[0].id: {
-                "status": "OPEN",
-                "stats": {"rx": 10, "tx": 20, "conns": 1, "totconns": 3, "ereq": 0}}},
-            "pools": {f"{case.pools[0].id}:{case.listeners[0].id}": {
-                "status": "UP", "members": {member.id: "DOWN"}}},
+            "id": amphora,
+            "seq": 0,
+            "ver": 2,
+            "listeners": {
+                case.listeners[0].id: {
+                    "status": "OPEN",
+                    "stats": {"rx": 10, "tx": 20, "conns": 1, "totconns": 3, "ereq": 0},
+                }
+            },
+            "pools": {
+                f"{case.pools[0].id}:{case.listeners[0].id}": {
+                    "status": "UP",
+                    "members": {member.id: "DOWN"},
+                }
+            },
         }
         for seq in range(3):
             daemon.send(octavia_wire.encode({**message, "seq": seq}, KEY.encode()))
@@ -131,14 +149,19 @@ def test_the_migration_guide_works_as_written(
             assert done.returncode == 0, done.stderr
             return json.loads(done.stdout)["statuses"]["loadbalancer"]
 
-        lb = wait_until(lambda: (t := tree())["operating_status"] == "DEGRADED" and t,
-                        what="the load balancer DEGRADED")
+        lb = wait_until(
+            lambda: (t := tree())["operating_status"] == "DEGRADED" and t,
+            what="the load balancer DEGRADED",
+        )
         assert lb["listeners"][0]["pools"][0]["members"][0]["operating_status"] == "ERROR"
         # Statistics in Octavia's table: three v2 heartbeats, the same absolute counters.
         with engine.connect() as conn:
-            stats = conn.execute(sa.text(
-                "SELECT bytes_in, bytes_out, active_connections, total_connections, "
-                "request_errors FROM listener_statistics")).all()
+            stats = conn.execute(
+                sa.text(
+                    "SELECT bytes_in, bytes_out, active_connections, total_connections, "
+                    "request_errors FROM listener_statistics"
+                )
+            ).all()
         assert [tuple(r) for r in stats] == [(10, 20, 1, 3, 0)]
         done = run(next(commands) + " -f json", paths)
         assert done.returncode == 0, done.stderr
@@ -149,10 +172,11 @@ def test_the_migration_guide_works_as_written(
         time.sleep(1.5)
         assert recorder.casts == [amphora]
         with engine.connect() as conn:
-            assert conn.execute(sa.text(
-                "SELECT provisioning_status FROM load_balancer")).scalar() == "PENDING_UPDATE"
-        done = run("healthmgr failover list --config /etc/healthmgr/healthmgr.toml -f json",
-                   paths)
+            assert (
+                conn.execute(sa.text("SELECT provisioning_status FROM load_balancer")).scalar()
+                == "PENDING_UPDATE"
+            )
+        done = run("healthmgr failover list --config /etc/healthmgr/healthmgr.toml -f json", paths)
         assert done.returncode == 0, done.stderr
         assert [(r["amphora_id"], r["state"]) for r in json.loads(done.stdout)] == [
             (amphora, "PENDING")

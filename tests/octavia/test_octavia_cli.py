@@ -46,9 +46,10 @@ def test_query_commands_and_actions_work_on_octavias_database(octavia_db_url: st
     with engine.begin() as conn:
         gen.insert(conn, [case])
         gen.stale_health(conn, [amphora], 5)
-        conn.execute(sa.text(
-            "INSERT INTO listener_statistics VALUES (:l, 100, 200, 3, 4, :a, 1)"
-        ), {"l": case.listeners[0].id, "a": amphora})
+        conn.execute(
+            sa.text("INSERT INTO listener_statistics VALUES (:l, 100, 200, 3, 4, :a, 1)"),
+            {"l": case.listeners[0].id, "a": amphora},
+        )
     db = ("--db-url", octavia_db_url, "--schema", "octavia")
 
     def run(*args: str) -> object:
@@ -74,8 +75,10 @@ def test_query_commands_and_actions_work_on_octavias_database(octavia_db_url: st
 
 def test_config_check_on_an_octavia_conf_points_at_the_import(tmp_path: Path) -> None:
     conf = tmp_path / "octavia.conf"
-    conf.write_text("[DEFAULT]\ntransport_url = rabbit://u:p@h:5672/\n\n"
-                    "[health_manager]\nbind_ip = 10.0.0.1\nheartbeat_key = k\n")
+    conf.write_text(
+        "[DEFAULT]\ntransport_url = rabbit://u:p@h:5672/\n\n"
+        "[health_manager]\nbind_ip = 10.0.0.1\nheartbeat_key = k\n"
+    )
     done = cli("config", "check", "--config", str(conf))
     assert done.returncode == 3
     assert "healthmgr config import-octavia" in done.stderr

@@ -56,11 +56,18 @@ async def test_driver_sets_pending_update_casts_once_and_skips_an_immutable_lb(
 ) -> None:
     recorder, exchange, rabbit_url = worker
     active, pending = seed(octavia_db_url, random.Random(5), ["ACTIVE", "PENDING_UPDATE"])
-    cfg = write_config(tmp_path / "hm.toml", octavia_db_url, sections={
-        "database": {"schema": "octavia"},
-        "failover": {"driver": "octavia", "transport_url": rabbit_url,
-                     "control_exchange": exchange},
-    })
+    cfg = write_config(
+        tmp_path / "hm.toml",
+        octavia_db_url,
+        sections={
+            "database": {"schema": "octavia"},
+            "failover": {
+                "driver": "octavia",
+                "transport_url": rabbit_url,
+                "control_exchange": exchange,
+            },
+        },
+    )
     driver = OctaviaDriver(load_settings(cfg))
 
     def job(case: gen.Case, request_id: int) -> FailoverJob:
@@ -87,20 +94,33 @@ def test_two_managers_fail_each_dead_amphora_over_exactly_once_through_the_worke
     failoverable = {c.amphorae[0] for c in made if c.provisioning_status != "PENDING_UPDATE"}
     daemons = []
     for i in (1, 2):
-        cfg = write_config(config_dir / f"hm{i}.toml", octavia_db_url, sections={
-            "health_manager": {"manager_id": f"hm-{i}", "failover_threshold": "off",
-                               "heartbeat_timeout": 2.0, "failover_threads": 2},
-            "database": {"schema": "octavia"},
-            "failover": {"driver": "octavia", "transport_url": rabbit_url,
-                         "control_exchange": exchange},
-        })
+        cfg = write_config(
+            config_dir / f"hm{i}.toml",
+            octavia_db_url,
+            sections={
+                "health_manager": {
+                    "manager_id": f"hm-{i}",
+                    "failover_threshold": "off",
+                    "heartbeat_timeout": 2.0,
+                    "failover_threads": 2,
+                },
+                "database": {"schema": "octavia"},
+                "failover": {
+                    "driver": "octavia",
+                    "transport_url": rabbit_url,
+                    "control_exchange": exchange,
+                },
+            },
+        )
         daemons.append(start_daemon(cfg, wait=False))
     try:
         for d in daemons:
             d.wait_for_log("healthmgr serving")
         casts = settle(recorder, len(failoverable))
-        wait_until(lambda: all(d.metric("healthmgr_stale_amphorae") == 0 for d in daemons),
-                   what="no manager sees a stale amphora")
+        wait_until(
+            lambda: all(d.metric("healthmgr_stale_amphorae") == 0 for d in daemons),
+            what="no manager sees a stale amphora",
+        )
         casts = list(recorder.casts)
         assert Counter(casts) == Counter(failoverable)  # each exactly once, no other
         statuses = lb_status(octavia_db_url)
@@ -109,8 +129,9 @@ def test_two_managers_fail_each_dead_amphora_over_exactly_once_through_the_worke
             assert statuses[c.lb_id] == expected, c.provisioning_status
         engine = make_engine(octavia_db_url)
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT amphora_id, state, requested_by FROM failover_request")).all()
+            rows = conn.execute(
+                sa.text("SELECT amphora_id, state, requested_by FROM failover_request")
+            ).all()
             version = conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
         engine.dispose()
         assert {r[0] for r in rows} == failoverable

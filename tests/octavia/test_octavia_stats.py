@@ -48,8 +48,9 @@ def test_deltas_add_up_in_any_order_and_the_gauge_follows_the_newest() -> None:
 def test_two_managers_flushing_one_amphoras_counters_count_every_byte_once(
     octavia_db_url: str,
 ) -> None:
-    stores = [Store(make_engine(octavia_db_url), schema="octavia", manager_id=f"hm-{i}")
-              for i in (1, 2)]
+    stores = [
+        Store(make_engine(octavia_db_url), schema="octavia", manager_id=f"hm-{i}") for i in (1, 2)
+    ]
     errors: list[BaseException] = []
 
     def flush_every_other(store: Store, first: int) -> Callable[[], None]:
@@ -59,6 +60,7 @@ def test_two_managers_flushing_one_amphoras_counters_count_every_byte_once(
                     store.flush(FlushBatch(stats=(absolute(seq, 10 * seq),)))
             except BaseException as exc:
                 errors.append(exc)
+
         return work
 
     threads = [threading.Thread(target=flush_every_other(s, i)) for i, s in enumerate(stores)]
@@ -69,8 +71,9 @@ def test_two_managers_flushing_one_amphoras_counters_count_every_byte_once(
     assert not errors, errors
     with stores[0].engine.connect() as conn:
         total = conn.execute(sa.text("SELECT bytes_in FROM listener_statistics")).scalar()
-        state = conn.execute(sa.text(
-            "SELECT last_seq, last_bytes_in FROM healthmgr_listener_statistics")).one()
+        state = conn.execute(
+            sa.text("SELECT last_seq, last_bytes_in FROM healthmgr_listener_statistics")
+        ).one()
     for s in stores:
         s.engine.dispose()
     # Whatever the interleaving, the total is the newest absolute value: no byte twice.

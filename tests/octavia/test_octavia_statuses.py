@@ -40,8 +40,14 @@ ROUNDS = 4
 
 def run_octavia(python: Path, url: str, rounds: list[list[dict]]) -> list[list[bytes]]:
     job = json.dumps({"db": url, "key": KEY, "rounds": rounds})
-    done = subprocess.run([str(python), str(DRIVER)], input=job, capture_output=True,
-                          text=True, timeout=600, check=False)
+    done = subprocess.run(
+        [str(python), str(DRIVER)],
+        input=job,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return [[bytes.fromhex(d) for d in r] for r in json.loads(done.stdout)["datagrams"]]
 
@@ -50,8 +56,9 @@ def run_healthmgr(url: str, datagrams: list[list[bytes]], amphorae: list[str]) -
     """The daemon's path without its tasks: decode, apply to the view, flush per round."""
     engine = make_engine(url)
     store = Store(engine, schema="octavia")
-    decoder = Decoder(Keyring([], None), octavia_key=KEY.encode(),
-                      max_age_ms=10**9, max_future_ms=10**9)
+    decoder = Decoder(
+        Keyring([], None), octavia_key=KEY.encode(), max_age_ms=10**9, max_future_ms=10**9
+    )
     view = View(ttl=1e9, refresh_min_interval=0.0, late_after=1e9)
     ids = [id_bytes(a) for a in amphorae]
     view.install(ids, store.load_topologies(ids).found, 0.0)
@@ -73,17 +80,26 @@ def run_healthmgr(url: str, datagrams: list[list[bytes]], amphorae: list[str]) -
         engine.dispose()
 
 
-def documented(table: str, key: object, ours: tuple, theirs: tuple,
-               context: dict[str, object]) -> str | None:
+def documented(
+    table: str, key: object, ours: tuple, theirs: tuple, context: dict[str, object]
+) -> str | None:
     """The documented deviation that explains a difference, or None."""
     case = context["case_of"].get(key)  # type: ignore[attr-defined]
-    if (case is not None and case.topology == "ACTIVE_STANDBY" and ours[0] == theirs[0]
-            and ours[2:] == theirs[2:]):
+    if (
+        case is not None
+        and case.topology == "ACTIVE_STANDBY"
+        and ours[0] == theirs[0]
+        and ours[2:] == theirs[2:]
+    ):
         return "status-rules.md deviation 8: the pair's writes coalesced in one flush"
     if table == "listener":
         lb = context["lb_of_listener"][key]  # type: ignore[index]
-        if (not lb.enabled and lb.provisioning_status == "ACTIVE"
-                and ours[0] == "OFFLINE" and theirs[0] == "ERROR"):
+        if (
+            not lb.enabled
+            and lb.provisioning_status == "ACTIVE"
+            and ours[0] == "OFFLINE"
+            and theirs[0] == "ERROR"
+        ):
             return "status-rules.md deviation 2: missing listener of a disabled load balancer"
     if table == "member" and key in context["mapped_differently"]:  # type: ignore[operator]
         return "octavia-compat.md: MAINT (via ...)/DRAIN (agent) mapped, not ignored"
@@ -112,8 +128,12 @@ def _context(cases: list[gen.Case], rounds: list[list[dict]]) -> dict[str, objec
                 pools.update(body.get("pools", {}))
             for pool in pools.values():
                 mapped |= {m for m, s in pool["members"].items() if s in gen.MAPPED_DIFFERENTLY}
-    return {"lb_of_listener": lb_of_listener, "mapped_differently": mapped, "case_of": case_of,
-            "v1_unevaluated": v1_unevaluated}
+    return {
+        "lb_of_listener": lb_of_listener,
+        "mapped_differently": mapped,
+        "case_of": case_of,
+        "v1_unevaluated": v1_unevaluated,
+    }
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -152,9 +172,7 @@ def test_statuses_and_statistics_equal_octavias_own_update_health(
             (explained if why else unexplained).append(f"{line} ({why})" if why else line)
     assert not unexplained, "\n".join(unexplained[:30])
     # The generated cases exercise the rules: statuses really moved, on both sides.
-    moved = sum(
-        1 for t in ("listener", "pool", "member") for v in theirs[t].values() if v[1]
-    )
+    moved = sum(1 for t in ("listener", "pool", "member") for v in theirs[t].values() if v[1])
     assert moved > 50
     assert len(theirs["listener_statistics"]) > 50
 

@@ -27,8 +27,9 @@ def test_a_bare_host_takes_the_default_port_or_is_refused(text: str) -> None:
         split_host_port(text)
 
 
-@pytest.mark.parametrize("text", ["", ":5555", "1.2.3.4:0", "1.2.3.4:x", "1.2.3.4:65536",
-                                  "[::1", "[::1]x", "[]:80"])
+@pytest.mark.parametrize(
+    "text", ["", ":5555", "1.2.3.4:0", "1.2.3.4:x", "1.2.3.4:65536", "[::1", "[::1]x", "[]:80"]
+)
 def test_refused(text: str) -> None:
     with pytest.raises(ValueError):
         split_host_port(text, default_port=5555)

@@ -45,8 +45,14 @@ def test_id_str_wants_16_bytes() -> None:
 
 def test_parse_id_takes_what_an_operator_types() -> None:
     raw = uuid.UUID(TEXT).bytes
-    for text in (TEXT, TEXT.upper(), "{" + TEXT + "}", TEXT.replace("-", ""), f" {TEXT}\n",
-                 "urn:uuid:" + TEXT):
+    for text in (
+        TEXT,
+        TEXT.upper(),
+        "{" + TEXT + "}",
+        TEXT.replace("-", ""),
+        f" {TEXT}\n",
+        "urn:uuid:" + TEXT,
+    ):
         assert parse_id(text) == raw
         assert canonical_id(text) == TEXT
     with pytest.raises(ValueError):

@@ -135,12 +135,16 @@ class Flusher:
         absolute = [s for s in batch.stats if not s.is_delta]
         deltas = [s for s in batch.stats if s.is_delta]
         octavia_stats = self._octavia_stats
-        stats_work = [] if octavia_stats else [
-            (statement, _w.stats_params(dialect, part, now))
-            for statement, updates in ((self._stats_sql, absolute), (self._delta_sql, deltas))
-            if updates
-            for part in _w.stats_rounds(updates)
-        ]
+        stats_work = (
+            []
+            if octavia_stats
+            else [
+                (statement, _w.stats_params(dialect, part, now))
+                for statement, updates in ((self._stats_sql, absolute), (self._delta_sql, deltas))
+                if updates
+                for part in _w.stats_rounds(updates)
+            ]
+        )
 
         def work(conn: sa.Connection) -> _Counter:
             counter = _Counter()
@@ -186,13 +190,13 @@ class Flusher:
             # before): ours only if they now carry our order.
             now_held = self._lock_reports(conn, counter, absent)
             newer = [
-                r for r in newer
+                r
+                for r in newer
                 if r.amphora_id in held or now_held.get(r.amphora_id, (None,))[0] == r.order
             ]
         counter.won += len(newer)
         return [
-            r for r in newer
-            if r.cache_differs or held.get(r.amphora_id, (0, None))[1] != r.digest
+            r for r in newer if r.cache_differs or held.get(r.amphora_id, (0, None))[1] != r.digest
         ]
 
     def _lock_reports(
@@ -308,12 +312,20 @@ def _refused(row: FlushBatch, error: exc.DBAPIError) -> RefusedRow:
         amp = id_str(row.reports[0].amphora_id)
         return RefusedRow("healthmgr_amphora", amp, amp, kind.reason, detail)
     update = row.stats[0]
-    return RefusedRow("listener_statistics", _w.stats_key(update),
-                      id_str(update.amphora_id), kind.reason, detail)
+    return RefusedRow(
+        "listener_statistics", _w.stats_key(update), id_str(update.amphora_id), kind.reason, detail
+    )
 
 
 def _with_seconds(stats: FlushStats, seconds: float) -> FlushStats:
     return FlushStats(
-        stats.health_rows, stats.reports_won, stats.status_rows, stats.stats_rows,
-        stats.statements, stats.recovered, stats.refused, stats.attempts, seconds,
+        stats.health_rows,
+        stats.reports_won,
+        stats.status_rows,
+        stats.stats_rows,
+        stats.statements,
+        stats.recovered,
+        stats.refused,
+        stats.attempts,
+        seconds,
     )

@@ -87,8 +87,9 @@ def fold(state: State, updates: Iterable[StatsUpdate]) -> Outcome:
             deltas = values
             if newer:
                 active = u.active_connections
-                state = State(state.epoch if state.epoch is not None else u.epoch, u.seq,
-                              state.last)
+                state = State(
+                    state.epoch if state.epoch is not None else u.epoch, u.seq, state.last
+                )
                 changed = True
         elif newer:
             same = state.epoch == u.epoch
@@ -102,8 +103,12 @@ def fold(state: State, updates: Iterable[StatsUpdate]) -> Outcome:
         else:
             continue  # an older absolute heartbeat says nothing new
         added = [min(MAX_COUNTER, a + d) for a, d in zip(added, deltas, strict=True)]
-    return Outcome(state, (added[0], added[1], added[2], added[3]),
-                   None if active is None else min(active, MAX_ACTIVE), changed)
+    return Outcome(
+        state,
+        (added[0], added[1], added[2], added[3]),
+        None if active is None else min(active, MAX_ACTIVE),
+        changed,
+    )
 
 
 def by_row(updates: Iterable[StatsUpdate]) -> dict[Key, list[StatsUpdate]]:

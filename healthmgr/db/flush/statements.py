@@ -201,8 +201,13 @@ def valid_parts(
         problem = stats_problem(u)
         if problem:
             refused.append(
-                RefusedRow("listener_statistics", stats_key(u), id_str(u.amphora_id),
-                           "out_of_range", problem)
+                RefusedRow(
+                    "listener_statistics",
+                    stats_key(u),
+                    id_str(u.amphora_id),
+                    "out_of_range",
+                    problem,
+                )
             )
         else:
             ok_stats.append(u)
