@@ -30,12 +30,13 @@ import threading
 import time
 import urllib.request
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+import tomli_w
 from sqlalchemy.engine import make_url
 
 from healthmgr.config import Settings, load_settings
@@ -300,30 +301,19 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return str(value)
-
-
-def write_toml(path: Path, sections: dict[str, dict[str, Any]], master: MasterKey) -> Path:
-    lines: list[str] = []
-    for name, values in sections.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
-        lines.append("")
-    lines += [
-        "[keys]",
-        f"active_key_id = {master.id}",
-        "[[keys.master]]",
-        f"id = {master.id}",
-        f"secret = {toml_value(master.secret.decode())}",
-    ]
-    path.write_text("\n".join(lines) + "\n")
+def write_toml(
+    path: Path,
+    sections: dict[str, dict[str, Any]],
+    masters: Iterable[MasterKey],
+    active_key_id: int | None = None,
+) -> Path:
+    """A manager's config file, owner-only (it holds the master secrets)."""
+    masters = list(masters)
+    keys = {
+        "active_key_id": masters[0].id if active_key_id is None else active_key_id,
+        "master": [{"id": m.id, "secret": m.secret.decode()} for m in masters],
+    }
+    path.write_text(tomli_w.dumps({**sections, "keys": keys}))
     path.chmod(0o600)
     return path
 
@@ -422,7 +412,7 @@ def _manager_config(
         "logging": {"level": "INFO", "format": "json"},
         "failover": {"driver": "record"},
     }
-    path = write_toml(work_dir / f"manager-{index}.toml", sections, master)
+    path = write_toml(work_dir / f"manager-{index}.toml", sections, [master])
     return Manager(
         ("127.0.0.1", port),
         f"http://127.0.0.1:{metrics_port}/metrics",

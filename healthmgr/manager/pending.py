@@ -11,7 +11,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import NamedTuple
 
-from healthmgr.rules.batch import FlushBatch, HealthBump, ReportWrite, StatusWrite
+from healthmgr.rules.batch import (
+    FlushBatch,
+    HealthBump,
+    PackedStatuses,
+    ReportWrite,
+    pack_statuses,
+    unpack_statuses,
+)
 from healthmgr.rules.stats import StatsAccumulator
 from healthmgr.wire.ids import Id
 from healthmgr.wire.values import Heartbeat
@@ -34,7 +41,7 @@ class Report(NamedTuple):
 
     order: int
     digest: int
-    statuses: tuple[StatusWrite, ...]
+    statuses: PackedStatuses  # rules.batch.pack_statuses: unpacked at the flush
     alive_ms: int
     healthy: bool
     native: bool
@@ -77,7 +84,7 @@ class Pending:
                     a,
                     r.order,
                     r.digest,
-                    r.statuses,
+                    unpack_statuses(r.statuses),
                     utc_from_ms(r.alive_ms),
                     r.healthy,
                     r.native,
@@ -103,7 +110,7 @@ class Pending:
                 Report(
                     r.order,
                     r.digest,
-                    r.statuses,
+                    pack_statuses(r.statuses),
                     ms_from_utc(r.observed_at),
                     r.healthy,
                     r.native,

@@ -20,7 +20,7 @@ from typing import NamedTuple
 from healthmgr.manager.pending import Pending, Report
 from healthmgr.rules import constants as c
 from healthmgr.rules import status
-from healthmgr.rules.batch import StatusWrite
+from healthmgr.rules.batch import PackedStatuses, pack_statuses
 from healthmgr.rules.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.ids import Id
 from healthmgr.wire.replay import alive_at_ms
@@ -50,12 +50,6 @@ class Event(NamedTuple):
     detail: dict[str, object]
 
 
-class _Verdict(NamedTuple):
-    digest: int
-    determined: tuple[StatusWrite, ...]
-    healthy: bool
-
-
 @dataclass(slots=True)
 class _Amphora:
     lb_id: Id | None
@@ -67,7 +61,11 @@ class _Amphora:
     # load balancer (by its hash) changed: the steady state of a fleet.
     last_report: int = 0
     lb_hash: int = 0
-    verdict: _Verdict | None = None
+    # The verdict itself, in the record (a tuple of its own cost 64 bytes an
+    # amphora): statuses packed, 18 bytes each (rules/batch.py); None: none yet.
+    determined: PackedStatuses | None = None
+    digest: int = 0
+    healthy: bool = False
     bumped_ms: int = -(2**62)  # last_update last handed to the writer
     stats_ms: int = -(2**62)  # arrival of the last heartbeat whose counters were kept
 
@@ -164,7 +162,12 @@ class View:
             if old is not None and old.lb_id == entry.lb_id and old.status == entry.status:
                 # Keep the last verdict: it still holds if the hash did not move.
                 entry.last_report, entry.lb_hash = old.last_report, old.lb_hash
-                entry.verdict, entry.bumped_ms = old.verdict, old.bumped_ms
+                entry.determined, entry.digest, entry.healthy = (
+                    old.determined,
+                    old.digest,
+                    old.healthy,
+                )
+                entry.bumped_ms = old.bumped_ms
             if old is not None:
                 entry.stats_ms = old.stats_ms
             self._amps[amp_id] = entry  # re-inserted: the dict stays in fetch order
@@ -202,24 +205,21 @@ class View:
         # A replayed or delayed heartbeat proves life only up to its send time.
         alive_ms = alive_at_ms(hb.sent_at_ms, arrival.wall_ms)
         if arrival.newest:
-            evaluated = self._verdict(entry, hb, now)
-            if evaluated is None:  # its load balancer left the cache: load it first
+            changed = self._verdict(entry, hb, now)
+            if changed is None:  # its load balancer left the cache: load it first
                 return self._wait(arrival)
-            verdict, changed = evaluated
             native = hb.format is WireFormat.NATIVE
             report = Report(
                 arrival.order,
-                verdict.digest,
-                verdict.determined,
+                entry.digest,
+                entry.determined,
                 alive_ms,
-                verdict.healthy,
+                entry.healthy,
                 native,
                 changed,
             )
             self.pending.report(hb.amphora_id, report)
-            healthy = verdict.healthy
-        else:
-            healthy = entry.verdict.healthy if entry.verdict else False  # reordered older
+        healthy = entry.healthy  # a reordered older one: the last verdict's (False: none)
         if not healthy:
             return Applied.UNHEALTHY
         if alive_ms - entry.bumped_ms >= self.health_resolution_ms:
@@ -246,15 +246,19 @@ class View:
         entry.stats_ms = wall_ms
         self.pending.stats(hb)
 
-    def _verdict(self, entry: _Amphora, hb: Heartbeat, now: float) -> tuple[_Verdict, bool] | None:
-        """What the rules say of this heartbeat (cached for the steady state) and
-        whether it changes the cached statuses; None when its load balancer must
-        be loaded first."""
+    def _verdict(self, entry: _Amphora, hb: Heartbeat, now: float) -> bool | None:
+        """Put what the rules say of this heartbeat in ``entry`` (cached for the
+        steady state); whether it changes the cached statuses, None when its
+        load balancer must be loaded first."""
         lb_id = entry.lb_id
         report = _report_hash(hb)
         lb_hash = self._lb_hash.get(lb_id) if lb_id is not None else 0
-        if entry.verdict is not None and report == entry.last_report and lb_hash == entry.lb_hash:
-            return entry.verdict, False  # same report, same topology: same outcome
+        if (
+            entry.determined is not None
+            and report == entry.last_report
+            and lb_hash == entry.lb_hash
+        ):
+            return False  # same report, same topology: same outcome
         lb = self._lbs.get(lb_id) if lb_id is not None else None
         if lb_id is not None and lb is None:
             return None
@@ -264,8 +268,9 @@ class View:
             if outcome.changed:
                 lb = status.apply(lb, outcome)
             lb_hash = self._cache_lb(lb, None if outcome.changed else lb_hash)
-        verdict = _Verdict(status.digest(outcome.determined), outcome.determined, outcome.healthy)
-        entry.verdict, entry.last_report, entry.lb_hash = verdict, report, lb_hash
+        entry.digest = status.digest(outcome.determined)
+        entry.determined = pack_statuses(outcome.determined)
+        entry.healthy, entry.last_report, entry.lb_hash = outcome.healthy, report, lb_hash
         if lb is not None and lb.provisioning_status == c.DELETED:
             # R27: not healthy for what it is, not for a count it cannot match.
             self._event(
@@ -289,7 +294,7 @@ class View:
             # a disabled listener): re-read, and evaluate again meanwhile.
             self._want_refresh(hb.amphora_id, lb_id, now)
             entry.last_report = 0
-        return verdict, outcome.changed
+        return outcome.changed
 
     def _event(self, kind: str, amphora_id: Id, lb_id: Id | None, **detail: object) -> None:
         if len(self.events) < MAX_EVENTS:

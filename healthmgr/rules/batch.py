@@ -12,6 +12,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+import msgspec
+
+from healthmgr.rules.constants import OPERATING_STATUSES
 from healthmgr.wire.ids import Id
 
 STATUS_TABLES = ("load_balancer", "listener", "pool", "member")
@@ -61,9 +64,13 @@ class ReportWrite:
     cache_differs: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class StatsUpdate:
+class StatsUpdate(msgspec.Struct, frozen=True, gc=False):
     """One heartbeat's counters for one listener on one amphora.
+
+    A frozen msgspec Struct, not a dataclass: the receive path builds one per
+    listener per heartbeat, and a frozen dataclass's ``__init__`` (a
+    ``object.__setattr__`` per field) cost 16,000 instructions of it
+    (docs/performance.md, "Receive path and memory").
 
     Absolute counters (``is_delta`` False) are applied only when ``seq`` is
     newer than the row's ``last_seq``: the delta is ``value - last_value``
@@ -107,3 +114,40 @@ class FlushBatch:
 
     def __len__(self) -> int:
         return len(self.health) + len(self.reports) + len(self.stats)
+
+
+# -- statuses held per amphora -------------------------------------------------
+# The view keeps every amphora's last determined statuses (the steady state
+# reuses them) and pending holds them until the flush. As StatusWrite objects a
+# seed amphora's five cost about 650 bytes (a tuple, five objects, their ids);
+# packed, one bytes object of 18 bytes per status: table code, status code,
+# id. They are unpacked once per amphora and flush (Pending.take).
+_ID_BYTES = 16
+_PACKED_BYTES = 2 + _ID_BYTES
+_TABLE_CODE = {table: code for code, table in enumerate(STATUS_TABLES)}
+_STATUS_CODE = {status: code for code, status in enumerate(OPERATING_STATUSES)}
+
+PackedStatuses = bytes | tuple[StatusWrite, ...]  # a tuple: what does not pack (never today)
+
+
+def pack_statuses(writes: tuple[StatusWrite, ...]) -> PackedStatuses:
+    """``writes`` in 18 bytes each; the tuple itself if one of them has no code."""
+    if any(len(w.id) != _ID_BYTES for w in writes):
+        return writes
+    try:
+        return b"".join(
+            bytes((_TABLE_CODE[w.table], _STATUS_CODE[w.operating_status])) + w.id for w in writes
+        )
+    except KeyError:
+        return writes
+
+
+def unpack_statuses(packed: PackedStatuses) -> tuple[StatusWrite, ...]:
+    """The inverse of :func:`pack_statuses`."""
+    if type(packed) is tuple:
+        return packed
+    tables, statuses = STATUS_TABLES, OPERATING_STATUSES
+    return tuple(
+        StatusWrite(tables[packed[i]], packed[i + 2 : i + _PACKED_BYTES], statuses[packed[i + 1]])
+        for i in range(0, len(packed), _PACKED_BYTES)
+    )

@@ -15,8 +15,15 @@ histogram) and resident memory per tracked amphora.
         [--large-amphorae 1000] [--large-rates 1000,2000,3000,5000]
         [--duration 4] [--memory-amphorae 100000]
         [--health-update-resolution 0] [--stats-update-every 1] [--flush-interval 0.25]
-        [--processes 1]
-        [--processes 1]
+        [--processes 1] [--limit-heartbeats 10000] [--compare [REF] [--compare-rounds 2]]
+
+``limits``: the physical limit in the same run, per database: the store
+alone flushing batches of N seed heartbeats (tests/bench/db.py), rows/s and
+heartbeats/s, and rows/s inside the statements (driver and database only).
+
+``--compare REF`` (default HEAD~1) runs the same command from REF and from
+the working tree alternately in this invocation and prints the ratio of each
+figure (tests/bench/compare.py).
 
 Needs the services of the test suite (tests/conftest.py makes the databases).
 """
@@ -44,6 +51,8 @@ from healthmgr.chaos.fleet import Topology  # noqa: E402
 from healthmgr.chaos.topology import insert_topology  # noqa: E402
 from healthmgr.db.engine import make_engine  # noqa: E402
 from healthmgr.db.migrate import upgrade  # noqa: E402
+from tests.bench.compare import compare_from_script  # noqa: E402
+from tests.bench.db import bench_database  # noqa: E402
 from tests.conftest import fresh_database_url  # noqa: E402
 from tests.manager.harness import (  # noqa: E402
     MASTER,
@@ -70,6 +79,12 @@ def udp_rcvbuf_errors() -> int:
     ]
     header, values = lines[0], lines[1]
     return int(values[header.index("RcvbufErrors")])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (less moved by other load than rates are)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -228,6 +243,9 @@ class Bench:
     def commit_lag(self) -> Histogram:
         return Histogram(self.daemons, "healthmgr_commit_lag_seconds")
 
+    def cpu(self) -> float:
+        return sum(cpu_seconds(d.proc.pid) for d in self.daemons)
+
     def rss(self) -> int:
         return sum(rss_bytes(d.proc.pid) for d in self.daemons)
 
@@ -259,6 +277,7 @@ class Bench:
 
     def step(self, rate: float) -> dict[str, Any]:
         before_accepted, before_drops = self.accepted(), udp_rcvbuf_errors()
+        before_cpu = self.cpu()
         before_lag = self.commit_lag()
         summary = self.send(rate, self.duration)
         accepted, rows = self.settle(before_accepted + summary["sent"], summary["last_seq"])
@@ -281,6 +300,11 @@ class Bench:
             "db_rows_current": rows,
             "db_rows_expected": self.listeners,
             "p99_arrival_to_commit_s": p99,
+            # The daemons' CPU per heartbeat over the step (receive path and writer).
+            "daemon_cpu_us_per_heartbeat": round(
+                1e6 * (self.cpu() - before_cpu) / max(1.0, accepted - before_accepted), 1
+            ),
+            "load_average": round(os.getloadavg()[0], 2),
             "passed": ok,
         }
 
@@ -334,7 +358,24 @@ def memory_only(amphorae: int) -> dict[str, Any]:
         }
 
 
+def limits(dialects: list[str], heartbeats: int) -> dict[str, Any]:
+    """The store alone, per database: the physical limit the daemon is measured against."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dialect in dialects:
+            r = bench_database(dialect, heartbeats, 5, Path(tmp))
+            out[dialect] = {
+                "batch_rows": r["batch_rows"],
+                "rows_per_s": r["rows_per_second"],
+                "heartbeats_per_s": r["heartbeats_per_second"],
+                "rows_per_s_in_statements": round(r["batch_rows"] / r["statement_seconds_median"]),
+            }
+    return out
+
+
 def main() -> int:
+    if compare_from_script(__file__, sys.argv[1:]):
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--databases", default="sqlite,postgresql")
     p.add_argument("--amphorae", type=int, default=20000)
@@ -352,6 +393,20 @@ def main() -> int:
         default=1,
         help="manager processes sharing the port with SO_REUSEPORT",
     )
+    p.add_argument(
+        "--limit-heartbeats",
+        type=int,
+        default=10000,
+        help="store-alone flushes of this many heartbeats per database (0: off)",
+    )
+    p.add_argument(
+        "--compare",
+        nargs="?",
+        const="HEAD~1",
+        metavar="REF",
+        help="run REF and the working tree alternately; print the ratios",
+    )
+    p.add_argument("--compare-rounds", type=int, default=2, help="runs per side")
     args = p.parse_args()
     options = {
         "health_update_resolution": args.health_update_resolution,
@@ -363,6 +418,8 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "rmem_max": rmem},
         "runs": [],
     }
+    if args.limit_heartbeats:
+        results["limits"] = limits(args.databases.split(","), args.limit_heartbeats)
     for dialect in args.databases.split(","):
         results["runs"].append(
             run_shape(

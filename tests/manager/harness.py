@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from healthmgr.chaos.deployment import free_port, write_toml
 from healthmgr.wire.ids import Id
 from healthmgr.wire.keys import MasterKey, derive_amphora_key
 from healthmgr.wire.native import encode_native
@@ -39,22 +40,6 @@ MASTER = MasterKey(1, b"test master key, long enough")
 # parallel beside other suites); a start-up that takes longer is a failure, not a slow pass.
 START_TIMEOUT_S = 60.0
 MASTER_2 = MasterKey(2, b"rotated master key, long enough")
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return str(value)
 
 
 def write_config(
@@ -82,17 +67,7 @@ def write_config(
     }
     for name, values in (sections or {}).items():
         base.setdefault(name, {}).update(values)
-    lines: list[str] = []
-    for name, values in base.items():
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {toml_value(v)}" for k, v in values.items())
-        lines.append("")
-    lines.append("[keys]")
-    lines.append(f"active_key_id = {active_key_id}")
-    for m in masters:
-        lines += ["[[keys.master]]", f"id = {m.id}", f"secret = {toml_value(m.secret.decode())}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_toml(path, base, masters, active_key_id)
 
 
 def read_config(path: Path) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
+
+import msgspec
 
 from healthmgr.wire import octavia
 from healthmgr.wire.ids import id_str
@@ -20,8 +21,8 @@ def octavia_datagram(
     """What an Octavia amphora agent of ``version`` sends (v3: counters are deltas)."""
     hb = agent.heartbeat(**kw)  # type: ignore[arg-type]
     (listener,) = hb.listeners
-    listener = dataclasses.replace(listener, bytes_in=deltas[0], bytes_out=deltas[1])
-    hb = dataclasses.replace(hb, listeners=(listener,))
+    listener = msgspec.structs.replace(listener, bytes_in=deltas[0], bytes_out=deltas[1])
+    hb = msgspec.structs.replace(hb, listeners=(listener,))
     return octavia.encode(octavia.heartbeat_to_message(hb, version), KEY.encode())
 
 

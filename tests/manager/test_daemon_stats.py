@@ -8,11 +8,12 @@ managers each seeing a share of the heartbeats neither lose nor double count.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import msgspec
 
 from healthmgr.wire.ids import id_str
 from healthmgr.wire.native import encode_native
@@ -29,7 +30,7 @@ def signed(agent: Agent, seq: int, epoch: int, counters: Counters, active: int) 
     """A native heartbeat of ``agent`` with exactly these counters, signed now."""
     hb: Heartbeat = agent.heartbeat(seq=seq)
     (listener,) = hb.listeners
-    listener = dataclasses.replace(
+    listener = msgspec.structs.replace(
         listener,
         current_connections=active,
         bytes_in=counters[0],
@@ -37,7 +38,7 @@ def signed(agent: Agent, seq: int, epoch: int, counters: Counters, active: int) 
         total_connections=counters[2],
         request_errors=counters[3],
     )
-    hb = dataclasses.replace(hb, counters_epoch=epoch, listeners=(listener,))
+    hb = msgspec.structs.replace(hb, counters_epoch=epoch, listeners=(listener,))
     return encode_native(hb, agent.master.id, agent.key)
 
 

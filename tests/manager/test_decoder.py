@@ -3,10 +3,10 @@ Octavia agent restarts. In process, real keys and real datagrams."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 
+import msgspec
 import pytest
 
 from healthmgr.manager.decoder import Decoder
@@ -38,7 +38,7 @@ def decoder(fleet: Fleet | None = None, *, unlisted_rate: float = 2.0) -> Decode
 
 
 def octavia_datagram(a: Agent, seq: int) -> bytes:
-    hb = dataclasses.replace(a.heartbeat(), seq=seq)
+    hb = msgspec.structs.replace(a.heartbeat(), seq=seq)
     return octavia.encode(octavia.heartbeat_to_message(hb, 2), OCTAVIA_KEY)
 
 

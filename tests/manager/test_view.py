@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import itertools
 import uuid
 
+import msgspec
+from hypothesis import given
+from hypothesis import strategies as st
+
 from healthmgr.manager.view import Applied, Arrival, View
-from healthmgr.rules.batch import ReportWrite
+from healthmgr.rules.batch import (
+    STATUS_TABLES,
+    ReportWrite,
+    StatusWrite,
+    pack_statuses,
+    unpack_statuses,
+)
+from healthmgr.rules.constants import OPERATING_STATUSES
 from healthmgr.rules.topology import (
     AmphoraTopology,
     ListenerTopology,
@@ -234,7 +244,7 @@ def test_stats_update_every_applies_to_octavia_heartbeats_too() -> None:
     view.install([AMP], {AMP: topology()}, now=0.0)
     seqs = []
     for seq in range(1, 8):  # one heartbeat per 10 s interval
-        octavia = dataclasses.replace(heartbeat(seq), interval_ms=0)
+        octavia = msgspec.structs.replace(heartbeat(seq), interval_ms=0)
         view.apply(Arrival(octavia, 0.0, 2_000 + seq * 10_000), 0.0)
         batch, _ = view.pending.take()
         seqs += [s.seq for s in batch.stats]
@@ -315,3 +325,23 @@ def test_listener_count_mismatch_is_an_event_with_the_counts() -> None:
         LB,
         {"reported": 0, "expected": 1},
     )
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(STATUS_TABLES),
+            st.binary(min_size=15, max_size=17),
+            st.sampled_from((*OPERATING_STATUSES, "NOT_A_STATUS")),
+        ),
+        max_size=8,
+    )
+)
+def test_packed_statuses_unpack_to_the_same_writes(items: list[tuple[str, bytes, str]]) -> None:
+    """The view keeps each amphora's statuses packed (18 bytes each); what does not
+    pack (an id not 16 bytes, a status without a code) is kept as it is."""
+    writes = tuple(StatusWrite(*item) for item in items)
+    packed = pack_statuses(writes)
+    assert unpack_statuses(packed) == writes
+    if all(len(w.id) == 16 and w.operating_status in OPERATING_STATUSES for w in writes):
+        assert type(packed) is bytes and len(packed) == 18 * len(writes)

@@ -9,6 +9,7 @@ tables added by ``healthmgr db upgrade`` in the octavia schema.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ import pytest
 
 from healthmgr.db import migrate
 from tests.conftest import fresh_database_url, services_required, unavailable
-from tests.octavia.rpc_worker import Recorder, octavia_worker
+from tests.octavia.rpc_worker import Worker, octavia_worker
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".venv-octavia"
@@ -87,11 +88,13 @@ def config_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def worker() -> Iterator[tuple[Recorder, str]]:
+def worker() -> Iterator[Worker]:
     """A real oslo.messaging RPC server standing in for Octavia's worker (rpc_worker.py)."""
     try:
         socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
     except OSError as exc:
         unavailable(f"RabbitMQ is not reachable at 127.0.0.1:5672: {exc}")
+    if shutil.which("rabbitmqctl") is None:
+        unavailable("rabbitmqctl is missing (each test makes a RabbitMQ virtual host with it)")
     with octavia_worker() as found:
         yield found

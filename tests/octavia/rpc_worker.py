@@ -3,22 +3,23 @@
 It listens where Octavia's ``octavia-worker`` listens (topic
 ``octavia_provisioning_v2``, an endpoint in namespace ``controller`` at
 version 2.0) and records the ``failover_amphora`` casts it receives instead of
-failing amphorae over (there is no Nova here to build a new one). Each test
-uses its own exchange, but oslo.messaging names the worker's queue by topic
-(``octavia_provisioning_v2``), so two workers on one broker share that queue and
-take each other's casts: one worker at a time on this machine (a file lock, which
-also holds between the parallel test processes of pytest-xdist).
+failing amphorae over (there is no Nova here to build a new one).
+
+Each worker gets a virtual host of its own on the broker, made and removed
+with ``rabbitmqctl``: RabbitMQ names a topic's queues by the topic alone, not
+by the exchange, so two test runs on one broker (parallel sessions, xdist
+workers) that only had exchanges of their own shared the queue
+``octavia_provisioning_v2`` and received each other's casts, round robin.
 """
 
 from __future__ import annotations
 
-import fcntl
-import tempfile
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import NamedTuple
 
 import oslo_messaging as messaging
 from oslo_config import cfg
@@ -26,7 +27,6 @@ from oslo_config import cfg
 from healthmgr.octavia.rpc import NAMESPACE, TOPIC, VERSION
 
 RABBIT_URL = "rabbit://guest:guest@127.0.0.1:5672/"
-LOCK = Path(tempfile.gettempdir()) / "healthmgr-tests-octavia-worker.lock"
 
 
 class Recorder:
@@ -41,26 +41,41 @@ class Recorder:
             self.casts.append(amphora_id)
 
 
-@contextmanager
-def octavia_worker() -> Iterator[tuple[Recorder, str]]:
-    """(the recorder, its exchange) while a real RPC server runs (the only one here)."""
-    with LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        with _running_worker() as found:
-            yield found
+class Worker(NamedTuple):
+    recorder: Recorder
+    exchange: str
+    url: str  # the transport URL, with the worker's own virtual host
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
 
 
 @contextmanager
-def _running_worker() -> Iterator[tuple[Recorder, str]]:
-    exchange = f"healthmgr_test_{uuid.uuid4().hex[:12]}"
-    transport = messaging.get_rpc_transport(cfg.CONF, url=RABBIT_URL)
-    target = messaging.Target(topic=TOPIC, server="octavia-worker-test", exchange=exchange)
-    recorder = Recorder()
-    server = messaging.get_rpc_server(transport, target, [recorder])
-    server.start()
+def own_vhost() -> Iterator[str]:
+    """A fresh virtual host the guest user may use, removed afterwards; its transport URL."""
+    vhost = f"healthmgr_test_{uuid.uuid4().hex[:12]}"
+    rabbitmqctl("add_vhost", vhost)
     try:
-        yield recorder, exchange
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"{RABBIT_URL}{vhost}"
     finally:
-        server.stop()
-        server.wait()
-        transport.cleanup()
+        rabbitmqctl("delete_vhost", vhost)
+
+
+@contextmanager
+def octavia_worker() -> Iterator[Worker]:
+    """A real RPC server on a virtual host of its own, while it runs."""
+    with own_vhost() as url:
+        exchange = f"healthmgr_test_{uuid.uuid4().hex[:12]}"
+        transport = messaging.get_rpc_transport(cfg.CONF, url=url)
+        target = messaging.Target(topic=TOPIC, server="octavia-worker-test", exchange=exchange)
+        recorder = Recorder()
+        server = messaging.get_rpc_server(transport, target, [recorder])
+        server.start()
+        try:
+            yield Worker(recorder, exchange, url)
+        finally:
+            server.stop()
+            server.wait()
+            transport.cleanup()

@@ -28,7 +28,7 @@ from healthmgr.db.octavia_schema import OWN_TABLES
 from healthmgr.wire import octavia as octavia_wire
 from tests.manager.harness import free_port, start_daemon, wait_until
 from tests.octavia import cases as gen
-from tests.octavia.rpc_worker import RABBIT_URL, Recorder
+from tests.octavia.rpc_worker import Worker
 
 pytestmark = pytest.mark.mysql
 
@@ -58,9 +58,9 @@ def run(command: str, paths: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def test_the_migration_guide_works_as_written(
-    octavia_database: Callable[..., str], worker: tuple[Recorder, str], tmp_path: Path
+    octavia_database: Callable[..., str], worker: Worker, tmp_path: Path
 ) -> None:
-    recorder, exchange = worker
+    recorder, exchange, rabbit_url = worker
     url = octavia_database(healthmgr_tables=False)
     case = gen.simple(random.Random(3))
     amphora = case.amphorae[0]
@@ -72,7 +72,7 @@ def test_the_migration_guide_works_as_written(
     port = free_port()
     octavia_conf = tmp_path / "octavia.conf"
     octavia_conf.write_text(
-        f"[DEFAULT]\ntransport_url = {RABBIT_URL}\ncontrol_exchange = {exchange}\n"
+        f"[DEFAULT]\ntransport_url = {rabbit_url}\ncontrol_exchange = {exchange}\n"
         "log_dir = /var/log/octavia\n\n"
         f"[database]\nconnection = {url}\nmax_pool_size = 20\n\n"
         f"[health_manager]\nbind_ip = 127.0.0.1\nbind_port = {port}\n"

@@ -21,7 +21,7 @@ from healthmgr.manager.failover import DriverResult, FailoverJob
 from healthmgr.octavia.rpc import OctaviaDriver
 from tests.manager.harness import start_daemon, wait_until, write_config
 from tests.octavia import cases as gen
-from tests.octavia.rpc_worker import RABBIT_URL, Recorder
+from tests.octavia.rpc_worker import Recorder, Worker
 
 pytestmark = pytest.mark.mysql
 
@@ -52,9 +52,9 @@ def settle(recorder: Recorder, count: int) -> list[str]:
 
 
 async def test_driver_sets_pending_update_casts_once_and_skips_an_immutable_lb(
-    octavia_db_url: str, worker: tuple[Recorder, str], tmp_path: Path
+    octavia_db_url: str, worker: Worker, tmp_path: Path
 ) -> None:
-    recorder, exchange = worker
+    recorder, exchange, rabbit_url = worker
     active, pending = seed(octavia_db_url, random.Random(5), ["ACTIVE", "PENDING_UPDATE"])
     cfg = write_config(
         tmp_path / "hm.toml",
@@ -63,7 +63,7 @@ async def test_driver_sets_pending_update_casts_once_and_skips_an_immutable_lb(
             "database": {"schema": "octavia"},
             "failover": {
                 "driver": "octavia",
-                "transport_url": RABBIT_URL,
+                "transport_url": rabbit_url,
                 "control_exchange": exchange,
             },
         },
@@ -86,9 +86,9 @@ async def test_driver_sets_pending_update_casts_once_and_skips_an_immutable_lb(
 
 
 def test_two_managers_fail_each_dead_amphora_over_exactly_once_through_the_worker(
-    octavia_db_url: str, worker: tuple[Recorder, str], config_dir: Path
+    octavia_db_url: str, worker: Worker, config_dir: Path
 ) -> None:
-    recorder, exchange = worker
+    recorder, exchange, rabbit_url = worker
     rng = random.Random(11)
     made = seed(octavia_db_url, rng, ["ACTIVE"] * 5 + ["ERROR"] + ["PENDING_UPDATE"] * 2)
     failoverable = {c.amphorae[0] for c in made if c.provisioning_status != "PENDING_UPDATE"}
@@ -107,7 +107,7 @@ def test_two_managers_fail_each_dead_amphora_over_exactly_once_through_the_worke
                 "database": {"schema": "octavia"},
                 "failover": {
                     "driver": "octavia",
-                    "transport_url": RABBIT_URL,
+                    "transport_url": rabbit_url,
                     "control_exchange": exchange,
                 },
             },

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import msgspec
 import pytest
 
 from healthmgr.rules import constants as c
@@ -449,7 +450,7 @@ def test_R23_healthy_when_reported_listeners_match_enabled_ones(listeners, repor
 
 
 def test_R23_a_listener_reported_twice_counts_once():
-    hb = dataclasses.replace(heartbeat(), listeners=(report("L1"), report("L1", L.FULL)))
+    hb = msgspec.structs.replace(heartbeat(), listeners=(report("L1"), report("L1", L.FULL)))
     out = evaluate(topology(), hb)
     assert out.healthy
     assert changes(out) == {"L1": c.DEGRADED, "LB1": c.DEGRADED}  # worst report wins

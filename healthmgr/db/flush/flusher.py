@@ -202,13 +202,15 @@ class Flusher:
     def _lock_reports(
         self, conn: sa.Connection, counter: _Counter, ids: Sequence[Id]
     ) -> dict[Id, tuple[int, int]]:
-        text = sorted(id_str(i) for i in ids)
+        raw_of = {_w.text_id(i): i for i in ids}  # the rows' text back to our ids
         out: dict[Id, tuple[int, int]] = {}
-        for part in chunks(text, IN_CHUNK):
+        for part in chunks(sorted(raw_of), IN_CHUNK):
             sql = _w.report_lock_sql(self.dialect, len(part))
-            params: Any = {"ids": list(part)} if self.dialect == "postgresql" else tuple(part)
+            pg = self.dialect == "postgresql"
+            params: Any = {"ids": _w.pg_array(part)} if pg else tuple(part)
             for amp, order, digest in counter.driver(conn, sql, params):
-                out[id_bytes(amp)] = (int(order), int(digest))
+                raw = raw_of.get(amp)
+                out[raw if raw is not None else id_bytes(amp)] = (int(order), int(digest))
         return out
 
     def _recover(self, conn: sa.Connection, counter: _Counter, ids: list[str]) -> list[Id]:
@@ -217,7 +219,7 @@ class Flusher:
         where = f"status = '{C.FAILOVER_STOPPED}' AND id"
         if self.dialect == "postgresql":
             sql = f"SELECT id FROM amphora WHERE {where} = ANY(%(ids)s::varchar[])"
-            stopped = [row[0] for row in counter.driver(conn, sql, {"ids": ids})]
+            stopped = [row[0] for row in counter.driver(conn, sql, {"ids": _w.pg_array(ids)})]
         else:
             mark = "?" if self.dialect == "sqlite" else "%s"
             for part in chunks(ids, IN_CHUNK):
