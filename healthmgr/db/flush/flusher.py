@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -124,7 +124,7 @@ class Flusher:
             if not result.statements and result.refused and diagnose(error).reason == "unknown":
                 raise  # every row refused for an unknown reason: not the rows, retry later
         result = result.plus(FlushStats(refused=tuple(refused), attempts=0))
-        return _with_seconds(result, time.perf_counter() - started)
+        return replace(result, seconds=time.perf_counter() - started)
 
     # -- one transaction -----------------------------------------------------
 
@@ -314,18 +314,4 @@ def _refused(row: FlushBatch, error: exc.DBAPIError) -> RefusedRow:
     update = row.stats[0]
     return RefusedRow(
         "listener_statistics", _w.stats_key(update), id_str(update.amphora_id), kind.reason, detail
-    )
-
-
-def _with_seconds(stats: FlushStats, seconds: float) -> FlushStats:
-    return FlushStats(
-        stats.health_rows,
-        stats.reports_won,
-        stats.status_rows,
-        stats.stats_rows,
-        stats.statements,
-        stats.recovered,
-        stats.refused,
-        stats.attempts,
-        seconds,
     )
