@@ -209,23 +209,34 @@ def check_current(engine: Engine | str | URL, schema: str = NATIVE) -> str:
 
 @contextmanager
 def _migration_lock(conn: Connection) -> Iterator[None]:
-    """Hold a lock so two concurrent upgrades run one after the other."""
+    """Hold a session lock around a whole migration transaction.
+
+    The lock is released only after the transaction has ended: released before
+    the commit, it would let the next upgrade read the version table as it was
+    before this one and run the same migrations again.
+    """
     name = conn.dialect.name
     if name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
-        yield
+        acquire = f"SELECT pg_advisory_lock({_PG_LOCK_KEY})"
+        release = f"SELECT pg_advisory_unlock({_PG_LOCK_KEY})"
     elif name in ("mysql", "mariadb"):
-        got = conn.exec_driver_sql(
-            f"SELECT GET_LOCK('{_MYSQL_LOCK_NAME}', {_LOCK_WAIT_S})"
-        ).scalar()
-        if got != 1:
-            raise SchemaError(f"another migration holds the lock {_MYSQL_LOCK_NAME!r}")
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql(f"SELECT RELEASE_LOCK('{_MYSQL_LOCK_NAME}')")
+        acquire = f"SELECT GET_LOCK('{_MYSQL_LOCK_NAME}', {_LOCK_WAIT_S})"
+        release = f"SELECT RELEASE_LOCK('{_MYSQL_LOCK_NAME}')"
     else:
         yield  # SQLite: BEGIN IMMEDIATE already excludes other writers
+        return
+    got = conn.exec_driver_sql(acquire).scalar()
+    conn.commit()  # end the implicit transaction: the migration opens its own
+    if name != "postgresql" and got != 1:
+        raise SchemaError(f"another migration holds the lock {_MYSQL_LOCK_NAME!r}")
+    try:
+        yield
+    finally:
+        if not conn.invalidated:  # a lost session has lost its lock with it
+            if conn.in_transaction():
+                conn.rollback()
+            conn.exec_driver_sql(release)
+            conn.commit()
 
 
 Target = Engine | str | URL
@@ -240,8 +251,8 @@ def _run(
 ) -> Revisions:
     with _engine(engine_or_url) as eng:
         conn = connect(eng).execution_options(sqlite_begin="IMMEDIATE")
-        with conn:
-            with conn.begin(), _migration_lock(conn):
+        with conn, _migration_lock(conn):
+            with conn.begin():
                 _check_kind(conn, schema)
                 before = _current(conn)
                 cfg = alembic_config(schema=schema)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import CheckConstraint, inspect, text
+from sqlalchemy import CheckConstraint, event, inspect, text
 
 from healthmgr.db import migrate
 from healthmgr.db.engine import make_engine
@@ -198,6 +198,33 @@ def test_concurrent_upgrades_run_one_after_the_other(server_db_url: str) -> None
         t.join()
     head = migrate.head()
     assert sorted(results, key=repr) == sorted([(None, head), (head, head), (head, head)], key=repr)
+
+
+def test_the_migration_lock_is_released_after_the_commit(server_db_url: str) -> None:
+    """Released before the commit, the lock lets the next upgrade read the old
+    version table and run the same migrations again ("table already exists")."""
+    engine = make_engine(server_db_url)
+    seen: list[str] = []
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _statement(conn, cursor, statement, params, context, executemany) -> None:
+        if "unlock" in statement.lower() or "release_lock" in statement.lower():
+            seen.append("unlock")
+        elif migrate.VERSION_TABLE in statement and statement.lstrip().upper().startswith(
+            ("INSERT", "UPDATE")
+        ):
+            seen.append("version written")
+
+    @event.listens_for(engine, "commit")
+    def _commit(conn) -> None:
+        seen.append("commit")
+
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    written = seen.index("version written")
+    assert "commit" in seen[written : seen.index("unlock")], seen
 
 
 def test_the_drift_test_sees_a_difference(tmp_path: Path) -> None:
