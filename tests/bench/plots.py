@@ -37,7 +37,12 @@ def series(path: Path) -> list[tuple[str, dict[str, Any]]]:
     return [(path.stem, run) for run in data["runs"]]
 
 
-def plot(runs: list[tuple[str, dict[str, Any]]], out: Path, p99_target: float) -> list[Path]:
+def plot(
+    runs: list[tuple[str, dict[str, Any]]],
+    out: Path,
+    p99_target: float,
+    name: str = "performance-throughput",
+) -> list[Path]:
     """One PNG per (database, shape): daemon CPU per heartbeat and p99 commit lag
     against the offered rate."""
     groups: dict[tuple[str, str], list[tuple[str, dict[str, Any]]]] = {}
@@ -81,7 +86,7 @@ def plot(runs: list[tuple[str, dict[str, Any]]], out: Path, p99_target: float) -
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         fig.tight_layout()
-        path = out / f"performance-throughput-{database}-{shape}.png"
+        path = out / f"{name}-{database}-{shape}.png"
         fig.savefig(path, dpi=90)
         plt.close(fig)
         written.append(path)

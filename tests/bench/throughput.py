@@ -8,7 +8,12 @@ daemon's ``healthmgr_heartbeats_total{result="accepted"}``), the kernel
 dropped none (``/proc/net/snmp`` Udp RcvbufErrors), and the database reflects
 the last heartbeat of every amphora (``listener_statistics.last_seq``).
 Also reported: p99 arrival-to-commit time (the daemon's commit-lag
-histogram) and resident memory per tracked amphora.
+histogram), resident memory per tracked amphora, and per step the CPU per
+heartbeat of the daemon, of the sender's blast (it signs beforehand) and of
+the database server (PostgreSQL: its processes except other databases'
+backends; MariaDB: the whole server), with the two bounds they give:
+``daemon_bound_per_s`` (one manager process on a core of its own) and
+``cpu_bound_per_s`` (every core busy with the three).
 
     .venv/bin/python tests/bench/throughput.py [--databases sqlite,postgresql]
         [--amphorae 20000] [--rates 5000,10000,20000,30000,40000,50000]
@@ -69,6 +74,7 @@ SOURCES = 64  # sender sockets: amphorae keep theirs, spread over SO_REUSEPORT p
 # upper bound of its histogram bucket) within this many seconds, or four
 # flush intervals when those are longer.
 MAX_P99_COMMIT_LAG = 1.0
+CPUS = os.cpu_count() or 1
 
 
 def udp_rcvbuf_errors() -> int:
@@ -85,6 +91,54 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (less moved by other load than rates are)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _processes(*names: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with suppress(OSError):
+                if (entry / "comm").read_text().strip() in names:
+                    pids.append(int(entry.name))
+    return pids
+
+
+class ServerCpu:
+    """CPU seconds of the database server working for this bench, per process.
+
+    PostgreSQL: every server process except the backends of other databases
+    (the WAL writer, checkpointer and autovacuum count: they work for the
+    bench's writes too). MariaDB runs one process for every client, so its
+    figure includes other load on the machine. SQLite: none (it is the daemon).
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def sample(self) -> dict[int, float]:
+        name = self.engine.dialect.name
+        if name == "postgresql":
+            with self.engine.connect() as conn:
+                others = {
+                    pid
+                    for pid, db in conn.exec_driver_sql("SELECT pid, datname FROM pg_stat_activity")
+                    if db is not None and db != self.engine.url.database
+                }
+            pids = [pid for pid in _processes("postgres") if pid not in others]
+        elif name in ("mysql", "mariadb"):
+            pids = _processes("mariadbd", "mysqld")
+        else:
+            return {}
+        out = {}
+        for pid in pids:
+            with suppress(OSError):  # a backend that ended meanwhile
+                out[pid] = cpu_seconds(pid)
+        return out
+
+    @staticmethod
+    def since(before: dict[int, float], after: dict[int, float]) -> float:
+        """CPU spent between two samples (a process born meanwhile counts whole)."""
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def rss_bytes(pid: int) -> int:
@@ -162,6 +216,7 @@ class Bench:
         self.url, self._drop = fresh_database_url(self.dialect, self.workdir)
         upgrade(self.url)
         self.engine = make_engine(self.url)
+        self.server = ServerCpu(self.engine)
         insert_topology(self.engine, self.topology)
         self.ids_file = self.workdir / f"ids-{self.dialect}.json"
         self.ids_file.write_text(json.dumps(self.topology.to_json()))
@@ -278,12 +333,21 @@ class Bench:
     def step(self, rate: float) -> dict[str, Any]:
         before_accepted, before_drops = self.accepted(), udp_rcvbuf_errors()
         before_cpu = self.cpu()
+        before_server = self.server.sample()
         before_lag = self.commit_lag()
         summary = self.send(rate, self.duration)
         accepted, rows = self.settle(before_accepted + summary["sent"], summary["last_seq"])
         drops = udp_rcvbuf_errors() - before_drops
         lag = self.commit_lag()
         p99 = lag.quantile_since(before_lag, 0.99)
+        n = max(1.0, accepted - before_accepted)
+        cpu = {
+            "daemon": self.cpu() - before_cpu,
+            # Its blast only: it signs every heartbeat before it starts sending.
+            # (None from a fleet too old to say: no bound is computed then.)
+            "sender": summary.get("blast_cpu_s"),
+            "server": ServerCpu.since(before_server, self.server.sample()),
+        }
         ok = (
             accepted - before_accepted == summary["sent"]
             and drops == 0
@@ -291,6 +355,11 @@ class Bench:
             # None: no health bump fell in this step (health_update_resolution)
             and (p99 is None or p99 <= self.max_lag)
         )
+        per_heartbeat = {
+            part: None if seconds is None else round(1e6 * seconds / n, 1)
+            for part, seconds in cpu.items()
+        }
+        total = None if None in per_heartbeat.values() else sum(per_heartbeat.values())
         return {
             "rate_target": rate,
             "rate_sent": summary["rate_achieved"],
@@ -301,9 +370,14 @@ class Bench:
             "db_rows_expected": self.listeners,
             "p99_arrival_to_commit_s": p99,
             # The daemons' CPU per heartbeat over the step (receive path and writer).
-            "daemon_cpu_us_per_heartbeat": round(
-                1e6 * (self.cpu() - before_cpu) / max(1.0, accepted - before_accepted), 1
-            ),
+            "daemon_cpu_us_per_heartbeat": per_heartbeat["daemon"],
+            "sender_cpu_us_per_heartbeat": per_heartbeat["sender"],
+            "db_server_cpu_us_per_heartbeat": per_heartbeat["server"],
+            # The machine's bound: every core busy with the daemon, the sender and
+            # the database server at this step's CPU per heartbeat.
+            "cpu_bound_per_s": round(CPUS * 1e6 / total) if total else None,
+            # One manager process's bound: a core of its own at this step's CPU.
+            "daemon_bound_per_s": round(n / cpu["daemon"]) if cpu["daemon"] else None,
             "load_average": round(os.getloadavg()[0], 2),
             "passed": ok,
         }
