@@ -25,6 +25,7 @@ from functools import partial
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+import structlog
 import tenacity
 import trio
 
@@ -33,6 +34,8 @@ from healthmgr.manager.exec_guard import CANNOT_RUN
 
 if TYPE_CHECKING:
     from healthmgr.config import Settings
+
+log = structlog.get_logger("healthmgr.failover")
 
 STDERR_TAIL_BYTES = 2048
 KILL_GRACE_SECONDS = 2.0
@@ -69,6 +72,18 @@ class Driver(Protocol):
     name: str
 
     async def run(self, job: FailoverJob) -> DriverResult: ...
+
+
+def close_driver(driver: object) -> None:
+    """Release what a driver holds (connections, transports), if it says how:
+    a driver may define ``close()``; the runner calls it once no job uses it."""
+    close = getattr(driver, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception as exc:  # a driver's bug must not stop a reload or a shutdown
+        log.warning("failover driver did not close cleanly", error=repr(exc))
 
 
 class RecordDriver:

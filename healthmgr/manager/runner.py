@@ -32,6 +32,7 @@ from healthmgr.manager.failover import (
     DriverResult,
     FailoverFailed,
     FailoverJob,
+    close_driver,
     run_with_retries,
 )
 from healthmgr.manager.metrics import Metrics
@@ -65,6 +66,8 @@ class FailoverRunner:
         self.cfg = cfg
         self.db = db
         self._held: dict[int, Claim] = {}
+        self._uses: dict[int, object] = {}  # request id -> the driver its job runs on
+        self._retired: list[object] = []  # replaced drivers a running job still uses
         self._nursery: trio.Nursery | None = None
         self._idle = trio.Event()
         self._idle.set()
@@ -77,11 +80,29 @@ class FailoverRunner:
         return max(0, self.cfg.failover_threads - self.in_flight)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._renew_leases)
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._renew_leases)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            for driver in [*self._retired, self.driver]:
+                close_driver(driver)
+            self._retired.clear()
+
+    def replace_driver(self, driver: object) -> None:
+        """Run new jobs on ``driver`` (a reload); the old one is closed as soon as
+        no running job uses it: a job keeps the driver it started with."""
+        old, self.driver = self.driver, driver
+        self._retired.append(old)
+        self._close_unused()
+
+    def _close_unused(self) -> None:
+        in_use = [id(d) for d in self._uses.values()]
+        for driver in [d for d in self._retired if id(d) not in in_use]:
+            self._retired.remove(driver)
+            close_driver(driver)
 
     def start(self, claim: Claim) -> None:
         assert self._nursery is not None, "FailoverRunner.run is not running"
@@ -147,6 +168,8 @@ class FailoverRunner:
 
     def _done(self, claim: Claim) -> None:
         self._held.pop(claim.request_id, None)
+        if self._uses.pop(claim.request_id, None) is not None and self._retired:
+            self._close_unused()
         if not self._held:
             self._idle.set()
 
@@ -175,9 +198,10 @@ class FailoverRunner:
                 self.metrics.count_failover("retried")
                 await self._progress(claim, attempts + 1, str(error))
 
+        driver = self._uses[claim.request_id] = self.driver
         try:
             result = await run_with_retries(
-                self.driver,
+                driver,
                 job,
                 max_attempts=self.cfg.max_attempts,
                 backoff=self.cfg.retry_backoff,

@@ -300,25 +300,34 @@ class Daemon:
         """SIGHUP: re-read the config; apply keys and the options that can change live."""
         try:
             new = load_settings(self.config_path)
+            live, restart = diff_reloadable(self.settings, new)
+            applied = _keep_restart_only(self.settings, new, restart)
+            driver = None
+            if applied.failover != self.settings.failover:
+                # Built from the applied settings: a changed database URL waits for a restart.
+                driver = load_driver(applied.failover.driver, applied)
         except Exception as exc:
             log.error("reload failed; keeping the running configuration", error=str(exc))
             return
-        live, restart = diff_reloadable(self.settings, new)
         if restart:
             log.warning("options changed that need a restart; not applied", options=sorted(restart))
         self.decoder.update(new)
         hm = new.health_manager
         self.detector.config = detector_config(new)
         self.runner.cfg = runner_settings(new)
-        self.runner.driver = load_driver(self.settings.failover.driver, new)
+        if driver is not None:
+            self.runner.replace_driver(driver)
         self.view.late_after = hm.heartbeat_interval
         self.view.health_resolution_ms = int(hm.health_update_resolution * 1000)
         self.view.stats_every = hm.stats_update_every
         self.rejected_log.interval = new.logging.rejected_log_interval
         set_level(new.logging.level)
-        self.settings = _keep_restart_only(self.settings, new, restart)
+        self.settings = applied
         log.info(
-            "configuration reloaded", changed=sorted(live), master_keys=len(new.keys.master_keys)
+            "configuration reloaded",
+            changed=sorted(live),
+            master_keys=len(new.keys.master_keys),
+            failover_driver="kept" if driver is None else "replaced",
         )
 
     async def _housekeeping(self) -> None:

@@ -68,6 +68,7 @@ class OctaviaDriver:
         self.exchange = fo.control_exchange
         self.timeout = fo.timeout
         self.engine = make_engine(settings.database.connection)
+        self._transport: Any = None
         self._client: Any = None
 
     def client(self) -> Any:
@@ -78,12 +79,19 @@ class OctaviaDriver:
 
             # oslo.messaging registers some of its options on the global CONF
             # only; nothing else in healthmgr uses it.
-            transport = messaging.get_rpc_transport(cfg.CONF, url=self.transport_url)
+            self._transport = messaging.get_rpc_transport(cfg.CONF, url=self.transport_url)
             target = messaging.Target(
                 exchange=self.exchange, topic=TOPIC, namespace=NAMESPACE, version=VERSION
             )
-            self._client = messaging.get_rpc_client(transport, target, retry=CAST_RETRIES)
+            self._client = messaging.get_rpc_client(self._transport, target, retry=CAST_RETRIES)
         return self._client
+
+    def close(self) -> None:
+        """The broker connections and the database pool (a reload or the shutdown)."""
+        if self._transport is not None:
+            self._transport.cleanup()
+            self._transport = self._client = None
+        self.engine.dispose()
 
     async def run(self, job: FailoverJob) -> DriverResult:
         with trio.move_on_after(self.timeout):

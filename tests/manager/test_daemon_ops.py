@@ -52,10 +52,14 @@ def test_sighup_adds_a_master_key_and_sigint_exits_zero(seeded: SeededDb, config
             sections={
                 "health_manager": {"bind_port": running["health_manager"]["bind_port"]},
                 "metrics": {"bind": running["metrics"]["bind"]},
+                "failover": {"timeout": 7.0},
             },
         )
         daemon.kill(signal.SIGHUP)
-        daemon.wait_for_log("configuration reloaded", master_keys=2)
+        # A changed [failover] builds a new driver (the old one is closed when idle).
+        daemon.wait_for_log("configuration reloaded", master_keys=2, failover_driver="replaced")
+        daemon.kill(signal.SIGHUP)  # nothing changed: the driver is kept
+        daemon.wait_for_log("configuration reloaded", master_keys=2, failover_driver="kept")
         daemon.send(agent.datagram())
         daemon.until(_accepted(daemon, 1), what="accepted after SIGHUP")
         daemon.until(

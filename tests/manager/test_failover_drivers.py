@@ -230,3 +230,84 @@ async def test_runner_records_an_outcome_until_the_database_takes_it(
     await runner._record(claim, JOB, "SUCCEEDED", 1, None)
     assert len(calls) == 4
     assert [round(b - a, 3) for a, b in itertools.pairwise(calls)] == [0.5, 1.0, 2.0]
+
+
+class _GatedDriver:
+    """Runs each job until its gate opens; counts its closes."""
+
+    name = "gated"
+
+    def __init__(self) -> None:
+        self.gate = trio.Event()
+        self.jobs: list[int] = []
+        self.closed = 0
+
+    async def run(self, job: FailoverJob) -> DriverResult:
+        self.jobs.append(job.request_id)
+        await self.gate.wait()
+        return DriverResult.SUCCEEDED
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def _runner(driver: object):
+    from healthmgr.manager.dbcall import DbCalls
+    from healthmgr.manager.metrics import Metrics
+    from healthmgr.manager.runner import FailoverRunner, RunnerSettings
+
+    class AcceptingStore:
+        def __getattr__(self, name: str):
+            return lambda *args, **kwargs: True
+
+    class InlineDb(DbCalls):
+        async def run(self, fn, *args):  # no thread: the mock clock stays in charge
+            return fn(*args)
+
+    return FailoverRunner(
+        AcceptingStore(),  # type: ignore[arg-type]
+        driver,
+        Metrics(process=False),
+        RunnerSettings("hm-1", 4, 1, 0.0, 30.0),
+        InlineDb(),
+    )
+
+
+async def test_a_replaced_driver_is_closed_when_its_last_job_ends(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A reload swaps the driver: running jobs finish on the old one, which is
+    closed then (not leaked, not closed under them); shutdown closes the new one."""
+    from healthmgr.db.claims import Claim
+
+    old, new = _GatedDriver(), _GatedDriver()
+    runner = _runner(old)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        runner.start(Claim(b"\x01" * 16, None, request_id=1))
+        await trio.testing.wait_all_tasks_blocked()
+        runner.replace_driver(new)
+        runner.start(Claim(b"\x02" * 16, None, request_id=2))
+        await trio.testing.wait_all_tasks_blocked()
+        assert (old.jobs, new.jobs) == ([1], [2])
+        assert old.closed == 0
+        old.gate.set()
+        await trio.testing.wait_all_tasks_blocked()
+        assert runner.in_flight == 1
+        assert (old.closed, new.closed) == (1, 0)
+        new.gate.set()
+        await runner.wait_idle()
+        assert new.closed == 0
+        nursery.cancel_scope.cancel()
+    assert (old.closed, new.closed) == (1, 1)
+
+
+async def test_a_driver_replaced_while_idle_is_closed_at_once() -> None:
+    old, new = _GatedDriver(), _GatedDriver()
+    runner = _runner(old)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(runner.run)
+        runner.replace_driver(new)
+        assert (old.closed, new.closed) == (1, 0)
+        nursery.cancel_scope.cancel()
+    assert (old.closed, new.closed) == (1, 1)

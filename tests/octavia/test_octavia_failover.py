@@ -8,6 +8,7 @@ a real oslo.messaging RPC server on Octavia's topic that records the casts
 from __future__ import annotations
 
 import random
+import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -42,6 +43,17 @@ def lb_status(url: str) -> dict[str, str]:
         rows = conn.execute(sa.text("SELECT id, provisioning_status FROM load_balancer")).all()
     engine.dispose()
     return {r[0]: r[1] for r in rows}
+
+
+def broker_connections(vhost: str) -> int:
+    out = subprocess.run(
+        ["rabbitmqctl", "-q", "list_connections", "vhost", "--silent"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return out.stdout.split().count(vhost)
 
 
 def settle(recorder: Recorder, count: int) -> list[str]:
@@ -82,7 +94,12 @@ async def test_driver_sets_pending_update_casts_once_and_skips_an_immutable_lb(
     assert await driver.run(job(pending, 2)) is DriverResult.SKIPPED
     assert lb_status(octavia_db_url)[pending.lb_id] == "PENDING_UPDATE"
     assert settle(recorder, 1) == [active.amphorae[0]]
-    driver.engine.dispose()
+    # close() (a reload's replaced driver, the shutdown) ends its broker connection.
+    vhost = rabbit_url.rsplit("/", 1)[1]
+    with_driver = broker_connections(vhost)
+    driver.close()
+    wait_until(lambda: broker_connections(vhost) < with_driver, what="driver's connection closed")
+    assert driver.engine.pool.checkedin() == 0
 
 
 def test_two_managers_fail_each_dead_amphora_over_exactly_once_through_the_worker(
