@@ -16,8 +16,6 @@ from healthmgr.rules.batch import (
     HealthBump,
     PackedStatuses,
     ReportWrite,
-    pack_statuses,
-    unpack_statuses,
 )
 from healthmgr.rules.stats import StatsAccumulator
 from healthmgr.wire.ids import Id
@@ -41,7 +39,7 @@ class Report(NamedTuple):
 
     order: int
     digest: int
-    statuses: PackedStatuses  # rules.batch.pack_statuses: unpacked at the flush
+    statuses: PackedStatuses  # rules.batch.pack_statuses: unpacked where written
     alive_ms: int
     healthy: bool
     native: bool
@@ -84,7 +82,7 @@ class Pending:
                     a,
                     r.order,
                     r.digest,
-                    unpack_statuses(r.statuses),
+                    r.statuses,
                     utc_from_ms(r.alive_ms),
                     r.healthy,
                     r.native,
@@ -110,7 +108,7 @@ class Pending:
                 Report(
                     r.order,
                     r.digest,
-                    pack_statuses(r.statuses),
+                    r.statuses,
                     ms_from_utc(r.observed_at),
                     r.healthy,
                     r.native,

@@ -20,8 +20,7 @@ from healthmgr.wire.ids import Id
 STATUS_TABLES = ("load_balancer", "listener", "pool", "member")
 
 
-@dataclass(frozen=True, slots=True)
-class HealthBump:
+class HealthBump(msgspec.Struct, frozen=True, gc=False):
     """Refresh ``amphora_health.last_update`` (inserting the row if missing).
 
     Only moves forward: a bump older than the stored value is a no-op, so
@@ -33,16 +32,20 @@ class HealthBump:
     last_update: dt.datetime  # naive UTC
 
 
-@dataclass(frozen=True, slots=True)
-class StatusWrite:
+class StatusWrite(msgspec.Struct, frozen=True, gc=False):
     table: str  # one of STATUS_TABLES
     id: Id
     operating_status: str
 
 
-@dataclass(frozen=True, slots=True)
-class ReportWrite:
+PackedStatuses = bytes | tuple[StatusWrite, ...]  # a tuple: what does not pack (never today)
+
+
+class ReportWrite(msgspec.Struct, frozen=True, gc=False):
     """The newest heartbeat of one amphora this manager processed, and what it determined.
+
+    This and the two values above are frozen msgspec Structs, for the reason
+    given under :class:`StatsUpdate`: a flush builds one or two per amphora.
 
     The store keeps one row per amphora (``healthmgr_amphora``) with the
     ``order`` and ``digest`` of the newest heartbeat any manager processed.
@@ -54,7 +57,9 @@ class ReportWrite:
     amphora_id: Id
     order: int  # recency: the native seq, or an Octavia heartbeat's arrival in ms
     digest: int  # status.digest(statuses)
-    statuses: tuple[StatusWrite, ...]  # every status the heartbeat determined
+    # Every status the heartbeat determined, packed (pack_statuses): unpacked
+    # only for the reports whose statuses are written (unpack_statuses).
+    statuses: PackedStatuses
     observed_at: dt.datetime  # naive UTC: the time it proves the amphora alive
     healthy: bool  # the listener-count verdict
     native: bool  # sent in the native format
@@ -121,13 +126,11 @@ class FlushBatch:
 # reuses them) and pending holds them until the flush. As StatusWrite objects a
 # seed amphora's five cost about 650 bytes (a tuple, five objects, their ids);
 # packed, one bytes object of 18 bytes per status: table code, status code,
-# id. They are unpacked once per amphora and flush (Pending.take).
+# id. A flush unpacks only those it writes (the steady state: none).
 _ID_BYTES = 16
 _PACKED_BYTES = 2 + _ID_BYTES
 _TABLE_CODE = {table: code for code, table in enumerate(STATUS_TABLES)}
 _STATUS_CODE = {status: code for code, status in enumerate(OPERATING_STATUSES)}
-
-PackedStatuses = bytes | tuple[StatusWrite, ...]  # a tuple: what does not pack (never today)
 
 
 def pack_statuses(writes: tuple[StatusWrite, ...]) -> PackedStatuses:

@@ -88,7 +88,7 @@ def statuses(view: View) -> dict[tuple[str, bytes], str]:
     if not found:
         return {}
     (report,) = found
-    return {(w.table, w.id): w.operating_status for w in report.statuses}
+    return {(w.table, w.id): w.operating_status for w in unpack_statuses(report.statuses)}
 
 
 def changes(view: View) -> dict[tuple[str, bytes], str]:
@@ -97,7 +97,7 @@ def changes(view: View) -> dict[tuple[str, bytes], str]:
     if not found or not found[0].cache_differs:
         return {}
     (report,) = found
-    return {(w.table, w.id): w.operating_status for w in report.statuses}
+    return {(w.table, w.id): w.operating_status for w in unpack_statuses(report.statuses)}
 
 
 def test_unknown_amphora_waits_for_its_topology_then_applies() -> None:
@@ -120,7 +120,7 @@ def test_member_down_is_determined_and_repeats_carry_the_same_digest() -> None:
     view = loaded_view()
     view.apply(Arrival(heartbeat(1, MemberState.DOWN), 0.0, 2_000), 0.0)
     (first,) = reports(view)
-    determined = {(w.table, w.id): w.operating_status for w in first.statuses}
+    determined = {(w.table, w.id): w.operating_status for w in unpack_statuses(first.statuses)}
     assert determined == {
         ("load_balancer", LB): "DEGRADED",
         ("listener", LST): "ONLINE",
@@ -182,7 +182,7 @@ def test_a_failed_flush_merged_back_loses_nothing_and_keeps_newer_values() -> No
     merged, _ = view.pending.take()
     assert {b.last_update for b in merged.health} == {dt.datetime(1970, 1, 1, 0, 0, 1, 2000)}
     (report,) = merged.reports
-    written = {(w.table, w.id): w.operating_status for w in report.statuses}
+    written = {(w.table, w.id): w.operating_status for w in unpack_statuses(report.statuses)}
     assert written[("member", M2)] == "ONLINE"
     assert report.cache_differs  # seq 1 changed the cache and was never written
     assert [s.seq for s in merged.stats] == [2]
@@ -301,7 +301,7 @@ def test_amphora_of_a_deleted_load_balancer_is_not_healthy_in_the_daemon_path() 
     batch, _ = view.pending.take()
     assert batch.health == ()
     (report,) = batch.reports
-    assert (report.statuses, report.healthy) == ((), False)
+    assert (unpack_statuses(report.statuses), report.healthy) == ((), False)
     # Its own verdict, not a listener-count mismatch (0 of 0 is no mismatch).
     (event,) = view.drain_events()
     assert (event.kind, event.detail) == ("deleted_load_balancer", {"reported": 0})

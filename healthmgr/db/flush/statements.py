@@ -53,6 +53,7 @@ from healthmgr.rules.batch import (
     ReportWrite,
     StatsUpdate,
     StatusWrite,
+    unpack_statuses,
 )
 from healthmgr.wire.ids import Id, id_str
 
@@ -172,6 +173,8 @@ def stats_problem(s: StatsUpdate) -> str | None:
 def report_problem(r: ReportWrite) -> str | None:
     if not 0 <= r.order <= MAX_COUNTER:
         return f"report order {r.order} of amphora {id_str(r.amphora_id)} is outside 0..2**63-1"
+    if type(r.statuses) is bytes:
+        return None  # packed: every table and status has its code, so both are known
     for w in r.statuses:
         problem = status_problem(w)
         if problem:
@@ -550,7 +553,7 @@ def status_groups(reports: Iterable[ReportWrite]) -> list[tuple[str, list[_Row]]
     """
     chosen: dict[tuple[str, bytes], tuple[dt.datetime, str]] = {}
     for r in reports:
-        for w in r.statuses:
+        for w in unpack_statuses(r.statuses):
             key = (w.table, w.id)
             held = chosen.get(key)
             if held is None or r.observed_at > held[0]:
