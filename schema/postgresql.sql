@@ -1,17 +1,16 @@
--- healthmgr database schema for PostgreSQL, revision 0002.
+-- healthmgr database schema for PostgreSQL, revision 0003.
 -- Generated from healthmgr/db/models.py; do not edit. Regenerate with:
 --   healthmgr db ddl --dialect postgresql > schema/postgresql.sql
 -- A database created from this file (not by `healthmgr db upgrade`) must
--- then be stamped: healthmgr db stamp 0002
+-- then be stamped: healthmgr db stamp 0003
 
 CREATE TABLE amphora_health (
     amphora_id VARCHAR(36) NOT NULL,
     last_update TIMESTAMP WITHOUT TIME ZONE NOT NULL,
     busy BOOLEAN NOT NULL,
     CONSTRAINT pk_amphora_health PRIMARY KEY (amphora_id)
-);
-
-CREATE INDEX ix_amphora_health_busy_last_update ON amphora_health (busy, last_update);
+)
+ WITH (fillfactor = 70);
 
 CREATE TABLE failover_request (
     id SERIAL NOT NULL,
@@ -45,7 +44,8 @@ CREATE TABLE healthmgr_amphora (
     healthy BOOLEAN NOT NULL,
     native_since TIMESTAMP WITHOUT TIME ZONE,
     CONSTRAINT pk_healthmgr_amphora PRIMARY KEY (amphora_id)
-);
+)
+ WITH (fillfactor = 70);
 
 CREATE TABLE healthmgr_manager (
     manager_id VARCHAR(255) NOT NULL,
@@ -82,7 +82,8 @@ CREATE TABLE listener_statistics (
     last_request_errors BIGINT NOT NULL,
     updated_at TIMESTAMP WITHOUT TIME ZONE,
     CONSTRAINT pk_listener_statistics PRIMARY KEY (listener_id, amphora_id)
-);
+)
+ WITH (fillfactor = 70);
 
 CREATE TABLE load_balancer (
     id VARCHAR(36) NOT NULL,

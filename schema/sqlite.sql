@@ -1,8 +1,8 @@
--- healthmgr database schema for SQLite, revision 0002.
+-- healthmgr database schema for SQLite, revision 0003.
 -- Generated from healthmgr/db/models.py; do not edit. Regenerate with:
 --   healthmgr db ddl --dialect sqlite > schema/sqlite.sql
 -- A database created from this file (not by `healthmgr db upgrade`) must
--- then be stamped: healthmgr db stamp 0002
+-- then be stamped: healthmgr db stamp 0003
 
 CREATE TABLE amphora_health (
     amphora_id VARCHAR(36) NOT NULL,
@@ -10,8 +10,6 @@ CREATE TABLE amphora_health (
     busy BOOLEAN NOT NULL,
     CONSTRAINT pk_amphora_health PRIMARY KEY (amphora_id)
 );
-
-CREATE INDEX ix_amphora_health_busy_last_update ON amphora_health (busy, last_update);
 
 CREATE TABLE failover_request (
     id INTEGER NOT NULL,

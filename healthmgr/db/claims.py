@@ -131,7 +131,14 @@ def read_for_check(
     conn: sa.Connection, suspect_cutoff: dt.datetime, window_start: dt.datetime, limit: int
 ) -> CheckRead:
     """Silent amphorae (oldest first, at most ``limit``), the counts the breaker
-    needs, and every manager's liveness, in one transaction."""
+    needs, and every manager's liveness, in one transaction.
+
+    The stale scan reads all of ``amphora_health``: it has no index on
+    ``busy`` or ``last_update`` (revision 0003), so that a heartbeat's bump is
+    a heap-only update on PostgreSQL. That adds no asymptotic cost: the fleet
+    count below reads every row of the table each check anyway. The scan's
+    result is the same as an index's: the WHERE and ORDER BY decide it.
+    """
     amp = _amp.alias("a")  # not _amp itself: the candidate test correlates on it
     rows = conn.execute(
         sa.select(
@@ -284,8 +291,9 @@ def _lock_health(
     """Lock these health rows (by primary key only), skipping rows another manager
     holds, and keep those still not busy and stale.
 
-    Only the key in the WHERE: with a range on the (busy, last_update) index,
-    MariaDB locks every row the range scan passes, not only the ones it returns.
+    Only the key in the WHERE: with a condition on ``busy`` or ``last_update``
+    (not indexed) MariaDB would lock every row its scan passes, not only the
+    ones it returns.
     """
     stmt = (
         sa.select(_health.c.amphora_id, _health.c.busy, _health.c.last_update)

@@ -102,7 +102,11 @@ class OctaviaFailover(OwnBase):
 
 
 for _table in (ManagerRecord.__table__, AmphoraReport.__table__, FailoverRequest.__table__):
-    _table.to_metadata(OwnBase.metadata)
+    # Without the native schema's PostgreSQL storage options (its revision
+    # 0003's fill factor): o001 creates these tables as the native 0002 did.
+    _copy = _table.to_metadata(OwnBase.metadata)
+    if _copy.dialect_options["postgresql"]["with"]:
+        del _copy.dialect_options["postgresql"]["with"]
 
 OWN_TABLES = tuple(sorted(OwnBase.metadata.tables))
 

@@ -28,8 +28,8 @@ def _tables(url: str) -> set[str]:
 
 
 def test_head_is_the_single_packaged_revision() -> None:
-    assert migrate.head() == "0002"
-    assert migrate.revisions() == ["0001", "0002"]
+    assert migrate.head() == "0003"
+    assert migrate.revisions() == ["0001", "0002", "0003"]
 
 
 def test_upgrade_from_empty_reaches_head(db_url: str) -> None:
@@ -112,7 +112,7 @@ def test_check_current_on_tables_without_a_revision(db_url: str) -> None:
     migrate.upgrade(db_url)
     migrate.stamp(db_url, "base")
     assert migrate.current(db_url) is None
-    with pytest.raises(migrate.SchemaUnversioned, match="healthmgr db stamp 0002"):
+    with pytest.raises(migrate.SchemaUnversioned, match="healthmgr db stamp 0003"):
         migrate.check_current(db_url)
     migrate.stamp(db_url, "head")
     assert migrate.check_current(db_url) == migrate.head()
@@ -128,12 +128,12 @@ def test_check_current_on_an_unknown_revision(db_url: str) -> None:
         migrate.check_current(db_url)
 
 
-REVISION_0002 = """
+NEWER_REVISION = """
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -149,25 +149,25 @@ def downgrade():
 
 @pytest.fixture
 def two_revisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The packaged migrations plus a fake 0003, as a newer release would ship them."""
+    """The packaged migrations plus a fake 0004, as a newer release would ship them."""
     location = tmp_path / "migrations"
     shutil.copytree(migrate.SCRIPT_LOCATION, location, ignore=shutil.ignore_patterns("__pycache__"))
-    (location / "versions" / "0003_extra.py").write_text(REVISION_0002)
+    (location / "versions" / "0004_extra.py").write_text(NEWER_REVISION)
     monkeypatch.setattr(migrate, "SCRIPT_LOCATION", location)
     return location
 
 
 def test_check_current_on_an_older_revision(db_url: str, two_revisions: Path) -> None:
-    assert migrate.head() == "0003"
-    assert migrate.upgrade(db_url, "0002") == (None, "0002")
+    assert migrate.head() == "0004"
+    assert migrate.upgrade(db_url, "0003") == (None, "0003")
     with pytest.raises(migrate.SchemaBehind) as err:
         migrate.check_current(db_url)
     assert str(err.value) == (
-        "database schema is at 0002, expected 0003: run `healthmgr db upgrade`"
+        "database schema is at 0003, expected 0004: run `healthmgr db upgrade`"
     )
-    assert (err.value.current, err.value.expected) == ("0002", "0003")
-    assert migrate.upgrade(db_url) == ("0002", "0003")
-    assert migrate.check_current(db_url) == "0003"
+    assert (err.value.current, err.value.expected) == ("0003", "0004")
+    assert migrate.upgrade(db_url) == ("0003", "0004")
+    assert migrate.check_current(db_url) == "0004"
 
 
 def test_downgrade_to_base_drops_every_table(db_url: str) -> None:
