@@ -164,6 +164,11 @@ class RateLimiter:
     clock: Callable[[], float] = time.monotonic
     _windows: dict[str, _Window] = field(default_factory=dict)
 
+    def tracks(self, key: str) -> bool:
+        """Whether ``key`` has a window open now (a repeat would be held back)."""
+        window = self._windows.get(key)
+        return window is not None and self.clock() - window.opened < self.interval
+
     def admit(self, key: str) -> int | None:
         """None: hold this one back. An int: emit it, and that many were held back before."""
         now = self.clock()

@@ -3,13 +3,18 @@
 Every failover, deferral, breaker change, listener-count mismatch, late or
 unknown-amphora heartbeat is a line with the amphora, its load balancer and the
 reason; a repeated one (the same kind for the same amphora) is held back for
-``interval`` seconds and then summarised with the count held back.
+``interval`` seconds and then summarised with the count held back. Each kind
+also has a budget of ``per_kind`` lines per interval: a fleet-wide event (a
+restart's first heartbeats all late, a mass outage) is that many lines and one
+summary, not a line and a rate-limit window per amphora (100,000 of them held
+about 170 bytes each for a minute).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -20,11 +25,26 @@ from healthmgr.wire.ids import Id, id_str
 log = structlog.get_logger("healthmgr.verdicts")
 
 LEVELS = {"error", "warning", "info"}
+PER_KIND = 100  # lines of one kind per interval
+
+
+@dataclass(slots=True)
+class _Budget:
+    opened: float
+    used: int = 0
+    held: int = 0
 
 
 class VerdictLog:
-    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        per_kind: int = PER_KIND,
+    ):
         self.limiter = RateLimiter(interval, clock)
+        self.interval, self.clock, self.per_kind = interval, clock, per_kind
+        self._budgets: dict[str, _Budget] = {}
 
     def say(
         self,
@@ -38,7 +58,10 @@ class VerdictLog:
     ) -> bool:
         """Log one verdict unless the same kind for the same amphora was logged recently."""
         amp = _text(amphora_id)
-        held = self.limiter.admit(f"{kind}:{amp}")
+        key = f"{kind}:{amp}"
+        if not self.limiter.tracks(key) and not self._within_budget(kind):
+            return False
+        held = self.limiter.admit(key)
         if held is None:
             return False
         out: dict[str, Any] = {"reason": kind, **fields}
@@ -51,10 +74,34 @@ class VerdictLog:
         getattr(log, level if level in LEVELS else "warning")(event, **out)
         return True
 
+    def _within_budget(self, kind: str) -> bool:
+        """Count a new line against its kind's budget; False when it is spent."""
+        now = self.clock()
+        budget = self._budgets.get(kind)
+        if budget is None or now - budget.opened >= self.interval:
+            if budget is not None and budget.held:
+                _held_back(kind, budget.held)
+            budget = self._budgets[kind] = _Budget(now)
+        if budget.used < self.per_kind:
+            budget.used += 1
+            return True
+        budget.held += 1
+        return False
+
     def flush(self) -> None:
         for key, held in sorted(self.limiter.drain().items()):
             kind, _, amp = key.partition(":")
             log.warning("verdicts held back", reason=kind, amphora_id=amp, suppressed=held)
+        now = self.clock()
+        for kind, budget in list(self._budgets.items()):
+            if now - budget.opened >= self.interval:
+                if budget.held:
+                    _held_back(kind, budget.held)
+                del self._budgets[kind]
+
+
+def _held_back(kind: str, held: int) -> None:
+    log.warning("verdicts held back", reason=kind, amphorae="over the budget", suppressed=held)
 
 
 def _text(value: Id | str | None) -> str | None:

@@ -159,3 +159,29 @@ def test_rate_limited_logger_through_structlog(stream: io.StringIO) -> None:
         "10.0.0.1:5555",
         "warning",
     )
+
+
+def test_a_fleet_wide_verdict_is_a_budget_of_lines_and_one_summary(stream: io.StringIO) -> None:
+    """10 amphorae late at once with a budget of 3: three lines, and one summary
+    of the other seven when the interval ends; no rate-limit window is kept for
+    the seven (the memory of a 100,000-amphora restart stays bounded)."""
+    from healthmgr.manager.verdict_log import VerdictLog
+
+    now = [0.0]
+    verdicts = VerdictLog(interval=60.0, clock=lambda: now[0], per_kind=3)
+    said = [verdicts.say("late", kind="late", amphora_id=f"amp-{i}") for i in range(10)]
+    assert said == [True] * 3 + [False] * 7
+    assert len(verdicts.limiter._windows) == 3
+    # A repeat from an amphora already logged is the per-amphora limiter's, not the budget's.
+    assert verdicts.say("late", kind="late", amphora_id="amp-0") is False
+    # Another kind has its own budget.
+    assert verdicts.say("unknown", kind="unknown_amphora", amphora_id="amp-9") is True
+    now[0] = 61.0
+    verdicts.flush()
+    logged = [(x["event"], x["reason"], x.get("suppressed")) for x in lines(stream)]
+    assert logged[:4] == [("late", "late", None)] * 3 + [("unknown", "unknown_amphora", None)]
+    assert ("verdicts held back", "late", 7) in logged[4:]
+    assert ("verdicts held back", "late", 1) in logged[4:]  # amp-0's repeat
+    assert verdicts._budgets == {}
+    # A new interval: a new budget.
+    assert verdicts.say("late", kind="late", amphora_id="amp-5") is True
