@@ -7,7 +7,7 @@ import itertools
 import uuid
 
 import msgspec
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from healthmgr.manager.view import Applied, Arrival, View
@@ -337,6 +337,8 @@ def test_listener_count_mismatch_is_an_event_with_the_counts() -> None:
         max_size=8,
     )
 )
+# Every run: ids that pack, and a status without a code (the tuple is kept).
+@example([("member", bytes(16), "ONLINE"), ("pool", bytes(range(16)), "NOT_A_STATUS")])
 def test_packed_statuses_unpack_to_the_same_writes(items: list[tuple[str, bytes, str]]) -> None:
     """The view keeps each amphora's statuses packed (18 bytes each); what does not
     pack (an id not 16 bytes, a status without a code) is kept as it is."""
