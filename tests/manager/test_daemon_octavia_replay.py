@@ -27,7 +27,7 @@ STEP = 0.3  # between two heartbeats of the simulated agent (> the duplicate win
 
 
 def _daemon(seeded: SeededDb, config_dir: Path, timeout: float = TIMEOUT) -> RunningDaemon:
-    return start_daemon(
+    daemon = start_daemon(
         write_config(
             config_dir / "hm.toml",
             seeded.url,
@@ -42,6 +42,10 @@ def _daemon(seeded: SeededDb, config_dir: Path, timeout: float = TIMEOUT) -> Run
             },
         )
     )
+    # Heartbeats sent before the fleet is read wait for it, and a loaded machine
+    # made the first one late (past the 0.5 s interval): not what is tested here.
+    daemon.wait_for_log("fleet loaded")
+    return daemon
 
 
 def _beat(
