@@ -106,9 +106,11 @@ def targets_table(report: dict[str, Any]) -> list[str]:
         core, cores = step.get("daemon_bound_per_s"), step.get("cpu_bound_per_s")
         store = t.get("limits", {}).get(run["database"], {}).get("heartbeats_per_s")
         limit = min(x for x in (core, cores, store if _shape(run) == "seed" else None) if x)
+        # Every step offered passed: the rate is a floor, not the process's limit.
+        floor = "≥ " if run["steps"][-1]["passed"] else ""
         rows.append(
             f"| {_shape(run)} heartbeats/s, {run['database']}, every one in the database, "
-            f"p99 ≤ 1 s | ≥ {target:,} | **{_n(best)}** | daemon on one core "
+            f"p99 ≤ 1 s | ≥ {target:,} | **{floor}{_n(best)}** | daemon on one core "
             f"{_n(core)}; daemon + sender + server on {t['machine']['cpus']} cores "
             f"{_n(cores)}"
             + (f"; the store alone {_n(store)}" if store and _shape(run) == "seed" else "")
