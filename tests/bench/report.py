@@ -21,6 +21,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,12 +93,17 @@ def _top_step(run: dict[str, Any]) -> dict[str, Any]:
     return clean[-1] if clean else run["steps"][0]
 
 
-def targets_table(report: dict[str, Any]) -> list[str]:
+def _table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    """A markdown table, one string per line."""
+
+    def line(cells: Sequence[object]) -> str:
+        return "|" + "".join(f" {cell} |" if cell != "" else " |" for cell in cells)
+
+    return [line(header), "|" + "---|" * len(header), *map(line, rows)]
+
+
+def _target_rows(report: dict[str, Any]) -> Iterator[list[object]]:
     t, r = report["throughput"], report["receive"]
-    rows = [
-        "| metric | target | measured | physical limit, same run | measured / limit |",
-        "|---|---|---|---|---|",
-    ]
     for run in t["runs"]:
         target = TARGETS.get((run["database"], _shape(run)))
         if target is None:
@@ -105,93 +111,137 @@ def targets_table(report: dict[str, Any]) -> list[str]:
         step, best = _top_step(run), run["highest_clean_rate_per_s"]
         core, cores = step.get("daemon_bound_per_s"), step.get("cpu_bound_per_s")
         store = t.get("limits", {}).get(run["database"], {}).get("heartbeats_per_s")
-        limit = min(x for x in (core, cores, store if _shape(run) == "seed" else None) if x)
+        store = store if _shape(run) == "seed" else None
+        limit = min(x for x in (core, cores, store) if x)
         # Every step offered passed: the rate is a floor, not the process's limit.
         floor = "≥ " if run["steps"][-1]["passed"] else ""
-        rows.append(
-            f"| {_shape(run)} heartbeats/s, {run['database']}, every one in the database, "
-            f"p99 ≤ 1 s | ≥ {target:,} | **{floor}{_n(best)}** | daemon on one core "
-            f"{_n(core)}; daemon + sender + server on {t['machine']['cpus']} cores "
-            f"{_n(cores)}"
-            + (f"; the store alone {_n(store)}" if store and _shape(run) == "seed" else "")
-            + f" | {_ratio(best, limit)} |"
-        )
+        yield [
+            f"{_shape(run)} heartbeats/s, {run['database']}, every one in the database, p99 ≤ 1 s",
+            f"≥ {target:,}",
+            f"**{floor}{_n(best)}**",
+            f"daemon on one core {_n(core)}; daemon + sender + server on "
+            f"{t['machine']['cpus']} cores {_n(cores)}"
+            + (f"; the store alone {_n(store)}" if store else ""),
+            _ratio(best, limit),
+        ]
     udp = r.get("udp", {})
     if udp:
         got = udp["ingest_concurrent"]["received_per_s"]
         null = udp["null_concurrent"]["received_per_s"]
-        rows.append(
-            f"| receive path alone through UDP, seed/s | ≥ {RECEIVE_TARGET:,} | **{_n(got)}** "
-            f"| the same loop with a null handler {_n(null)} | {_ratio(got, null)} |"
-        )
+        yield [
+            "receive path alone through UDP, seed/s",
+            f"≥ {RECEIVE_TARGET:,}",
+            f"**{_n(got)}**",
+            f"the same loop with a null handler {_n(null)}",
+            _ratio(got, null),
+        ]
     for size in r["sizes"]:
         if size["amphorae"] >= 100000:
             rss, live = size["rss_per_amphora"]["after_steady"], size["live_bytes_per_amphora"]
-            rows.append(
-                f"| RSS per tracked amphora, {size['amphorae']:,}, in process "
-                f"| ≤ {RSS_TARGET:,} B | **{_n(rss, ' B')}** "
-                f"| its live structures {_n(live, ' B')} | {_ratio(rss, live)} |"
-            )
+            yield [
+                f"RSS per tracked amphora, {size['amphorae']:,}, in process",
+                f"≤ {RSS_TARGET:,} B",
+                f"**{_n(rss, ' B')}**",
+                f"its live structures {_n(live, ' B')}",
+                _ratio(rss, live),
+            ]
     memory = t.get("memory")
     if memory:
-        rows.append(
-            f"| RSS per tracked amphora, {memory['amphorae']:,}, the daemon (SQLite) "
-            f"| ≤ {RSS_TARGET:,} B | **{_n(memory['bytes_per_amphora'], ' B')}** | | |"
-        )
-    return rows
+        yield [
+            f"RSS per tracked amphora, {memory['amphorae']:,}, the daemon (SQLite)",
+            f"≤ {RSS_TARGET:,} B",
+            f"**{_n(memory['bytes_per_amphora'], ' B')}**",
+            "",
+            "",
+        ]
+
+
+def targets_table(report: dict[str, Any]) -> list[str]:
+    header = ["metric", "target", "measured", "physical limit, same run", "measured / limit"]
+    return _table(header, _target_rows(report))
+
+
+CPU_PARTS = (
+    "daemon_cpu_us_per_heartbeat",
+    "sender_cpu_us_per_heartbeat",
+    "db_server_cpu_us_per_heartbeat",
+)
 
 
 def steps_table(report: dict[str, Any]) -> list[str]:
-    rows = [
-        "| database, shape | offered/s | accepted | p99 commit (s) | µs CPU per heartbeat: "
-        "daemon / sender / server | bound/s: one core / all cores | load | clean |",
-        "|---|---|---|---|---|---|---|---|",
+    header = [
+        "database, shape",
+        "offered/s",
+        "accepted",
+        "p99 commit (s)",
+        "µs CPU per heartbeat: daemon / sender / server",
+        "bound/s: one core / all cores",
+        "load",
+        "clean",
     ]
-    for run in report["throughput"]["runs"]:
-        for s in run["steps"]:
-            cpu = " / ".join(
-                "" if s.get(k) is None else f"{s[k]:g}"
-                for k in (
-                    "daemon_cpu_us_per_heartbeat",
-                    "sender_cpu_us_per_heartbeat",
-                    "db_server_cpu_us_per_heartbeat",
-                )
-            )
-            rows.append(
-                f"| {run['database']}, {_shape(run)} | {s['rate_target']:,.0f} "
-                f"| {s['accepted']:,}/{s['sent']:,} | {s['p99_arrival_to_commit_s']} | {cpu} "
-                f"| {_n(s.get('daemon_bound_per_s'))} / {_n(s.get('cpu_bound_per_s'))} "
-                f"| {s['load_average']} | {'yes' if s['passed'] else 'no'} |"
-            )
-    return rows
+    return _table(
+        header,
+        (
+            [
+                f"{run['database']}, {_shape(run)}",
+                f"{s['rate_target']:,.0f}",
+                f"{s['accepted']:,}/{s['sent']:,}",
+                s["p99_arrival_to_commit_s"],
+                " / ".join("" if s.get(k) is None else f"{s[k]:g}" for k in CPU_PARTS),
+                f"{_n(s.get('daemon_bound_per_s'))} / {_n(s.get('cpu_bound_per_s'))}",
+                s["load_average"],
+                "yes" if s["passed"] else "no",
+            ]
+            for run in report["throughput"]["runs"]
+            for s in run["steps"]
+        ),
+    )
 
 
 def scaling_table(report: dict[str, Any]) -> list[str]:
-    rows = [
-        "| amphorae | steady µs per heartbeat (best) | first contact µs | RSS per amphora "
-        "| live structures per amphora |",
-        "|---|---|---|---|---|",
+    header = [
+        "amphorae",
+        "steady µs per heartbeat (best)",
+        "first contact µs",
+        "RSS per amphora",
+        "live structures per amphora",
     ]
-    for s in report["receive"]["sizes"]:
-        rows.append(
-            f"| {s['amphorae']:,} | {s['steady_us']} ({s['steady_best_us']}) "
-            f"| {s['first_contact_us']} | {_n(s['rss_per_amphora']['after_steady'], ' B')} "
-            f"| {_n(s['live_bytes_per_amphora'], ' B')} |"
-        )
-    return rows
+    return _table(
+        header,
+        (
+            [
+                f"{s['amphorae']:,}",
+                f"{s['steady_us']} ({s['steady_best_us']})",
+                s["first_contact_us"],
+                _n(s["rss_per_amphora"]["after_steady"], " B"),
+                _n(s["live_bytes_per_amphora"], " B"),
+            ]
+            for s in report["receive"]["sizes"]
+        ),
+    )
 
 
 def store_table(report: dict[str, Any]) -> list[str]:
-    rows = [
-        "| database | rows per flush | rows/s | seed heartbeats/s | rows/s inside the statements |",
-        "|---|---|---|---|---|",
+    header = [
+        "database",
+        "rows per flush",
+        "rows/s",
+        "seed heartbeats/s",
+        "rows/s inside the statements",
     ]
-    for database, lim in report["throughput"].get("limits", {}).items():
-        rows.append(
-            f"| {database} | {lim['batch_rows']:,} | {_n(lim['rows_per_s'])} "
-            f"| {_n(lim['heartbeats_per_s'])} | {_n(lim['rows_per_s_in_statements'])} |"
-        )
-    return rows
+    return _table(
+        header,
+        (
+            [
+                database,
+                f"{lim['batch_rows']:,}",
+                _n(lim["rows_per_s"]),
+                _n(lim["heartbeats_per_s"]),
+                _n(lim["rows_per_s_in_statements"]),
+            ]
+            for database, lim in report["throughput"].get("limits", {}).items()
+        ),
+    )
 
 
 def render(report: dict[str, Any], images: list[Path]) -> str:
