@@ -151,17 +151,19 @@ def get_logger(name: str | None = None, **initial: Any) -> Any:
 class _Window:
     opened: float
     suppressed: int = 0
+    used: int = 1
 
 
 @dataclass(slots=True)
 class RateLimiter:
-    """At most one event per key per ``interval`` seconds; counts what it holds back.
+    """At most ``burst`` events per key per ``interval`` seconds; counts what it holds back.
 
     Pure: the clock is injected. ``interval`` 0 lets everything through.
     """
 
     interval: float
     clock: Callable[[], float] = time.monotonic
+    burst: int = 1
     _windows: dict[str, _Window] = field(default_factory=dict)
 
     def tracks(self, key: str) -> bool:
@@ -177,6 +179,9 @@ class RateLimiter:
             held = window.suppressed if window else 0
             self._windows[key] = _Window(now)
             return held
+        if window.used < self.burst:
+            window.used += 1
+            return 0
         window.suppressed += 1
         return None
 

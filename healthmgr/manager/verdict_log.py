@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -28,13 +27,6 @@ LEVELS = {"error", "warning", "info"}
 PER_KIND = 100  # lines of one kind per interval
 
 
-@dataclass(slots=True)
-class _Budget:
-    opened: float
-    used: int = 0
-    held: int = 0
-
-
 class VerdictLog:
     def __init__(
         self,
@@ -42,9 +34,8 @@ class VerdictLog:
         clock: Callable[[], float] = time.monotonic,
         per_kind: int = PER_KIND,
     ):
-        self.limiter = RateLimiter(interval, clock)
-        self.interval, self.clock, self.per_kind = interval, clock, per_kind
-        self._budgets: dict[str, _Budget] = {}
+        self.limiter = RateLimiter(interval, clock)  # per kind and amphora
+        self.kinds = RateLimiter(interval, clock, burst=per_kind)  # lines of one kind
 
     def say(
         self,
@@ -59,8 +50,12 @@ class VerdictLog:
         """Log one verdict unless the same kind for the same amphora was logged recently."""
         amp = _text(amphora_id)
         key = f"{kind}:{amp}"
-        if not self.limiter.tracks(key) and not self._within_budget(kind):
-            return False
+        if not self.limiter.tracks(key):  # a new line: it counts against its kind's budget
+            over = self.kinds.admit(kind)
+            if over is None:
+                return False
+            if over:
+                _held_back(kind, over)
         held = self.limiter.admit(key)
         if held is None:
             return False
@@ -74,30 +69,12 @@ class VerdictLog:
         getattr(log, level if level in LEVELS else "warning")(event, **out)
         return True
 
-    def _within_budget(self, kind: str) -> bool:
-        """Count a new line against its kind's budget; False when it is spent."""
-        now = self.clock()
-        budget = self._budgets.get(kind)
-        if budget is None or now - budget.opened >= self.interval:
-            if budget is not None and budget.held:
-                _held_back(kind, budget.held)
-            budget = self._budgets[kind] = _Budget(now)
-        if budget.used < self.per_kind:
-            budget.used += 1
-            return True
-        budget.held += 1
-        return False
-
     def flush(self) -> None:
         for key, held in sorted(self.limiter.drain().items()):
             kind, _, amp = key.partition(":")
             log.warning("verdicts held back", reason=kind, amphora_id=amp, suppressed=held)
-        now = self.clock()
-        for kind, budget in list(self._budgets.items()):
-            if now - budget.opened >= self.interval:
-                if budget.held:
-                    _held_back(kind, budget.held)
-                del self._budgets[kind]
+        for kind, over in sorted(self.kinds.drain().items()):
+            _held_back(kind, over)
 
 
 def _held_back(kind: str, held: int) -> None:

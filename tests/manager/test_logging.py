@@ -106,6 +106,14 @@ def test_rate_limiter_counts_what_it_holds_back() -> None:
     assert limiter.admit("bad_signature") == 0
 
 
+def test_a_burst_lets_that_many_through_per_window() -> None:
+    clock = Clock()
+    limiter = RateLimiter(10.0, clock, burst=3)
+    assert [limiter.admit("late") for _ in range(5)] == [0, 0, 0, None, None]
+    clock.now += 10
+    assert limiter.admit("late") == 2  # the new window: one of three, two held before
+
+
 def test_zero_interval_lets_everything_through() -> None:
     limiter = RateLimiter(0.0, Clock())
     assert [limiter.admit("x") for _ in range(3)] == [0, 0, 0]
@@ -182,6 +190,6 @@ def test_a_fleet_wide_verdict_is_a_budget_of_lines_and_one_summary(stream: io.St
     assert logged[:4] == [("late", "late", None)] * 3 + [("unknown", "unknown_amphora", None)]
     assert ("verdicts held back", "late", 7) in logged[4:]
     assert ("verdicts held back", "late", 1) in logged[4:]  # amp-0's repeat
-    assert verdicts._budgets == {}
+    assert verdicts.kinds._windows == {}
     # A new interval: a new budget.
     assert verdicts.say("late", kind="late", amphora_id="amp-5") is True
