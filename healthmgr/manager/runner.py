@@ -99,7 +99,7 @@ class FailoverRunner:
         self._close_unused()
 
     def _close_unused(self) -> None:
-        in_use = [id(d) for d in self._uses.values()]
+        in_use = {id(d) for d in self._uses.values()}
         for driver in [d for d in self._retired if id(d) not in in_use]:
             self._retired.remove(driver)
             close_driver(driver)

@@ -10,6 +10,8 @@ import pytest
 import trio
 
 from healthmgr.config import ConfigError, Settings, load_settings
+from healthmgr.db.claims import Claim
+from healthmgr.manager.dbcall import DbCalls
 from healthmgr.manager.failover import (
     DriverResult,
     ExecDriver,
@@ -19,6 +21,8 @@ from healthmgr.manager.failover import (
     load_driver,
     run_with_retries,
 )
+from healthmgr.manager.metrics import Metrics
+from healthmgr.manager.runner import FailoverRunner, RunnerSettings
 
 JOB = FailoverJob(
     amphora_id="amp-1", load_balancer_id="lb-1", reason="heartbeat_timeout", request_id=42
@@ -197,15 +201,25 @@ def test_exec_without_command_is_a_config_error() -> None:
         ExecDriver(load_settings(None, env={}))
 
 
+class _InlineDb(DbCalls):
+    async def run(self, fn, *args):  # no thread: the mock clock stays in charge
+        return fn(*args)
+
+
+def _runner(store: object, driver: object, threads: int = 4, attempts: int = 1) -> FailoverRunner:
+    return FailoverRunner(
+        store,  # type: ignore[arg-type]
+        driver,
+        Metrics(process=False),
+        RunnerSettings("hm-1", threads, attempts, 0.0, 30.0),
+        _InlineDb(),
+    )
+
+
 async def test_runner_records_an_outcome_until_the_database_takes_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     """The outcome write is retried (0.5, 1, 2, 5, 5 ... s) through errors, never dropped."""
-    from healthmgr.db.claims import Claim
-    from healthmgr.manager.dbcall import DbCalls
-    from healthmgr.manager.metrics import Metrics
-    from healthmgr.manager.runner import FailoverRunner, RunnerSettings
-
     calls: list[float] = []
 
     class FlakyStore:
@@ -215,17 +229,7 @@ async def test_runner_records_an_outcome_until_the_database_takes_it(
                 raise OSError("database unreachable")
             return True
 
-    class InlineDb(DbCalls):
-        async def run(self, fn, *args):  # no thread: the mock clock stays in charge
-            return fn(*args)
-
-    runner = FailoverRunner(
-        FlakyStore(),
-        None,
-        Metrics(process=False),  # type: ignore[arg-type]
-        RunnerSettings("hm-1", 1, 3, 0.0, 30.0),
-        InlineDb(),
-    )
+    runner = _runner(FlakyStore(), None, threads=1, attempts=3)
     claim = Claim(b"\x01" * 16, b"\x02" * 16, request_id=42)
     await runner._record(claim, JOB, "SUCCEEDED", 1, None)
     assert len(calls) == 4
@@ -251,26 +255,9 @@ class _GatedDriver:
         self.closed += 1
 
 
-def _runner(driver: object):
-    from healthmgr.manager.dbcall import DbCalls
-    from healthmgr.manager.metrics import Metrics
-    from healthmgr.manager.runner import FailoverRunner, RunnerSettings
-
-    class AcceptingStore:
-        def __getattr__(self, name: str):
-            return lambda *args, **kwargs: True
-
-    class InlineDb(DbCalls):
-        async def run(self, fn, *args):  # no thread: the mock clock stays in charge
-            return fn(*args)
-
-    return FailoverRunner(
-        AcceptingStore(),  # type: ignore[arg-type]
-        driver,
-        Metrics(process=False),
-        RunnerSettings("hm-1", 4, 1, 0.0, 30.0),
-        InlineDb(),
-    )
+class _AcceptingStore:
+    def __getattr__(self, name: str):  # every write succeeds
+        return lambda *args, **kwargs: True
 
 
 async def test_a_replaced_driver_is_closed_when_its_last_job_ends(
@@ -278,10 +265,8 @@ async def test_a_replaced_driver_is_closed_when_its_last_job_ends(
 ) -> None:
     """A reload swaps the driver: running jobs finish on the old one, which is
     closed then (not leaked, not closed under them); shutdown closes the new one."""
-    from healthmgr.db.claims import Claim
-
     old, new = _GatedDriver(), _GatedDriver()
-    runner = _runner(old)
+    runner = _runner(_AcceptingStore(), old)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         runner.start(Claim(b"\x01" * 16, None, request_id=1))
@@ -304,7 +289,7 @@ async def test_a_replaced_driver_is_closed_when_its_last_job_ends(
 
 async def test_a_driver_replaced_while_idle_is_closed_at_once() -> None:
     old, new = _GatedDriver(), _GatedDriver()
-    runner = _runner(old)
+    runner = _runner(_AcceptingStore(), old)
     async with trio.open_nursery() as nursery:
         await nursery.start(runner.run)
         runner.replace_driver(new)
