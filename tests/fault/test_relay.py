@@ -141,8 +141,13 @@ def test_unreachable_target_resets_the_client() -> None:
     free.bind(("127.0.0.1", 0))
     target = free.getsockname()
     free.close()  # nothing listens there
-    with Relay(target) as relay, _connect(relay) as sock:
-        assert _is_reset(sock)
+    with Relay(target) as relay:
+        try:
+            sock = _connect(relay)
+        except ConnectionResetError:
+            return  # the reset came before connect() returned (a loaded machine): the same
+        with sock:
+            assert _is_reset(sock)
 
 
 @pytest.mark.parametrize("bad", ["", "fly", "delay", "delay x", "delay -1", "pass 3"])
