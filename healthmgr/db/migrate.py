@@ -21,12 +21,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
+from alembic import command, context
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, inspect
+from sqlalchemy import Connection, Engine, MetaData, inspect
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
@@ -71,15 +71,33 @@ class SchemaUnknown(SchemaError):
     """The recorded revision is not one this release knows (a newer release migrated it)."""
 
 
-def alembic_config(url: str | URL | None = None, schema: str = NATIVE) -> Config:
-    """An Alembic config for the packaged migrations (``url`` only for offline SQL)."""
+def run_environment(target_metadata: MetaData) -> None:
+    """The body of both chains' ``env.py``: run the migrations Alembic asked for.
+
+    This module puts an open connection in ``config.attributes["connection"]``
+    and the migrations run in its transaction (there is no offline mode).
+    """
+    conn = context.config.attributes.get("connection")
+    if conn is None:
+        raise RuntimeError("run migrations through healthmgr.db.migrate (no connection given)")
+    context.configure(
+        connection=conn,
+        target_metadata=target_metadata,
+        version_table=VERSION_TABLE,
+        compare_type=True,
+        # SQLite cannot ALTER most things: later revisions use batch mode there.
+        render_as_batch=conn.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def alembic_config(schema: str = NATIVE) -> Config:
+    """An Alembic config for the packaged migrations of ``schema``."""
     cfg = Config()
     location = OCTAVIA_SCRIPT_LOCATION if schema == OCTAVIA else SCRIPT_LOCATION
     cfg.set_main_option("script_location", str(location))
     cfg.set_main_option("path_separator", "os")
-    if url is not None:
-        rendered = url if isinstance(url, str) else url.render_as_string(hide_password=False)
-        cfg.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
     return cfg
 
 

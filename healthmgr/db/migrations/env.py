@@ -1,53 +1,6 @@
-"""Alembic environment for healthmgr, driven by healthmgr.db.migrate (no alembic.ini).
+"""Alembic environment for healthmgr's native schema (see healthmgr.db.migrate)."""
 
-The caller puts an open connection in ``config.attributes["connection"]``; the
-migrations run in its transaction. Offline mode (``--sql``) renders SQL for
-``sqlalchemy.url`` instead.
-"""
-
-from __future__ import annotations
-
-from alembic import context
-from sqlalchemy import Connection
-
-from healthmgr.db.migrate import VERSION_TABLE
+from healthmgr.db.migrate import run_environment
 from healthmgr.db.models import Base
 
-config = context.config
-target_metadata = Base.metadata
-
-
-def _options() -> dict[str, object]:
-    return {
-        "target_metadata": target_metadata,
-        "version_table": VERSION_TABLE,
-        "compare_type": True,
-    }
-
-
-def run_offline() -> None:
-    context.configure(
-        url=config.get_main_option("sqlalchemy.url"), literal_binds=True, **_options()
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-def run_online(connection: Connection) -> None:
-    # SQLite cannot ALTER most things: later revisions use batch mode there.
-    context.configure(
-        connection=connection,
-        render_as_batch=connection.dialect.name == "sqlite",
-        **_options(),
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-if context.is_offline_mode():
-    run_offline()
-else:
-    conn = config.attributes.get("connection")
-    if conn is None:
-        raise RuntimeError("run migrations through healthmgr.db.migrate (no connection given)")
-    run_online(conn)
+run_environment(Base.metadata)
