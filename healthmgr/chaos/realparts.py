@@ -252,15 +252,7 @@ def agents_lossy(run: Run) -> Result:
     """Real agents (and a small simulated fleet) through lossy, duplicating, reordering,
     delaying, corrupting relays; members change state in HAProxy; one amphora dies."""
     i = run.interval
-    faults = UdpFaults(
-        loss=0.1,
-        duplicate=0.1,
-        reorder=0.1,
-        corrupt=0.05,
-        delay=i / 50,
-        jitter=i / 50,
-        reorder_delay=1.5 * i,
-    )
+    faults = UdpFaults.lossy(i, corrupt=0.05)
     relays = run.udp_relays()
     routes = [r.address for r in relays]
     run.fleet_up(run.params.size(10, 100), routes=routes)

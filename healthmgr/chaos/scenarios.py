@@ -128,16 +128,7 @@ def lossy(run: Run) -> Result:
     manager (the UDP relay); amphorae die meanwhile."""
     n = run.params.size(50, 500)
     i = run.interval
-    # Delay and jitter small beside the interval, as on a real network.
-    faults = UdpFaults(
-        loss=0.1,
-        duplicate=0.1,
-        reorder=0.1,
-        corrupt=0.02,
-        delay=i / 50,
-        jitter=i / 50,
-        reorder_delay=1.5 * i,
-    )
+    faults = UdpFaults.lossy(i, corrupt=0.02)
     relays = run.udp_relays()
     fleet = run.fleet_up(n, routes=[r.address for r in relays])
     honest_before = fleet.counts.honest

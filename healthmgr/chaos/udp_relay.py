@@ -73,6 +73,16 @@ class UdpFaults:
     jitter: float = 0.0
     reorder_delay: float = 1.0
 
+    @classmethod
+    def lossy(cls, interval: float, corrupt: float) -> UdpFaults:
+        """A bad network: a tenth lost, duplicated and reordered, some corrupted.
+
+        Delay and jitter are small beside the heartbeat ``interval``, as on a real
+        network; reordered datagrams arrive up to one and a half intervals late.
+        """
+        d = interval / 50
+        return cls(0.1, 0.1, 0.1, corrupt, d, d, reorder_delay=1.5 * interval)
+
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder", "corrupt"):
             value = getattr(self, name)
