@@ -53,6 +53,13 @@ def cli(*args: str) -> Done:
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
+def on_sqlite_as_a_process(url: str, *args: str) -> Done:
+    """The command as a real process on SQLite (its wiring: argv, formatter, exit
+    status, which no dialect changes), in this process on the servers (what each
+    dialect changes: the queries). One real process per command, not per dialect."""
+    return healthmgr(*args) if url.startswith("sqlite") else cli(*args)
+
+
 @pytest.fixture
 def no_healthmgr_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
