@@ -41,13 +41,14 @@ def healthmgr(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
     )
 
 
-def cli(*args: str) -> Done:
-    """The command in this process (HEALTHMGR_* variables of the test apply)."""
+def cli(*args: str, app: type | None = None) -> Done:
+    """The command in this process (HEALTHMGR_* variables of the test apply); ``app``:
+    another application of the same kind (healthmgr-chaos's ChaosApp)."""
     from healthmgr.cli.main import HealthmgrApp
 
     out, err = io.StringIO(), io.StringIO()
     try:
-        code = HealthmgrApp(stdout=out, stderr=err).run(list(args))
+        code = (app or HealthmgrApp)(stdout=out, stderr=err).run(list(args))
     except SystemExit as exc:  # argparse
         code = int(exc.code or 0)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
