@@ -35,8 +35,6 @@ from tests.manager.harness import (
 )
 from tests.manager.test_daemon_outage import sqlite_locked
 
-ALL_DATABASES = pytest.mark.parametrize("db_url", ["sqlite", "postgresql", "mysql"], indirect=True)
-
 
 @contextmanager
 def _refused(relay: Relay) -> Iterator[None]:
@@ -156,7 +154,11 @@ def test_a_mass_outage_arriving_and_leaving_gradually_fails_over_nothing(
 # --- case 6: a database error while an outcome is recorded ------------------------
 
 
-@ALL_DATABASES
+# The runner's retries are proven in-process (test_failover_drivers.py, MockClock); here
+# the wiring through the real daemon under both kinds of outage: SQLite locked, and a
+# server refusing connections (PostgreSQL; MariaDB's refused connections are proven in
+# tests/fault/test_db_bounds.py).
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_a_database_error_while_recording_an_outcome_is_owned_by_the_runner(
     seeded: SeededDb, config_dir: Path, tmp_path: Path
 ) -> None:
@@ -213,6 +215,9 @@ def test_a_database_error_while_recording_an_outcome_is_owned_by_the_runner(
 # --- case 7: a manager killed during a failover -------------------------------------
 
 
+# The lease and its take-over are proven on all three by tests/db/test_store_claims.py;
+# here the processes: the orphan killed with its manager, the take-over by another.
+@pytest.mark.parametrize("server_db_url", ["mysql"], indirect=True)
 def test_a_killed_manager_leaves_a_lease_that_is_taken_over_and_no_orphan(
     server_db_url: str, config_dir: Path, tmp_path: Path
 ) -> None:
