@@ -4,10 +4,12 @@ An Octavia agent keeps its sequence in memory: every restart starts again at 0.
 The daemon must take the restart at once (or the amphora is failed over while
 the new sequence climbs), count it and log it, and still drop the network's
 duplicates. An amphora that has spoken the native format must never be
-accepted in Octavia's format again (docs/octavia-compat.md), on every database
-(the native mark is a column). Restarts are the replay window's, in memory:
-SQLite only (the v3 deltas they add are written as every delta is, proven on
-all three by tests/db/test_store_flush.py).
+accepted in Octavia's format again (docs/octavia-compat.md).
+
+Both are the decoder's, in memory: SQLite only. What the database holds of them
+is proven on all three in tests/db: the v3 deltas added as every delta is
+(test_store_flush), the native mark written (test_store_flush) and read back
+into the fleet at start (test_store_fleet).
 """
 
 from __future__ import annotations
@@ -112,6 +114,7 @@ def test_octavia_agent_restarts_are_accepted_at_once_and_counted(
         assert daemon.stop() == 0
 
 
+@SQLITE_ONLY
 def test_captured_octavia_heartbeat_after_native_is_a_downgrade_and_changes_nothing(
     seeded: SeededDb, config_dir: Path
 ) -> None:
