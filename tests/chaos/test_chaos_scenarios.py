@@ -35,6 +35,7 @@ import pytest
 
 from healthmgr.chaos.relay import RelayProcess
 from healthmgr.db.migrate import upgrade
+from tests.cli.clitest import cli
 from tests.fault.conftest import server_address, through
 from tests.manager.harness import RunningDaemon, start_daemon, write_config
 
@@ -163,27 +164,16 @@ def test_several_manager_scenarios_on_mariadb(mysql_url: str, tmp_path: Path) ->
     assert sum(by_manager.values()) == figures["several-managers"]["figures"]["dead"]
 
 
-def test_a_scenario_that_cannot_run_here_is_a_usage_error(tmp_path: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "healthmgr.chaos.cli", "run", "flapping"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        check=False,
-    )
+def test_a_scenario_that_cannot_run_here_is_a_usage_error() -> None:
+    """In this process (the real process runs in the tests above)."""
+    from healthmgr.chaos.cli import ChaosApp
+
+    done = cli("run", "flapping", app=ChaosApp)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         "healthmgr-chaos: error: scenario flapping cannot run here: needs 2 managers (has 1)"
     )
-    unknown = subprocess.run(
-        [sys.executable, "-m", "healthmgr.chaos.cli", "run", "nope"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        check=False,
-    )
+    unknown = cli("run", "nope", app=ChaosApp)
     assert unknown.returncode == 2 and "unknown scenario 'nope'" in unknown.stderr
 
 

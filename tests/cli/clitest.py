@@ -41,16 +41,24 @@ def healthmgr(*args: str, cwd: Path | None = None, env: dict[str, str] | None = 
     )
 
 
-def cli(*args: str) -> Done:
-    """The command in this process (HEALTHMGR_* variables of the test apply)."""
+def cli(*args: str, app: type | None = None) -> Done:
+    """The command in this process (HEALTHMGR_* variables of the test apply); ``app``:
+    another application of the same kind (healthmgr-chaos's ChaosApp)."""
     from healthmgr.cli.main import HealthmgrApp
 
     out, err = io.StringIO(), io.StringIO()
     try:
-        code = HealthmgrApp(stdout=out, stderr=err).run(list(args))
+        code = (app or HealthmgrApp)(stdout=out, stderr=err).run(list(args))
     except SystemExit as exc:  # argparse
         code = int(exc.code or 0)
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
+def on_sqlite_as_a_process(url: str, *args: str) -> Done:
+    """The command as a real process on SQLite (its wiring: argv, formatter, exit
+    status, which no dialect changes), in this process on the servers (what each
+    dialect changes: the queries). One real process per command, not per dialect."""
+    return healthmgr(*args) if url.startswith("sqlite") else cli(*args)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from healthmgr.db import migrate
-from tests.cli.clitest import Db, cli, healthmgr, one_error_line
+from tests.cli.clitest import Db, cli, healthmgr, on_sqlite_as_a_process, one_error_line
 
 SECRET = "0123456789abcdef0123"
 KEYS = f"[[keys.master]]\nid = 1\nsecret = '{SECRET}'\n"
@@ -191,7 +191,9 @@ def test_show_of_defaults_is_a_valid_config(
 def test_check_connect_reaches_the_database(db: Db, tmp_path: Path) -> None:
     """For ExecStartPre: the database reachable and at head (each dialect), as a process."""
     path = write(tmp_path, f'[database]\nconnection = "{db.url}"\n{KEYS}')
-    done = healthmgr("config", "check", "--connect", "--config", str(path), "-f", "json")
+    done = on_sqlite_as_a_process(
+        db.url, "config", "check", "--connect", "--config", str(path), "-f", "json"
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["database"].endswith(f"schema at {migrate.head()} (head)")
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from healthmgr.db import migrate
 from healthmgr.db.models import ManagerRecord
 from healthmgr.db.queries import db_now
-from tests.cli.clitest import Db, cli, healthmgr
+from tests.cli.clitest import Db, cli, on_sqlite_as_a_process
 from tests.db.factories import make_seed_lb
 
 pytestmark = pytest.mark.usefixtures("no_healthmgr_env")
@@ -46,7 +46,7 @@ def checks(done: object) -> dict[str, tuple[str, str]]:
 def test_all_well_exits_0_and_a_stale_amphora_exits_1(db: Db) -> None:
     make_seed_lb(db.engine)
     add_manager(db, "hm-1")
-    done = healthmgr("health", *db.args, "-f", "json")
+    done = on_sqlite_as_a_process(db.url, "health", *db.args, "-f", "json")
     assert done.returncode == 0, done.stdout + done.stderr
     found = checks(done)
     assert found["database"] == ("OK", found["database"][1])

@@ -1,7 +1,8 @@
 """Query commands and write actions on SQLite, PostgreSQL and MariaDB.
 
-The real process runs once per command family and dialect (the wiring: options,
-formatters, exit statuses); the details run in-process through the same application.
+The real process runs once per command family, on SQLite (the wiring: options,
+formatters, exit statuses); on the servers, and for the details, the same application
+runs in-process.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 
 from healthmgr.db.models import FailoverRequest, ListenerStatistics
 from healthmgr.wire.ids import id_str
-from tests.cli.clitest import Db, cli, healthmgr, one_error_line
+from tests.cli.clitest import Db, cli, on_sqlite_as_a_process, one_error_line
 from tests.db.factories import SeedIds, make_seed_lb
 
 pytestmark = pytest.mark.usefixtures("no_healthmgr_env")
@@ -35,7 +36,7 @@ class Topology:
         return cli(*args, *self.db.args)
 
     def proc(self, *args: str) -> object:
-        return healthmgr(*args, *self.db.args)
+        return on_sqlite_as_a_process(self.db.url, *args, *self.db.args)
 
 
 @pytest.fixture

@@ -10,7 +10,13 @@ import pytest
 import sqlalchemy as sa
 
 from healthmgr.db import claims
-from healthmgr.db.models import Amphora, AmphoraHealth, FailoverRequest, LoadBalancer
+from healthmgr.db.models import (
+    Amphora,
+    AmphoraHealth,
+    AmphoraReport,
+    FailoverRequest,
+    LoadBalancer,
+)
 from healthmgr.db.store import Claim, Store, is_retryable
 from healthmgr.rules import constants as C
 from healthmgr.rules.batch import FlushBatch, HealthBump
@@ -315,6 +321,37 @@ def test_liveness_rows_and_observers_in_the_check_reading(engine: sa.Engine, sto
     assert 11.0 < rows["hm-a"].healthy_for < 20.0
     assert rows["hm-b"].impaired and rows["hm-b"].healthy_for is None
     assert rows["hm-b"].impaired_reason == "kernel_drops"
+
+
+def test_a_silent_amphora_beating_with_a_listener_count_failure_is_read_so(
+    engine: sa.Engine, store: Store
+) -> None:
+    """The failover reason listener_count_mismatch comes from the stale scan: silent, and
+    its newest report (after last_update) failed the listener count. A healthy report, or
+    an unhealthy one older than last_update, is a plain heartbeat timeout."""
+    unhealthy, healthy, older = stale_amp(engine), stale_amp(engine), stale_amp(engine)
+    reports = [(unhealthy, False, utcnow()), (healthy, True, utcnow()), (older, False, None)]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(AmphoraReport.__table__),
+            [
+                {
+                    "amphora_id": id_str(amp),
+                    "report_order": 1,
+                    "report_digest": 0,
+                    "observed_by": "hm-a",
+                    "observed_at": at or utcnow() - 2 * OLD,
+                    "healthy": ok,
+                }
+                for amp, ok, at in reports
+            ],
+        )
+    read = store.read_for_check(cutoff(), utcnow() - WINDOW, 10)
+    assert {r.amphora_id: r.beating_unhealthy for r in read.silent} == {
+        id_str(unhealthy): True,
+        id_str(healthy): False,
+        id_str(older): False,
+    }
 
 
 # --- several managers -------------------------------------------------------

@@ -131,6 +131,17 @@ class RunningDaemon:
         """Until the daemon logs that it serves (its start-up: a wait, not a speed bound)."""
         return self.wait_for_log("healthmgr serving", timeout=START_TIMEOUT_S)
 
+    def count(self, event: str) -> int:
+        """How many times the daemon has logged ``event`` so far."""
+        return sum(1 for e in self.events() if e.get("event") == event)
+
+    def wait_judging(self, after: int = 0, timeout: float = 20.0) -> None:
+        """Until the health check judges for the ``after + 1``-th time: past its start-up
+        grace (a full heartbeat_timeout of health since the start), or with ``after`` =
+        ``count(JUDGING)`` taken before a fault, past the grace after it. A wait on the
+        daemon's word, not a sleep."""
+        self.until(lambda: self.count(JUDGING) > after, what="judging", timeout=timeout)
+
     def until(self, predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
         """``wait_until`` that gives up at once if the daemon exits, with its log tail."""
 
@@ -190,6 +201,7 @@ def _normalise(key: str) -> str:
 
 
 PORT_ATTEMPTS = 3
+JUDGING = "health check judging again"  # the checker's log line when a grace ends
 
 
 def start_daemon(

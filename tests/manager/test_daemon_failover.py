@@ -81,7 +81,13 @@ def _stop(daemon: RunningDaemon) -> None:
 
 # --- record driver ------------------------------------------------------------
 
+# The checker's judgment through the real process: SQLite only. What the database does
+# in it (what counts as stale, PENDING_* left out, the claim and its request row) is
+# proven on all three by tests/db/test_store_claims.py, and the claims of several real
+# managers on both servers by test_daemon_multi.py.
 
+
+@SQLITE_ONLY
 def test_dead_amphora_is_failed_over_once_and_a_live_one_never(
     seeded: SeededDb, config_dir: Path
 ) -> None:
@@ -116,6 +122,7 @@ def test_dead_amphora_is_failed_over_once_and_a_live_one_never(
         _stop(daemon)
 
 
+@SQLITE_ONLY
 def test_startup_grace_then_stale_amphorae_failed_over_except_pending_update(
     seeded: SeededDb, config_dir: Path
 ) -> None:

@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 
 from tests.db.factories import _insert, seed_rows
-from tests.manager.conftest import SeededDb, agent_for
+from tests.manager.conftest import SQLITE_ONLY, SeededDb, agent_for
 from tests.manager.harness import Agent, RunningDaemon, start_daemon, write_config
 
 
+# The gate is the decoder's: SQLite only. The fleet query is proven on all three by
+# tests/db/test_store_fleet.py.
+@SQLITE_ONLY
 def test_unlisted_amphora_is_rejected_until_the_fleet_lists_it(
     seeded: SeededDb, config_dir: Path
 ) -> None:

@@ -4,7 +4,12 @@ An Octavia agent keeps its sequence in memory: every restart starts again at 0.
 The daemon must take the restart at once (or the amphora is failed over while
 the new sequence climbs), count it and log it, and still drop the network's
 duplicates. An amphora that has spoken the native format must never be
-accepted in Octavia's format again (docs/octavia-compat.md). Every database.
+accepted in Octavia's format again (docs/octavia-compat.md).
+
+Both are the decoder's, in memory: SQLite only. What the database holds of them
+is proven on all three in tests/db: the v3 deltas added as every delta is
+(test_store_flush), the native mark written (test_store_flush) and read back
+into the fleet at start (test_store_fleet).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import pytest
 
 from healthmgr.wire.ids import id_str
 from healthmgr.wire.values import MemberState
-from tests.manager.conftest import SeededDb
+from tests.manager.conftest import SQLITE_ONLY, SeededDb
 from tests.manager.harness import Agent, RunningDaemon, start_daemon, write_config
 from tests.manager.test_daemon_octavia import KEY, octavia_datagram
 
@@ -72,6 +77,7 @@ def _status(db: SeededDb, table: str, obj: bytes) -> str:
     return str(db.scalar(f"SELECT operating_status FROM {table} WHERE id = :i", i=id_str(obj)))
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("old_highest", [3, 5000], ids=["low", "high"])
 def test_octavia_agent_restarts_are_accepted_at_once_and_counted(
     seeded: SeededDb, config_dir: Path, old_highest: int
@@ -108,6 +114,7 @@ def test_octavia_agent_restarts_are_accepted_at_once_and_counted(
         assert daemon.stop() == 0
 
 
+@SQLITE_ONLY
 def test_captured_octavia_heartbeat_after_native_is_a_downgrade_and_changes_nothing(
     seeded: SeededDb, config_dir: Path
 ) -> None:

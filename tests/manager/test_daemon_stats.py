@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from healthmgr.wire.ids import id_str
 from healthmgr.wire.native import encode_native
@@ -108,6 +109,9 @@ def test_counters_exact_through_loss_duplicates_reordering_and_reload(
         assert daemon.stop() == 0
 
 
+# Proven on all three in-process by tests/db/test_store_flush.py (the same 40 heartbeats
+# shared by two managers); here through two real daemons: one server.
+@pytest.mark.parametrize("server_db_url", ["mysql"], indirect=True)
 def test_two_managers_sharing_one_amphora_count_every_byte_once(
     server_db_url: str, config_dir: Path
 ) -> None:

@@ -29,7 +29,7 @@ from healthmgr.wire.ids import Id, id_str
 from healthmgr.wire.values import MemberState
 from tests.db.factories import make_amphora, make_seed_lb, new_id, utcnow
 from tests.db.test_store_poison import _refuse_big_counters
-from tests.manager.conftest import SeededDb, agent_for
+from tests.manager.conftest import SQLITE_ONLY, SeededDb, agent_for
 from tests.manager.harness import Agent, Beater, RunningDaemon, start_daemon, write_config
 
 TIMEOUT = 2.0
@@ -257,6 +257,9 @@ def test_a_row_the_database_refuses_is_isolated_in_the_daemon(
 # --- 3. R27 in the daemon ---------------------------------------------------------------
 
 
+# The loader's part (a DELETED load balancer kept without its objects) is proven on all
+# three by tests/db/test_store_topology.py; the verdict is the view's: SQLite only.
+@SQLITE_ONLY
 def test_amphora_of_a_deleted_load_balancer_is_not_healthy(
     seeded: SeededDb, config_dir: Path
 ) -> None:
