@@ -28,6 +28,35 @@ pytest_plugins = ["tests.cli.clitest"]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run soak/fuzz tests marked slow")
+    parser.addoption(
+        "--every-database",
+        action="store_true",
+        help="run tests marked databases(...) on every database their fixture offers (CI)",
+    )
+
+
+# A real-process test whose database part is proven on all three elsewhere names the
+# databases it runs on by default: @pytest.mark.databases("postgresql"). With
+# --every-database (CI runs it once) it runs on every one its fixture offers.
+_EVERY = {"db_url": DIALECTS, "server_db_url": ("postgresql", "mysql")}
+_DB_MARKS = {"postgresql": pytest.mark.postgresql, "mysql": pytest.mark.mysql}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # As a parametrize mark, added before pytest reads them: the mark takes precedence over
+    # the fixture's own params as if it had been written on the test.
+    marker = metafunc.definition.get_closest_marker("databases")
+    if marker is None:
+        return
+    fixture = next((f for f in _EVERY if f in metafunc.fixturenames), None)
+    if fixture is None:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: databases() without a db fixture")
+    names = _EVERY[fixture] if metafunc.config.getoption("--every-database") else marker.args
+    if not set(names) <= set(_EVERY[fixture]):
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: databases{marker.args}")
+    params = [pytest.param(n, marks=_DB_MARKS.get(n, ())) for n in names]
+    metafunc.definition.add_marker(pytest.mark.parametrize(fixture, params, indirect=True))
 
 
 # The longest tests (real processes, Octavia's code, fresh venvs) start first, so that the
@@ -163,13 +192,7 @@ def _db_fixture(dialect: str, tmp_path: Path) -> Iterator[str]:
         drop()
 
 
-@pytest.fixture(
-    params=[
-        pytest.param("sqlite"),
-        pytest.param("postgresql", marks=pytest.mark.postgresql),
-        pytest.param("mysql", marks=pytest.mark.mysql),
-    ]
-)
+@pytest.fixture(params=[pytest.param(name, marks=_DB_MARKS.get(name, ())) for name in DIALECTS])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database on each of SQLite, PostgreSQL and MariaDB."""
     yield from _db_fixture(request.param, tmp_path)

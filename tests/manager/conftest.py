@@ -16,9 +16,9 @@ from tests.db.factories import SeedIds, make_seed_lb
 from tests.manager.harness import Agent
 
 # For behaviour that does not depend on the database: SQLite and one server.
-SQLITE_AND_PG = pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+SQLITE_AND_PG = pytest.mark.databases("sqlite", "postgresql")
 # For process behaviour the database plays no part in (signals, sd_notify).
-SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+SQLITE_ONLY = pytest.mark.databases("sqlite")
 
 
 def agent_for(seed: SeedIds, index: int = 0) -> Agent:

@@ -307,7 +307,7 @@ def _stats(db: SeededDb, agent: Agent) -> tuple[int, ...] | None:
 
 # The statistics' conditioned writes are proven on all three by tests/db/test_store_flush.py
 # (two managers sharing an amphora); here stats_update_every across managers: one server.
-@pytest.mark.parametrize("server_db_url", ["postgresql"], indirect=True)
+@pytest.mark.databases("postgresql")
 def test_statistics_keep_flowing_with_stats_update_every_and_round_robin(
     server_seeded: SeededDb, config_dir: Path
 ) -> None:

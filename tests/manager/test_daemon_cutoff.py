@@ -38,8 +38,8 @@ TIMEOUT = 2.0
 # connections; the managers' liveness rows) is proven on both by
 # tests/fault/test_db_bounds.py, tests/db/test_errors.py and tests/db/test_store_claims.py.
 # Here the manager's judgment under the fault is proven, the same on either.
-ON_POSTGRESQL = pytest.mark.parametrize("server_db_url", ["postgresql"], indirect=True)
-ON_MARIADB = pytest.mark.parametrize("server_db_url", ["mysql"], indirect=True)
+ON_POSTGRESQL = pytest.mark.databases("postgresql")
+ON_MARIADB = pytest.mark.databases("mysql")
 
 
 def _config(path: Path, url: str, manager: str, **hm: Any) -> Path:

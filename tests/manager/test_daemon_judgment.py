@@ -158,7 +158,7 @@ def test_a_mass_outage_arriving_and_leaving_gradually_fails_over_nothing(
 # the wiring through the real daemon under both kinds of outage: SQLite locked, and a
 # server refusing connections (PostgreSQL; MariaDB's refused connections are proven in
 # tests/fault/test_db_bounds.py).
-@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.databases("sqlite", "postgresql")
 def test_a_database_error_while_recording_an_outcome_is_owned_by_the_runner(
     seeded: SeededDb, config_dir: Path, tmp_path: Path
 ) -> None:
@@ -222,7 +222,7 @@ def test_a_database_error_while_recording_an_outcome_is_owned_by_the_runner(
 
 # The lease and its take-over are proven on all three by tests/db/test_store_claims.py;
 # here the processes: the orphan killed with its manager, the take-over by another.
-@pytest.mark.parametrize("server_db_url", ["mysql"], indirect=True)
+@pytest.mark.databases("mysql")
 def test_a_killed_manager_leaves_a_lease_that_is_taken_over_and_no_orphan(
     server_db_url: str, config_dir: Path, tmp_path: Path
 ) -> None:
@@ -341,7 +341,7 @@ FLOODER = Path(__file__).resolve().parents[1] / "bench" / "flood.py"
 
 # The flood fills the socket, not the database: one server (40 amphorae flushed while
 # the flood takes the CPU).
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@pytest.mark.databases("postgresql")
 def test_a_flood_that_overflows_the_socket_fails_over_no_live_amphora(
     seeded: SeededDb, config_dir: Path, tmp_path: Path
 ) -> None:

@@ -111,7 +111,7 @@ def test_counters_exact_through_loss_duplicates_reordering_and_reload(
 
 # Proven on all three in-process by tests/db/test_store_flush.py (the same 40 heartbeats
 # shared by two managers); here through two real daemons: one server.
-@pytest.mark.parametrize("server_db_url", ["mysql"], indirect=True)
+@pytest.mark.databases("mysql")
 def test_two_managers_sharing_one_amphora_count_every_byte_once(
     server_db_url: str, config_dir: Path
 ) -> None:
