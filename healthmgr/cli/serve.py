@@ -28,6 +28,7 @@ class Serve(Command):
         from healthmgr.config import ConfigError, load_settings
         from healthmgr.db.migrate import check_current
         from healthmgr.logging import configure_logging
+        from healthmgr.manager.gc_policy import collect_less_often
         from healthmgr.manager.metrics import MetricsBindError
         from healthmgr.manager.service import Daemon
 
@@ -51,6 +52,7 @@ class Serve(Command):
             raise CliError(
                 f"cannot bind {hm.bind_ip}:{hm.bind_port}: {exc.strerror or exc}"
             ) from None
+        collect_less_often()  # healthmgr.manager.gc_policy: CPU and stalls
         try:
             trio.run(daemon.run)
         except (MetricsBindError, BaseExceptionGroup) as exc:
