@@ -125,6 +125,10 @@ class View:
         out: list[Id] = []
         while self._wanted and len(out) < limit:
             out.append(self._wanted.pop())
+        if not self._wanted:
+            # An emptied set or dict keeps its peak's table: after the first
+            # contact of 100,000 amphorae, about 40 bytes each here.
+            self._wanted = set()
         return out
 
     def want_again(self, ids: Iterable[Id]) -> None:
@@ -174,6 +178,8 @@ class View:
             if lb is not None:
                 self._cache_lb(lb)
             released.extend(self._waiting.pop(amp_id, ()))
+        if not self._waiting:
+            self._waiting = {}  # its peak's table: about 50 bytes an amphora (see wanted)
         return released
 
     def _cache_lb(self, lb: LoadBalancerTopology, lb_hash: int | None = None) -> int:

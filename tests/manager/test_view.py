@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import sys
 import uuid
 
 import msgspec
@@ -347,3 +348,25 @@ def test_packed_statuses_unpack_to_the_same_writes(items: list[tuple[str, bytes,
     assert unpack_statuses(packed) == writes
     if all(len(w.id) == 16 and w.operating_status in OPERATING_STATUSES for w in writes):
         assert type(packed) is bytes and len(packed) == 18 * len(writes)
+
+
+def test_a_burst_of_waiting_amphorae_leaves_no_peak_sized_tables() -> None:
+    """After a fleet's first contact the emptied waiting dict and wanted set
+    are fresh ones: an emptied dict or set keeps its peak's table (memory)."""
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    empty_dict, empty_set = sys.getsizeof({}), sys.getsizeof(set())
+    ids = [uuid.uuid4().bytes for _ in range(5_000)]
+    for amp in ids:
+        hb = msgspec.structs.replace(heartbeat(1), amphora_id=amp)
+        assert view.apply(Arrival(hb, 0.0, 2_000), 0.0) is Applied.QUEUED
+    wanted = view.wanted(3_000)
+    assert sys.getsizeof(view._wanted) > empty_set  # still 2,000 wanted
+    wanted += view.wanted(3_000)
+    assert sorted(wanted) == sorted(ids)
+    assert sys.getsizeof(view._wanted) == empty_set
+    released = view.install(wanted[:2_500], {}, now=0.1)
+    assert len(released) == 2_500 and sys.getsizeof(view._waiting) > empty_dict
+    released = view.install(wanted[2_500:], {}, now=0.1)
+    assert len(released) == 2_500 and sys.getsizeof(view._waiting) == empty_dict
+    assert view.apply(Arrival(heartbeat(2), 0.0, 2_000), 0.0) is Applied.QUEUED  # still works
+    assert view.wanted(10) == [AMP]
