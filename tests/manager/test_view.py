@@ -35,6 +35,7 @@ from healthmgr.wire.values import (
     MemberState,
     PoolReport,
     PoolState,
+    WireFormat,
 )
 
 AMP, LB, LST, POOL, M1, M2 = (uuid.uuid4().bytes for _ in range(6))
@@ -370,3 +371,32 @@ def test_a_burst_of_waiting_amphorae_leaves_no_peak_sized_tables() -> None:
     assert len(released) == 2_500 and sys.getsizeof(view._waiting) == empty_dict
     assert view.apply(Arrival(heartbeat(2), 0.0, 2_000), 0.0) is Applied.QUEUED  # still works
     assert view.wanted(10) == [AMP]
+
+
+def test_a_waiting_heartbeat_is_held_packed_and_released_unchanged() -> None:
+    """While its topology loads a native heartbeat is held as one bytes object
+    (memory at a fleet's first contact); what is released equals what came."""
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    hbs = [heartbeat(1), heartbeat(2, MemberState.DOWN)]
+    for i, hb in enumerate(hbs):
+        arrival = Arrival(hb, 0.5 + i, 2_000 + i, newest=True, source=("10.0.0.1", 5555))
+        assert view.apply(arrival, 0.5 + i) is Applied.QUEUED
+    assert all(type(w.heartbeat) is bytes for w in view._waiting[AMP])
+    released = view.install([AMP], {AMP: topology()}, now=3.0)
+    assert [a.heartbeat for a in released] == hbs
+    assert [(a.mono, a.wall_ms, a.newest, a.source) for a in released] == [
+        (0.5 + i, 2_000 + i, True, ("10.0.0.1", 5555)) for i in range(2)
+    ]
+    assert [view.apply(a, 3.0) for a in released] == [Applied.ACCEPTED, Applied.ACCEPTED]
+
+
+def test_a_waiting_octavia_heartbeat_is_held_as_it_came() -> None:
+    """Octavia's heartbeats are not bound by the native format's limits, which
+    unpacking would check: they wait decoded."""
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    hb = msgspec.structs.replace(heartbeat(1), format=WireFormat.OCTAVIA, interval_ms=0)
+    assert view.apply(Arrival(hb, 0.0, 2_000), 0.0) is Applied.QUEUED
+    (waiting,) = view._waiting[AMP]
+    assert waiting.heartbeat is hb
+    (released,) = view.install([AMP], {AMP: topology()}, now=0.1)
+    assert released.heartbeat is hb
