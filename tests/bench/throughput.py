@@ -69,6 +69,7 @@ from tests.manager.harness import (  # noqa: E402
 
 RCVBUF = 32 << 20
 WARM_RATE = 20000  # first contact of every amphora: datagrams wait while topologies load
+TRACED_WARM_RATE = 2500
 SOURCES = 64  # sender sockets: amphorae keep theirs, spread over SO_REUSEPORT processes
 # A rate passes only while the writer keeps up: p99 arrival-to-commit (the
 # upper bound of its histogram bucket) within this many seconds, or four
@@ -200,8 +201,10 @@ class Bench:
         duration: float,
         options: dict[str, Any] | None = None,
         processes: int = 1,
+        env: dict[str, str] | None = None,
     ):
         self.processes = processes
+        self.env = env
         self.options = options or {}
         self.stats_every = int(self.options.get("stats_update_every", 1))
         self.max_lag = max(MAX_P99_COMMIT_LAG, 4 * float(self.options.get("flush_interval", 0)))
@@ -224,7 +227,8 @@ class Bench:
         self.key_file.write_text(MASTER.secret.decode())
         port = free_port()
         self.daemons = [
-            start_daemon(self._config(port, index), wait=False) for index in range(self.processes)
+            start_daemon(self._config(port, index), env=self.env, wait=False)
+            for index in range(self.processes)
         ]
         self.daemon = self.daemons[0]
         for daemon in self.daemons:
@@ -318,17 +322,22 @@ class Bench:
     def settle(self, expected: float, last_seq: int, timeout: float = 20.0) -> tuple[float, int]:
         deadline = time.monotonic() + timeout
         while True:
-            accepted, rows = self.accepted(), self.reflected(last_seq)
+            try:
+                accepted, rows = self.accepted(), self.reflected(last_seq)
+            except OSError:  # a daemon too busy to answer /metrics (traced, loaded machine)
+                if time.monotonic() > deadline:
+                    raise
+                continue
             if (accepted >= expected and rows >= self.listeners) or time.monotonic() > deadline:
                 return accepted, rows
             time.sleep(0.25)
 
-    def warm(self) -> None:
+    def warm(self, timeout: float = 60, rate: float = WARM_RATE) -> None:
         """One round at a gentle rate: the daemon loads every topology."""
         n = len(self.topology.amphorae)
         before = self.accepted()
-        summary = self.send(rate=min(WARM_RATE, n), duration=1.0)
-        self.settle(before + summary["sent"], summary["last_seq"], timeout=60)
+        summary = self.send(rate=min(rate, n), duration=1.0)
+        self.settle(before + summary["sent"], summary["last_seq"], timeout=timeout)
 
     def step(self, rate: float) -> dict[str, Any]:
         before_accepted, before_drops = self.accepted(), udp_rcvbuf_errors()
@@ -419,17 +428,67 @@ def run_shape(
         }
 
 
-def memory_only(amphorae: int) -> dict[str, Any]:
+def memory_only(amphorae: int, tracemalloc_top: int = 0) -> dict[str, Any]:
+    """RSS per amphora once each was seen; with ``tracemalloc_top``, the
+    daemon traced (tests/bench/tracemalloc_site) and its biggest live
+    holders then, in bytes per amphora (tracing slows it and adds its own
+    memory to the RSS: read the two figures from separate runs)."""
     topology = Topology.generate(amphorae, seed=11)
-    with tempfile.TemporaryDirectory() as tmp, Bench("sqlite", topology, Path(tmp), 1) as bench:
-        bench.warm()
-        rss = bench.rss()
-        return {
-            "amphorae": amphorae,
-            "rss_idle_mb": round(bench.rss_idle / 2**20, 1),
-            "rss_tracking_mb": round(rss / 2**20, 1),
-            "bytes_per_amphora": round((rss - bench.rss_idle) / amphorae),
-        }
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot = Path(tmp) / "daemon.tracemalloc"
+        env = None
+        if tracemalloc_top:
+            site = str(Path(__file__).with_name("tracemalloc_site"))
+            pythonpath = os.pathsep.join(filter(None, [site, os.environ.get("PYTHONPATH")]))
+            env = {"PYTHONPATH": pythonpath, "HEALTHMGR_BENCH_TRACEMALLOC": str(snapshot)}
+        with Bench("sqlite", topology, Path(tmp), 1, env=env) as bench:
+            if tracemalloc_top:  # slowed by tracing: gently, or the kernel drops some
+                bench.warm(timeout=600, rate=TRACED_WARM_RATE)
+            else:
+                bench.warm()
+            rss = bench.rss()
+            out: dict[str, Any] = {
+                "amphorae": amphorae,
+                "rss_idle_mb": round(bench.rss_idle / 2**20, 1),
+                "rss_tracking_mb": round(rss / 2**20, 1),
+                "bytes_per_amphora": round((rss - bench.rss_idle) / amphorae),
+            }
+            if tracemalloc_top:
+                out["tracemalloc"] = _traced(bench, snapshot, amphorae, tracemalloc_top)
+            return out
+
+
+def _short(filename: str) -> str:
+    return filename.rsplit("site-packages/", 1)[-1].replace(str(ROOT) + "/", "")
+
+
+def _traced(bench: Bench, path: Path, amphorae: int, top: int) -> dict[str, Any]:
+    import signal
+    import tracemalloc
+
+    bench.daemon.proc.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 120
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the daemon wrote no tracemalloc snapshot")
+        time.sleep(0.5)
+    snap = tracemalloc.Snapshot.load(str(path)).filter_traces(
+        [tracemalloc.Filter(False, tracemalloc.__file__)]
+    )
+    total = sum(s.size for s in snap.statistics("filename"))
+
+    def rows(key: str, frames: int) -> list[dict[str, Any]]:
+        out = []
+        for stat in snap.statistics(key)[:top]:
+            where = " <- ".join(f"{_short(f.filename)}:{f.lineno}" for f in stat.traceback[:frames])
+            out.append({"where": where, "bytes_per_amphora": round(stat.size / amphorae, 1)})
+        return out
+
+    return {
+        "live_bytes_per_amphora": round(total / amphorae),
+        "by_line": rows("lineno", 1),
+        "by_traceback": rows("traceback", 6),
+    }
 
 
 def limits(dialects: list[str], heartbeats: int) -> dict[str, Any]:
@@ -458,6 +517,13 @@ def main() -> int:
     p.add_argument("--large-rates", default="500,1000,2000,3000,4000,5000")
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--memory-amphorae", type=int, default=100000)
+    p.add_argument(
+        "--memory-tracemalloc",
+        type=int,
+        default=0,
+        metavar="TOP",
+        help="trace the memory run's daemon; print its TOP biggest holders",
+    )
     p.add_argument("--health-update-resolution", type=float, default=0.0)
     p.add_argument("--stats-update-every", type=int, default=1)
     p.add_argument("--flush-interval", type=float, default=0.25)
@@ -492,9 +558,10 @@ def main() -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "rmem_max": rmem},
         "runs": [],
     }
-    if args.limit_heartbeats:
-        results["limits"] = limits(args.databases.split(","), args.limit_heartbeats)
-    for dialect in args.databases.split(","):
+    dialects = [d for d in args.databases.split(",") if d]  # "": the memory figure only
+    if args.limit_heartbeats and dialects:
+        results["limits"] = limits(dialects, args.limit_heartbeats)
+    for dialect in dialects:
         results["runs"].append(
             run_shape(
                 dialect,
@@ -519,7 +586,7 @@ def main() -> int:
                 )
             )
     if args.memory_amphorae:
-        results["memory"] = memory_only(args.memory_amphorae)
+        results["memory"] = memory_only(args.memory_amphorae, args.memory_tracemalloc)
     print(json.dumps(results, indent=1))
     return 0
 

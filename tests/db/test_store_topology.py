@@ -52,6 +52,25 @@ def test_seed_topology_is_built_as_plain_values(engine: sa.Engine, store: Store)
     assert {m.operating_status for m in pool.members} == {C.ONLINE}
 
 
+def test_statuses_and_roles_are_the_shared_words_not_copies(
+    engine: sa.Engine, store: Store
+) -> None:
+    """Each row brings its own copy of a status; the view keeps one per
+    amphora, so the load hands out the one shared string (memory)."""
+    seeds = [make_seed_lb(engine) for _ in range(2)]
+    found = store.load_topologies([s.amphora for s in seeds]).found
+    for seed in seeds:
+        amp = found[seed.amphora]
+        assert amp.status is C.ALLOCATED and amp.role is C.STANDALONE
+        lb = amp.load_balancer
+        assert lb is not None
+        assert lb.provisioning_status is C.ACTIVE and lb.operating_status is C.ONLINE
+        (listener,) = lb.listeners
+        (pool,) = lb.pools
+        assert listener.operating_status is C.ONLINE and pool.operating_status is C.ONLINE
+        assert all(m.operating_status is C.ONLINE for m in pool.members)
+
+
 def test_unknown_ids_are_absent_and_empty_input_costs_nothing(
     engine: sa.Engine, store: Store
 ) -> None:

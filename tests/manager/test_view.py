@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import sys
 import uuid
 
 import msgspec
@@ -34,6 +35,7 @@ from healthmgr.wire.values import (
     MemberState,
     PoolReport,
     PoolState,
+    WireFormat,
 )
 
 AMP, LB, LST, POOL, M1, M2 = (uuid.uuid4().bytes for _ in range(6))
@@ -347,3 +349,54 @@ def test_packed_statuses_unpack_to_the_same_writes(items: list[tuple[str, bytes,
     assert unpack_statuses(packed) == writes
     if all(len(w.id) == 16 and w.operating_status in OPERATING_STATUSES for w in writes):
         assert type(packed) is bytes and len(packed) == 18 * len(writes)
+
+
+def test_a_burst_of_waiting_amphorae_leaves_no_peak_sized_tables() -> None:
+    """After a fleet's first contact the emptied waiting dict and wanted set
+    are fresh ones: an emptied dict or set keeps its peak's table (memory)."""
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    empty_dict, empty_set = sys.getsizeof({}), sys.getsizeof(set())
+    ids = [uuid.uuid4().bytes for _ in range(5_000)]
+    for amp in ids:
+        hb = msgspec.structs.replace(heartbeat(1), amphora_id=amp)
+        assert view.apply(Arrival(hb, 0.0, 2_000), 0.0) is Applied.QUEUED
+    wanted = view.wanted(3_000)
+    assert sys.getsizeof(view._wanted) > empty_set  # still 2,000 wanted
+    wanted += view.wanted(3_000)
+    assert sorted(wanted) == sorted(ids)
+    assert sys.getsizeof(view._wanted) == empty_set
+    released = view.install(wanted[:2_500], {}, now=0.1)
+    assert len(released) == 2_500 and sys.getsizeof(view._waiting) > empty_dict
+    released = view.install(wanted[2_500:], {}, now=0.1)
+    assert len(released) == 2_500 and sys.getsizeof(view._waiting) == empty_dict
+    assert view.apply(Arrival(heartbeat(2), 0.0, 2_000), 0.0) is Applied.QUEUED  # still works
+    assert view.wanted(10) == [AMP]
+
+
+def test_a_waiting_heartbeat_is_held_packed_and_released_unchanged() -> None:
+    """While its topology loads a native heartbeat is held as one bytes object
+    (memory at a fleet's first contact); what is released equals what came."""
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    hbs = [heartbeat(1), heartbeat(2, MemberState.DOWN)]
+    for i, hb in enumerate(hbs):
+        arrival = Arrival(hb, 0.5 + i, 2_000 + i, newest=True, source=("10.0.0.1", 5555))
+        assert view.apply(arrival, 0.5 + i) is Applied.QUEUED
+    assert all(type(w.heartbeat) is bytes for w in view._waiting[AMP])
+    released = view.install([AMP], {AMP: topology()}, now=3.0)
+    assert [a.heartbeat for a in released] == hbs
+    assert [(a.mono, a.wall_ms, a.newest, a.source) for a in released] == [
+        (0.5 + i, 2_000 + i, True, ("10.0.0.1", 5555)) for i in range(2)
+    ]
+    assert [view.apply(a, 3.0) for a in released] == [Applied.ACCEPTED, Applied.ACCEPTED]
+
+
+def test_a_waiting_octavia_heartbeat_is_held_as_it_came() -> None:
+    """Octavia's heartbeats are not bound by the native format's limits, which
+    unpacking would check: they wait decoded."""
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    hb = msgspec.structs.replace(heartbeat(1), format=WireFormat.OCTAVIA, interval_ms=0)
+    assert view.apply(Arrival(hb, 0.0, 2_000), 0.0) is Applied.QUEUED
+    (waiting,) = view._waiting[AMP]
+    assert waiting.heartbeat is hb
+    (released,) = view.install([AMP], {AMP: topology()}, now=0.1)
+    assert released.heartbeat is hb

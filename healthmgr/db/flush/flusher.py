@@ -112,6 +112,12 @@ class Flusher:
         Raises only what is worth retrying later: a lost connection, a lock or
         statement timeout, a deadlock (the caller keeps the batch).
         """
+        try:
+            return self._flush(batch, transaction)
+        finally:
+            _w.forget_texts()  # the ids' texts live for one flush (statements.text_id)
+
+    def _flush(self, batch: FlushBatch, transaction: Transaction) -> FlushStats:
         started = time.perf_counter()
         reports, stats, refused = _w.valid_parts(batch.reports, batch.stats)
         clean = FlushBatch(batch.health, tuple(reports), tuple(stats))

@@ -112,21 +112,26 @@ def pg_bools(values: Iterable[bool]) -> str:
     return pg_array("t" if v else "f" for v in values)
 
 
-# The text of each amphora and listener id, converted once for the manager's
-# life instead of at every flush (five conversions per seed heartbeat were a
-# tenth of a SQLite flush). Bounded: emptied when it holds this many ids.
-TEXT_CACHE_MAX = 2_000_000
+# The text of each amphora and listener id, converted once per flush instead
+# of at each of its uses (five per seed heartbeat were a tenth of a SQLite
+# flush). Not kept between flushes: for the manager's life it held about 275
+# bytes per seed amphora (a 36-character str, its key and a slot per id) for
+# about 1 µs of conversions per heartbeat (docs/performance.md, "Memory of
+# the daemon").
 _texts: dict[Id, str] = {}
 
 
 def text_id(raw: Id) -> str:
-    """``id_str(raw)``, cached."""
+    """``id_str(raw)``, cached until :func:`forget_texts`."""
     text = _texts.get(raw)
     if text is None:
-        if len(_texts) >= TEXT_CACHE_MAX:
-            _texts.clear()
         text = _texts[raw] = id_str(raw)
     return text
+
+
+def forget_texts() -> None:
+    """End of a flush: the texts it converted are dropped."""
+    _texts.clear()
 
 
 # --- validation -------------------------------------------------------------
