@@ -93,6 +93,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """Every process below ``pid``, alive now."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with suppress(OSError):
+            for child in map(int, (task / "children").read_text().split()):
+                found += [child, *children(child)]
+    return found
+
+
 def _processes(*names: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -229,7 +239,7 @@ class Bench:
         self.daemon = self.daemons[0]
         for daemon in self.daemons:
             _ready(daemon)
-        self.rss_idle = sum(rss_bytes(d.proc.pid) for d in self.daemons)
+        self.rss_idle = self.rss()
         return self
 
     def _config(self, port: int, index: int) -> Path:
@@ -298,11 +308,15 @@ class Bench:
     def commit_lag(self) -> Histogram:
         return Histogram(self.daemons, "healthmgr_commit_lag_seconds")
 
+    def pids(self) -> list[int]:
+        """The daemons and their children (``writer = "process"``: the writer)."""
+        return [pid for d in self.daemons for pid in (d.proc.pid, *children(d.proc.pid))]
+
     def cpu(self) -> float:
-        return sum(cpu_seconds(d.proc.pid) for d in self.daemons)
+        return sum(cpu_seconds(pid) for pid in self.pids())
 
     def rss(self) -> int:
-        return sum(rss_bytes(d.proc.pid) for d in self.daemons)
+        return sum(rss_bytes(pid) for pid in self.pids())
 
     def reflected(self, last_seq: int) -> int:
         with self.engine.connect() as conn:
@@ -461,6 +475,7 @@ def main() -> int:
     p.add_argument("--health-update-resolution", type=float, default=0.0)
     p.add_argument("--stats-update-every", type=int, default=1)
     p.add_argument("--flush-interval", type=float, default=0.25)
+    p.add_argument("--writer", choices=("thread", "process"), default="thread")
     p.add_argument(
         "--processes",
         type=int,
@@ -486,6 +501,7 @@ def main() -> int:
         "health_update_resolution": args.health_update_resolution,
         "stats_update_every": args.stats_update_every,
         "flush_interval": args.flush_interval,
+        "writer": args.writer,
     }
     rmem = raise_rmem_max()
     results: dict[str, Any] = {
