@@ -125,7 +125,7 @@ class ProcessFlush:
         pool, self._pool = self._pool, None
         if pool is None:
             return []
-        procs = list(pool._processes.values())  # no public handle before Python 3.14
+        procs = list((pool._processes or {}).values())  # no public handle before 3.14
         for proc in procs:
             proc.kill()
         pool.shutdown(wait=False, cancel_futures=True)
@@ -138,7 +138,7 @@ class ProcessFlush:
         pool, self._pool = self._pool, None
         if pool is None:
             return
-        procs = list(pool._processes.values())
+        procs = list((pool._processes or {}).values())
         pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + STOP_S
         for proc in procs:

@@ -315,6 +315,10 @@ class Bench:
     def cpu(self) -> float:
         return sum(cpu_seconds(pid) for pid in self.pids())
 
+    def children_cpu(self) -> float:
+        """The writer processes' share of ``cpu`` (0 with ``writer = "thread"``)."""
+        return sum(cpu_seconds(pid) for d in self.daemons for pid in children(d.proc.pid))
+
     def rss(self) -> int:
         return sum(rss_bytes(pid) for pid in self.pids())
 
@@ -346,7 +350,7 @@ class Bench:
 
     def step(self, rate: float) -> dict[str, Any]:
         before_accepted, before_drops = self.accepted(), udp_rcvbuf_errors()
-        before_cpu = self.cpu()
+        before_cpu, before_children = self.cpu(), self.children_cpu()
         before_server = self.server.sample()
         before_lag = self.commit_lag()
         summary = self.send(rate, self.duration)
@@ -357,6 +361,7 @@ class Bench:
         n = max(1.0, accepted - before_accepted)
         cpu = {
             "daemon": self.cpu() - before_cpu,
+            "writer_process": self.children_cpu() - before_children,
             # Its blast only: it signs every heartbeat before it starts sending.
             # (None from a fleet too old to say: no bound is computed then.)
             "sender": summary.get("blast_cpu_s"),
@@ -373,7 +378,8 @@ class Bench:
             part: None if seconds is None else round(1e6 * seconds / n, 1)
             for part, seconds in cpu.items()
         }
-        total = None if None in per_heartbeat.values() else sum(per_heartbeat.values())
+        parts = [per_heartbeat[p] for p in ("daemon", "sender", "server")]
+        total = None if None in parts else sum(parts)
         return {
             "rate_target": rate,
             "rate_sent": summary["rate_achieved"],
@@ -385,6 +391,8 @@ class Bench:
             "p99_arrival_to_commit_s": p99,
             # The daemons' CPU per heartbeat over the step (receive path and writer).
             "daemon_cpu_us_per_heartbeat": per_heartbeat["daemon"],
+            # Of which the writer processes' (``--writer process``).
+            "writer_process_cpu_us_per_heartbeat": per_heartbeat["writer_process"],
             "sender_cpu_us_per_heartbeat": per_heartbeat["sender"],
             "db_server_cpu_us_per_heartbeat": per_heartbeat["server"],
             # The machine's bound: every core busy with the daemon, the sender and
