@@ -25,9 +25,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import structlog
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from healthmgr.db.store import Store
 
 log = structlog.get_logger("healthmgr.writer")
+T = TypeVar("T")
 
 # Starting the child: a fresh interpreter importing the store (about a second).
 START_S = 30.0
@@ -97,7 +99,7 @@ class ProcessFlush:
     def flush(self, batch: FlushBatch) -> FlushStats:
         return self._submit(_flush, self.bound, self._encode(batch))
 
-    def _submit(self, fn: object, bound: float, *args: object) -> FlushStats:
+    def _submit(self, fn: Callable[..., T], bound: float, *args: object) -> T:
         if self._pool is None:
             self._pool = ProcessPoolExecutor(
                 max_workers=1,
@@ -106,7 +108,7 @@ class ProcessFlush:
                 initargs=self._init_args,
             )
         try:
-            return self._pool.submit(fn, *args).result(timeout=bound)  # type: ignore[arg-type]
+            return self._pool.submit(fn, *args).result(timeout=bound)
         except BrokenProcessPool as exc:
             codes = self._discard()
             log.warning("writer process died; its rows are kept for a new one", exitcodes=codes)
