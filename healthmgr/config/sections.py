@@ -76,6 +76,8 @@ class HealthManagerSettings(_Section):
     # Write amplification: 0 and 1 keep Octavia's one write per heartbeat.
     health_update_resolution: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.0
     stats_update_every: Annotated[int, Field(ge=1)] = 1
+    # "process": the flush's SQL runs in a child process, off the receive loop's GIL.
+    writer: Literal["thread", "process"] = "thread"
 
     @field_validator("bind_ip")
     @classmethod

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 import tenacity
@@ -27,12 +27,16 @@ from healthmgr.db import claims as _claims
 from healthmgr.db import managers as _managers
 from healthmgr.db import topology_queries as _topo
 from healthmgr.db.claims import Claim
+from healthmgr.db.engine import make_engine
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import Flusher, FlushStats
 from healthmgr.db.octavia_schema import NATIVE
 from healthmgr.rules.batch import FlushBatch, RefusedRow
 from healthmgr.rules.topology import AmphoraTopology, LoadBalancerTopology
 from healthmgr.wire.ids import Id, id_str
+
+if TYPE_CHECKING:
+    from healthmgr.config import Settings
 
 __all__ = ["Claim", "FlushStats", "Store", "TopologyLoad"]
 
@@ -243,3 +247,14 @@ class Store:
 
         found, _ = self._transaction(load_fleet, write=False)
         return found
+
+
+def open_store(settings: Settings, schema: str | None = None) -> Store:
+    """The daemon's store, and its writer process's (same URL, bounds, id, schema)."""
+    db = settings.database
+    engine = make_engine(db.connection, timeout=db.timeout)
+    if schema is None:
+        from healthmgr.db.migrate import resolve_schema  # alembic: not in the writer process
+
+        schema = resolve_schema(engine, db.schema)
+    return Store(engine, manager_id=settings.health_manager.effective_manager_id, schema=schema)

@@ -24,9 +24,7 @@ import structlog
 import trio
 
 from healthmgr.config import Settings, diff_reloadable, load_settings
-from healthmgr.db.engine import make_engine
-from healthmgr.db.migrate import resolve_schema
-from healthmgr.db.store import Store
+from healthmgr.db.store import open_store
 from healthmgr.logging import RateLimitedLogger, set_level
 from healthmgr.manager.checker import Checker, CheckerSettings
 from healthmgr.manager.dbcall import DbCalls
@@ -34,6 +32,7 @@ from healthmgr.manager.decoder import Decoder
 from healthmgr.manager.failover import load_driver
 from healthmgr.manager.fleet import Fleet
 from healthmgr.manager.fleet_loader import FleetLoader
+from healthmgr.manager.flush_process import ProcessFlush
 from healthmgr.manager.ingest import Ingest
 from healthmgr.manager.metrics import Metrics, serve_metrics
 from healthmgr.manager.monitor import CheckState, Monitor
@@ -104,11 +103,11 @@ class Daemon:
         mid = manager_id(self.settings)
         if self.metrics is None:
             self.metrics = Metrics(manager_id=mid)
-        self.engine = make_engine(
-            self.settings.database.connection, timeout=self.settings.database.timeout
+        self.store = open_store(self.settings)
+        self.engine = self.store.engine
+        self.flush_process = (
+            ProcessFlush(self.settings, self.store.schema) if hm.writer == "process" else None
         )
-        schema = resolve_schema(self.engine, self.settings.database.schema)
-        self.store = Store(self.engine, manager_id=mid, schema=schema)
         self.db = DbCalls()
         self.quarantine = Quarantine(self.metrics)
         self.verdicts = VerdictLog()
@@ -132,7 +131,7 @@ class Daemon:
         self.refresher = Refresher(self.store, self.ingest, self.metrics, self.quarantine)
         self.writer = Writer(
             self.view,
-            self.store.flush,
+            self.flush_process.flush if self.flush_process else self.store.flush,
             self.metrics,
             interval=hm.flush_interval,
             quarantine=self.quarantine,
@@ -218,10 +217,14 @@ class Daemon:
         # shutting down is absorbed (nobody reads it), never fatal to the flush.
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             try:
+                if self.flush_process:
+                    await trio.to_thread.run_sync(self.flush_process.start)
                 await self._serve(sock, sigs, task_status)
                 await self._final_flush()
             finally:
                 sock.close()
+                if self.flush_process:
+                    await trio.to_thread.run_sync(self.flush_process.close)
                 self.engine.dispose()
         log.info("healthmgr stopped")
 

@@ -21,6 +21,7 @@ from healthmgr.db.errors import diagnose
 from healthmgr.db.flush import FlushStats
 from healthmgr.logging import one_line
 from healthmgr.manager.dbcall import DbCalls
+from healthmgr.manager.flush_process import FlushFailed
 from healthmgr.manager.metrics import Metrics
 from healthmgr.manager.pending import Pending
 from healthmgr.manager.quarantine import Quarantine
@@ -124,7 +125,7 @@ class Writer:
         log.error(
             "flush failed; keeping pending writes and retrying",
             error=self.state.last_error,
-            kind=diagnose(exc).error_class.value,
+            kind=_kind(exc),
             pending=size,
             attempt=self.state.failures,
             retry_in=round(self._delay(), 2),
@@ -167,4 +168,9 @@ class Writer:
 
 
 def _is_bug(exc: Exception) -> bool:
-    return not isinstance(exc, sa_exc.SQLAlchemyError | OSError | TimeoutError)
+    return not isinstance(exc, sa_exc.SQLAlchemyError | OSError | TimeoutError | FlushFailed)
+
+
+def _kind(exc: Exception) -> str:
+    """The error's class; a writer process's failure carries the child's diagnosis."""
+    return str(exc.kind) if isinstance(exc, FlushFailed) else diagnose(exc).error_class.value

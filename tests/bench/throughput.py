@@ -94,6 +94,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """Every process below ``pid``, alive now."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with suppress(OSError):
+            for child in map(int, (task / "children").read_text().split()):
+                found += [child, *children(child)]
+    return found
+
+
 def _processes(*names: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -233,7 +243,7 @@ class Bench:
         self.daemon = self.daemons[0]
         for daemon in self.daemons:
             _ready(daemon)
-        self.rss_idle = sum(rss_bytes(d.proc.pid) for d in self.daemons)
+        self.rss_idle = self.rss()
         return self
 
     def _config(self, port: int, index: int) -> Path:
@@ -302,11 +312,19 @@ class Bench:
     def commit_lag(self) -> Histogram:
         return Histogram(self.daemons, "healthmgr_commit_lag_seconds")
 
+    def pids(self) -> list[int]:
+        """The daemons and their children (``writer = "process"``: the writer)."""
+        return [pid for d in self.daemons for pid in (d.proc.pid, *children(d.proc.pid))]
+
     def cpu(self) -> float:
-        return sum(cpu_seconds(d.proc.pid) for d in self.daemons)
+        return sum(cpu_seconds(pid) for pid in self.pids())
+
+    def children_cpu(self) -> float:
+        """The writer processes' share of ``cpu`` (0 with ``writer = "thread"``)."""
+        return sum(cpu_seconds(pid) for d in self.daemons for pid in children(d.proc.pid))
 
     def rss(self) -> int:
-        return sum(rss_bytes(d.proc.pid) for d in self.daemons)
+        return sum(rss_bytes(pid) for pid in self.pids())
 
     def reflected(self, last_seq: int) -> int:
         with self.engine.connect() as conn:
@@ -341,7 +359,7 @@ class Bench:
 
     def step(self, rate: float) -> dict[str, Any]:
         before_accepted, before_drops = self.accepted(), udp_rcvbuf_errors()
-        before_cpu = self.cpu()
+        before_cpu, before_children = self.cpu(), self.children_cpu()
         before_server = self.server.sample()
         before_lag = self.commit_lag()
         summary = self.send(rate, self.duration)
@@ -352,6 +370,7 @@ class Bench:
         n = max(1.0, accepted - before_accepted)
         cpu = {
             "daemon": self.cpu() - before_cpu,
+            "writer_process": self.children_cpu() - before_children,
             # Its blast only: it signs every heartbeat before it starts sending.
             # (None from a fleet too old to say: no bound is computed then.)
             "sender": summary.get("blast_cpu_s"),
@@ -368,7 +387,8 @@ class Bench:
             part: None if seconds is None else round(1e6 * seconds / n, 1)
             for part, seconds in cpu.items()
         }
-        total = None if None in per_heartbeat.values() else sum(per_heartbeat.values())
+        parts = [per_heartbeat[p] for p in ("daemon", "sender", "server")]
+        total = None if None in parts else sum(parts)
         return {
             "rate_target": rate,
             "rate_sent": summary["rate_achieved"],
@@ -380,6 +400,8 @@ class Bench:
             "p99_arrival_to_commit_s": p99,
             # The daemons' CPU per heartbeat over the step (receive path and writer).
             "daemon_cpu_us_per_heartbeat": per_heartbeat["daemon"],
+            # Of which the writer processes' (``--writer process``).
+            "writer_process_cpu_us_per_heartbeat": per_heartbeat["writer_process"],
             "sender_cpu_us_per_heartbeat": per_heartbeat["sender"],
             "db_server_cpu_us_per_heartbeat": per_heartbeat["server"],
             # The machine's bound: every core busy with the daemon, the sender and
@@ -527,6 +549,7 @@ def main() -> int:
     p.add_argument("--health-update-resolution", type=float, default=0.0)
     p.add_argument("--stats-update-every", type=int, default=1)
     p.add_argument("--flush-interval", type=float, default=0.25)
+    p.add_argument("--writer", choices=("thread", "process"), default="thread")
     p.add_argument(
         "--processes",
         type=int,
@@ -552,6 +575,7 @@ def main() -> int:
         "health_update_resolution": args.health_update_resolution,
         "stats_update_every": args.stats_update_every,
         "flush_interval": args.flush_interval,
+        "writer": args.writer,
     }
     rmem = raise_rmem_max()
     results: dict[str, Any] = {

@@ -192,6 +192,31 @@ class RunningDaemon:
                 self._sock.close()
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (``writer = "process"``: the writer, and
+    multiprocessing's resource tracker)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                kids = {int(k) for k in (task / "children").read_text().split()}
+            except OSError:
+                continue
+            found |= kids
+            todo.extend(kids)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited; its reaper may be slow
+
+
 def _normalise(key: str) -> str:
     if "{" not in key:
         return key

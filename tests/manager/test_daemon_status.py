@@ -5,9 +5,11 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from healthmgr.wire.values import MemberState
 from tests.manager.conftest import SQLITE_ONLY, SeededDb
-from tests.manager.harness import start_daemon, wait_until, write_config
+from tests.manager.harness import alive, descendants, start_daemon, wait_until, write_config
 
 
 def _status(db: SeededDb, table: str, obj_id: bytes) -> str:
@@ -65,13 +67,21 @@ def test_bad_packets_are_counted_and_honest_traffic_still_served(
 
 
 # The signal and the final flush are the process's: SQLite only (the flush itself is the
-# one every test here makes, on every database).
+# one every test here makes, on every database). With writer = "process" the final
+# flush goes through the child, which then exits with the daemon.
 @SQLITE_ONLY
-def test_sigterm_flushes_pending_and_exits_zero(seeded: SeededDb, config_dir: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_sigterm_flushes_pending_and_exits_zero(
+    seeded: SeededDb, config_dir: Path, writer: str
+) -> None:
     cfg = write_config(
-        config_dir / "hm.toml", seeded.url, sections={"health_manager": {"flush_interval": 30.0}}
+        config_dir / "hm.toml",
+        seeded.url,
+        sections={"health_manager": {"flush_interval": 30.0, "writer": writer}},
     )
     daemon = start_daemon(cfg)
+    below = descendants(daemon.proc.pid)
+    assert bool(below) == (writer == "process")
     daemon.send(seeded.agent().datagram())
     wait_until(
         lambda: daemon.metric("healthmgr_heartbeats_total", result="accepted") == 1, what="accepted"
@@ -80,3 +90,4 @@ def test_sigterm_flushes_pending_and_exits_zero(seeded: SeededDb, config_dir: Pa
     assert daemon.stop(signal.SIGTERM) == 0
     assert seeded.scalar("SELECT COUNT(*) FROM amphora_health") == 1
     daemon.wait_for_log("healthmgr stopped")
+    wait_until(lambda: not any(alive(p) for p in below), what="no child left")
