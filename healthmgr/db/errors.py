@@ -34,7 +34,20 @@ from sqlalchemy import exc as sa_exc
 
 from healthmgr.db.engine import DatabaseUnavailable
 
-__all__ = ["Diagnosis", "ErrorClass", "classify", "diagnose", "is_refused", "is_transient"]
+__all__ = [
+    "DATABASE_ERRORS",
+    "Diagnosis",
+    "ErrorClass",
+    "classify",
+    "diagnose",
+    "is_refused",
+    "is_transient",
+]
+
+
+# What a database call raises when the database (or the way to it) fails, not
+# the code: the writer keeps such a batch and retries it; anything else is a bug.
+DATABASE_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
 
 
 class ErrorClass(enum.StrEnum):

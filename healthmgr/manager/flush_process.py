@@ -32,11 +32,10 @@ from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 import structlog
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from healthmgr.db.engine import Bounds
-from healthmgr.db.errors import ErrorClass, diagnose
+from healthmgr.db.errors import DATABASE_ERRORS, ErrorClass, diagnose
 from healthmgr.db.store import RETRIES, open_store
 from healthmgr.logging import one_line
 from healthmgr.rules.batch import FlushBatch
@@ -180,7 +179,7 @@ def _flush(data: bytes) -> FlushStats:
     assert _store is not None
     try:
         return _store.flush(_decode(data))
-    except (sa_exc.SQLAlchemyError, OSError, TimeoutError) as exc:
+    except DATABASE_ERRORS as exc:
         # Driver exceptions do not all pickle: send their diagnosis instead.
         raise to_flush_failed(exc) from None
     except Exception as exc:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import structlog
 import trio
-from sqlalchemy import exc as sa_exc
 
-from healthmgr.db.errors import diagnose
+from healthmgr.db.errors import DATABASE_ERRORS, diagnose
 from healthmgr.db.flush import FlushStats
 from healthmgr.logging import one_line
 from healthmgr.manager.dbcall import DbCalls
@@ -168,7 +167,7 @@ class Writer:
 
 
 def _is_bug(exc: Exception) -> bool:
-    return not isinstance(exc, sa_exc.SQLAlchemyError | OSError | TimeoutError | FlushFailed)
+    return not isinstance(exc, (*DATABASE_ERRORS, FlushFailed))
 
 
 def _kind(exc: Exception) -> str:
