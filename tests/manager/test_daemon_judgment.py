@@ -99,8 +99,8 @@ def _alive(pid: int) -> bool:
 
 
 # The breaker's edges are the checker's logic: SQLite only. Its database writes
-# (FAILOVER_STOPPED and back) are proven on all three by test_daemon_breaker.py and
-# tests/db/test_store_claims.py.
+# (FAILOVER_STOPPED and back) are proven on all three by tests/db/test_store_claims.py
+# (and through the daemon by test_daemon_breaker.py, with --every-database).
 @SQLITE_ONLY
 def test_a_mass_outage_arriving_and_leaving_gradually_fails_over_nothing(
     seeded: SeededDb, config_dir: Path

@@ -20,7 +20,7 @@ from healthmgr.wire.ids import id_str
 from healthmgr.wire.native import encode_native
 from healthmgr.wire.values import Heartbeat
 from tests.db.factories import make_seed_lb
-from tests.manager.conftest import SeededDb, migrated_engine
+from tests.manager.conftest import SQLITE_AND_PG, SeededDb, migrated_engine
 from tests.manager.harness import Agent, RunningDaemon, start_daemon, write_config
 from tests.manager.test_daemon_multi import start_managers
 
@@ -67,6 +67,9 @@ def epoch2(seq: int) -> Counters:  # after a reload: counters start again, small
     return (50 * n, 70 * n, n, 0)
 
 
+# The conditioned statistics writes are proven on all three in-process by
+# tests/db/test_store_flush.py; MariaDB through real daemons below and with --every-database.
+@SQLITE_AND_PG
 def test_counters_exact_through_loss_duplicates_reordering_and_reload(
     seeded: SeededDb, config_dir: Path
 ) -> None:

@@ -1,8 +1,10 @@
 """``writer = "process"``: the real daemon flushes through a child process.
 
-The same rows as the thread writer (health, statuses, exact statistics) on
-every database; a child killed mid-run loses nothing; SIGKILL of the daemon
-leaves no child behind (SIGTERM: tests/manager/test_daemon_status.py).
+The same rows as the thread writer (health, statuses, exact statistics): on
+SQLite by default, on every database in CI's ``--every-database`` pass (the
+flush itself is the thread writer's, proven on all three by tests/db/); a
+child killed mid-run loses nothing; SIGKILL of the daemon leaves no child
+behind (SIGTERM: tests/manager/test_daemon_status.py).
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-
-import pytest
 
 from healthmgr.wire.ids import id_str
 from healthmgr.wire.values import MemberState
@@ -73,7 +73,7 @@ def start(db: SeededDb, config_dir: Path) -> tuple[RunningDaemon, Agent]:
     return start_daemon(write_config(config_dir / "hm.toml", db.url, sections=PROCESS)), agent
 
 
-@pytest.mark.databases("sqlite", "postgresql", "mysql")
+@SQLITE_ONLY  # every database with --every-database
 def test_process_writer_writes_health_statuses_and_exact_stats(
     seeded: SeededDb, config_dir: Path
 ) -> None:
