@@ -12,6 +12,7 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -146,30 +147,41 @@ def _create_pg(name: str) -> Callable[[], None]:
     return drop
 
 
-def _create_mysql(name: str) -> Callable[[], None]:
+def _mysql_server(url: str) -> dict[str, Any]:
+    """pymysql.connect's arguments for the server of ``url``."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return dict(
+        host=u.host or "127.0.0.1",
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        connect_timeout=5,
+    )
+
+
+def drop_mysql(url: str) -> None:
+    """Drop the MariaDB database of ``url`` (made by ``fresh_database_url``)."""
     import pymysql
     from sqlalchemy.engine import make_url
 
-    url = make_url(MYSQL_ADMIN_URL)
-    kwargs = dict(
-        host=url.host or "127.0.0.1",
-        port=url.port or 3306,
-        user=url.username or "root",
-        password=url.password or "",
-        connect_timeout=5,
-    )
+    with pymysql.connect(**_mysql_server(url)) as c, c.cursor() as cur:
+        cur.execute(f"DROP DATABASE IF EXISTS `{make_url(url).database}`")
+
+
+def _create_mysql(name: str) -> Callable[[], None]:
+    import pymysql
+
+    kwargs = _mysql_server(MYSQL_ADMIN_URL)
     try:
         conn = pymysql.connect(**kwargs)
     except pymysql.err.OperationalError as exc:
-        unavailable(f"MariaDB is not reachable at {url.host}:{url.port or 3306}: {exc}")
+        unavailable(f"MariaDB is not reachable at {kwargs['host']}:{kwargs['port']}: {exc}")
     with conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}`")
-
-    def drop() -> None:
-        with pymysql.connect(**kwargs) as c, c.cursor() as cur:
-            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
-
-    return drop
+    url = _split(MYSQL_ADMIN_URL)[0] + "/" + name
+    return lambda: drop_mysql(url)
 
 
 def fresh_database_url(dialect: str, tmp_path: Path) -> tuple[str, Callable[[], None]]:

@@ -3,17 +3,20 @@
 ``octavia_python`` is the interpreter of ``.venv-octavia`` (created by
 scripts/setup.sh through scripts/octavia_venv.sh; created here when missing).
 ``octavia_db_url`` is a fresh MariaDB database whose schema Octavia's own
-migrations created (``octavia-db-manage upgrade head``, run once per test process
-on a template database that each test's database copies), with healthmgr's own
+migrations created (``octavia-db-manage upgrade head``, run once per test run on
+a template database that each test's database copies), with healthmgr's own
 tables added by ``healthmgr db upgrade`` in the octavia schema.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import shutil
 import socket
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +24,7 @@ from sqlalchemy.engine import make_url
 
 from healthmgr.db import migrate
 from healthmgr.db.engine import make_engine
-from tests.conftest import fresh_database_url, services_required, unavailable
+from tests.conftest import drop_mysql, fresh_database_url, services_required, unavailable
 from tests.octavia.rpc_worker import Worker, octavia_worker
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,20 +61,53 @@ def octavia_schema(octavia_python: Path, url: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` between the test processes (pytest-xdist's workers)."""
+    with path.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def octavia_template(
-    octavia_python: Path, tmp_path_factory: pytest.TempPathFactory
+    octavia_python: Path, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[str]:
-    """One database per test process whose schema Octavia's own migrations made; each
-    test's database is a copy of it (``clone_database``): the migrations take seconds,
-    a copy a fraction of that."""
-    tmp_path = tmp_path_factory.mktemp("octavia-template")
-    url, drop = fresh_database_url("mysql", tmp_path)
+    """One database per test run whose schema Octavia's own migrations made; each test's
+    database is a copy of it (``clone_database``): the migrations take seconds, a copy a
+    fraction of that. The parallel workers share it: the first that needs it makes it
+    (the others wait on a lock meanwhile, rather than each running the migrations beside
+    it), the last one to finish drops it."""
+    shared = tmp_path_factory.getbasetemp()
+    if hasattr(request.config, "workerinput"):  # a worker's: below the run's, shared by all
+        shared = shared.parent
+    state = shared / "octavia-template.json"
+    lock = state.with_suffix(".lock")
+    with _locked(lock):
+        users = json.loads(state.read_text()) if state.exists() else {"url": None, "users": 0}
+        if users["users"] == 0:
+            tmp_path = tmp_path_factory.mktemp("octavia-template")
+            url, drop = fresh_database_url("mysql", tmp_path)
+            try:
+                octavia_schema(octavia_python, url, tmp_path)
+            except BaseException:
+                drop()
+                raise
+            users["url"] = url
+        users["users"] += 1
+        state.write_text(json.dumps(users))
     try:
-        octavia_schema(octavia_python, url, tmp_path)
-        yield url
+        yield users["url"]
     finally:
-        drop()
+        with _locked(lock):
+            users = json.loads(state.read_text())
+            users["users"] -= 1
+            state.write_text(json.dumps(users))
+            if users["users"] == 0:
+                drop_mysql(users["url"])
 
 
 def clone_database(template_url: str, url: str) -> None:
