@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -95,33 +95,43 @@ class Arrival(NamedTuple):
 
 
 class _Waiting(NamedTuple):
-    """An arrival waiting for its topology. A native heartbeat is held packed
-    (msgpack, one bytes object of about 170 bytes for a seed heartbeat instead
-    of the dozen objects of about 830 bytes decoded): at a fleet's first
-    contact every amphora has one waiting, and that burst set the daemon's
-    resident memory for its life. Octavia's heartbeats stay decoded: they are
-    not held to the native format's bounds, which decoding checks."""
+    """An arrival waiting for its topology, as it came: Octavia's heartbeats
+    (not held to the native format's bounds, which unpacking checks) and any
+    arrival whose source is not an address."""
 
-    heartbeat: Heartbeat | bytes
+    heartbeat: Heartbeat
     mono: float
     wall_ms: int
     newest: bool
     source: object
 
-    @classmethod
-    def of(cls, arrival: Arrival) -> _Waiting:
-        hb = arrival.heartbeat
-        held = _pack(hb) if hb.format is WireFormat.NATIVE else hb
-        return cls(held, arrival.mono, arrival.wall_ms, arrival.newest, arrival.source)
 
-    def arrival(self) -> Arrival:
-        held = self.heartbeat
-        hb = _unpack(held) if held.__class__ is bytes else held
-        return Arrival(hb, self.mono, self.wall_ms, self.newest, self.source)  # type: ignore[arg-type]
-
-
+# A native arrival waits as one bytes object (msgpack of the heartbeat, the
+# times, newest and the source address), about 200 bytes for a seed
+# heartbeat instead of a dozen objects of about 1,000 bytes (the decoded
+# heartbeat, the address, the tuple and its numbers): at a fleet's first
+# contact every amphora has one waiting, and that burst sets the daemon's
+# resident memory for its life.
+_Held = bytes | _Waiting
 _pack = msgspec.msgpack.Encoder().encode
-_unpack = msgspec.msgpack.Decoder(Heartbeat).decode
+_unpack = msgspec.msgpack.Decoder(tuple[Heartbeat, float, int, bool, Any]).decode
+
+
+def _hold(arrival: Arrival) -> _Held:
+    hb, source = arrival.heartbeat, arrival.source
+    if hb.format is WireFormat.NATIVE and (source is None or source.__class__ is tuple):
+        try:
+            return _pack((hb, arrival.mono, arrival.wall_ms, arrival.newest, source))
+        except TypeError:  # an address of something msgpack does not hold
+            pass
+    return _Waiting(hb, arrival.mono, arrival.wall_ms, arrival.newest, source)
+
+
+def _release(held: _Held) -> Arrival:
+    if held.__class__ is not bytes:
+        return Arrival(*held)  # type: ignore[misc]
+    hb, mono, wall_ms, newest, source = _unpack(held)
+    return Arrival(hb, mono, wall_ms, newest, None if source is None else tuple(source))
 
 
 class View:
@@ -144,7 +154,8 @@ class View:
         self._lbs: dict[Id, LoadBalancerTopology] = {}  # LRU, MAX_CACHED_LBS at most
         self._lb_hash: dict[Id, int] = {}  # every tracked load balancer
         self.max_cached_lbs = MAX_CACHED_LBS
-        self._waiting: dict[Id, list[_Waiting]] = {}
+        # One held arrival, or a list of them (WAITING_PER_AMPHORA at most).
+        self._waiting: dict[Id, _Held | list[_Held]] = {}
         self._wanted: set[Id] = set()
         self._refreshed_at: dict[Id, float] = {}  # lb id -> last forced refresh
         self.superseded = 0  # waiting heartbeats dropped for newer ones
@@ -209,7 +220,11 @@ class View:
             self._amps[amp_id] = entry  # re-inserted: the dict stays in fetch order
             if lb is not None:
                 self._cache_lb(lb)
-            released.extend(w.arrival() for w in self._waiting.pop(amp_id, ()))
+            held = self._waiting.pop(amp_id, None)
+            if held.__class__ is list:
+                released.extend(map(_release, held))  # type: ignore[arg-type]
+            elif held is not None:
+                released.append(_release(held))  # type: ignore[arg-type]
         if not self._waiting:
             self._waiting = {}  # its peak's table: about 50 bytes an amphora (see wanted)
         return released
@@ -352,10 +367,16 @@ class View:
 
     def _wait(self, arrival: Arrival) -> Applied:
         amp_id = arrival.heartbeat.amphora_id
-        queue = self._waiting.setdefault(amp_id, [])
-        if len(queue) >= WAITING_PER_AMPHORA:
-            queue.pop(0)
-            self.superseded += 1  # the newer ones carry its counters and liveness
-        queue.append(_Waiting.of(arrival))
+        held = _hold(arrival)
+        queue = self._waiting.get(amp_id)
+        if queue is None:
+            self._waiting[amp_id] = held  # alone: no list (most amphorae at first contact)
+        elif queue.__class__ is list:
+            if len(queue) >= WAITING_PER_AMPHORA:  # type: ignore[arg-type]
+                queue.pop(0)  # type: ignore[union-attr]
+                self.superseded += 1  # the newer ones carry its counters and liveness
+            queue.append(held)  # type: ignore[union-attr]
+        else:
+            self._waiting[amp_id] = [queue, held]  # type: ignore[list-item]
         self._wanted.add(amp_id)
         return Applied.QUEUED

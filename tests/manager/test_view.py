@@ -381,7 +381,8 @@ def test_a_waiting_heartbeat_is_held_packed_and_released_unchanged() -> None:
     for i, hb in enumerate(hbs):
         arrival = Arrival(hb, 0.5 + i, 2_000 + i, newest=True, source=("10.0.0.1", 5555))
         assert view.apply(arrival, 0.5 + i) is Applied.QUEUED
-    assert all(type(w.heartbeat) is bytes for w in view._waiting[AMP])
+    held = view._waiting[AMP]
+    assert type(held) is list and all(type(w) is bytes for w in held)
     released = view.install([AMP], {AMP: topology()}, now=3.0)
     assert [a.heartbeat for a in released] == hbs
     assert [(a.mono, a.wall_ms, a.newest, a.source) for a in released] == [
@@ -396,7 +397,16 @@ def test_a_waiting_octavia_heartbeat_is_held_as_it_came() -> None:
     view = View(ttl=300, refresh_min_interval=5, late_after=10)
     hb = msgspec.structs.replace(heartbeat(1), format=WireFormat.OCTAVIA, interval_ms=0)
     assert view.apply(Arrival(hb, 0.0, 2_000), 0.0) is Applied.QUEUED
-    (waiting,) = view._waiting[AMP]
-    assert waiting.heartbeat is hb
+    assert view._waiting[AMP].heartbeat is hb  # one alone: no list
     (released,) = view.install([AMP], {AMP: topology()}, now=0.1)
     assert released.heartbeat is hb
+
+
+def test_a_waiting_heartbeat_from_a_source_that_is_not_an_address_keeps_it() -> None:
+    view = View(ttl=300, refresh_min_interval=5, late_after=10)
+    source = object()
+    assert view.apply(Arrival(heartbeat(1), 0.0, 2_000, source=source), 0.0) is Applied.QUEUED
+    assert view.apply(Arrival(heartbeat(2), 0.0, 2_000), 0.0) is Applied.QUEUED
+    first, second = view.install([AMP], {AMP: topology()}, now=0.1)
+    assert (first.source, first.heartbeat.seq) == (source, 1)
+    assert (second.source, second.heartbeat.seq) == (None, 2)
