@@ -128,8 +128,8 @@ def _hold(arrival: Arrival) -> _Held:
 
 
 def _release(held: _Held) -> Arrival:
-    if held.__class__ is not bytes:
-        return Arrival(*held)  # type: ignore[misc]
+    if isinstance(held, _Waiting):
+        return Arrival(*held)
     hb, mono, wall_ms, newest, source = _unpack(held)
     return Arrival(hb, mono, wall_ms, newest, None if source is None else tuple(source))
 
@@ -221,10 +221,10 @@ class View:
             if lb is not None:
                 self._cache_lb(lb)
             held = self._waiting.pop(amp_id, None)
-            if held.__class__ is list:
-                released.extend(map(_release, held))  # type: ignore[arg-type]
+            if isinstance(held, list):
+                released.extend(map(_release, held))
             elif held is not None:
-                released.append(_release(held))  # type: ignore[arg-type]
+                released.append(_release(held))
         if not self._waiting:
             self._waiting = {}  # its peak's table: about 50 bytes an amphora (see wanted)
         return released
@@ -371,12 +371,12 @@ class View:
         queue = self._waiting.get(amp_id)
         if queue is None:
             self._waiting[amp_id] = held  # alone: no list (most amphorae at first contact)
-        elif queue.__class__ is list:
-            if len(queue) >= WAITING_PER_AMPHORA:  # type: ignore[arg-type]
-                queue.pop(0)  # type: ignore[union-attr]
+        elif isinstance(queue, list):
+            if len(queue) >= WAITING_PER_AMPHORA:
+                queue.pop(0)
                 self.superseded += 1  # the newer ones carry its counters and liveness
-            queue.append(held)  # type: ignore[union-attr]
+            queue.append(held)
         else:
-            self._waiting[amp_id] = [queue, held]  # type: ignore[list-item]
+            self._waiting[amp_id] = [queue, held]
         self._wanted.add(amp_id)
         return Applied.QUEUED
