@@ -222,7 +222,6 @@ class Context:
             if check_schema:
                 from healthmgr.db.migrate import check_current
 
-                _quiet_alembic()
                 check_current(self._engine, self.schema())
         return self._engine
 
@@ -252,12 +251,6 @@ class Context:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
-
-
-def _quiet_alembic() -> None:
-    import logging
-
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # -- values for the formatters -----------------------------------------------------------

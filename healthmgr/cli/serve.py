@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import signal
 
 from healthmgr.cli.base import Command, add_config_option
@@ -45,9 +44,6 @@ class Serve(Command):
                 f"{exc} (run `healthmgr config check` for details)", Exit.CONFIG
             ) from None
         configure_logging(settings.logging.level, settings.logging.format)
-        # The schema check goes through Alembic, whose INFO chatter ("Context impl
-        # SQLiteImpl.") is noise in the daemon's log and before a one-line error.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
         daemon = Daemon(settings, config_path=parsed_args.config)
         daemon.catch_signals_outside_trio()
         check_current(daemon.engine, daemon.store.schema)

@@ -6,7 +6,9 @@ No ``alembic.ini`` is needed: :func:`alembic_config` points Alembic at
 of an API that shares the database.
 
 The daemon calls :func:`check_current` at start and refuses to run against a
-schema that is missing, behind, or unknown to this release.
+schema that is missing, behind, or unknown to this release. The head it expects
+is pinned (:mod:`healthmgr.db.heads`) and the version table is read with plain
+SQLAlchemy: Alembic is imported only by what migrates or walks the revisions.
 
 Two schemas, two migration chains, one version table: ``healthmgr`` (the
 native schema, ``migrations/``: every table, ours) and ``octavia``
@@ -20,19 +22,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command, context
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
+import sqlalchemy as sa
 from sqlalchemy import Connection, Engine, MetaData, inspect
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
 from healthmgr.db import octavia_schema as _oct
 from healthmgr.db.engine import DatabaseError, connect, make_engine
+from healthmgr.db.heads import HEADS
 from healthmgr.db.models import Base
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 VERSION_TABLE = "healthmgr_alembic_version"
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
@@ -77,6 +81,8 @@ def run_environment(target_metadata: MetaData) -> None:
     This module puts an open connection in ``config.attributes["connection"]``
     and the migrations run in its transaction (there is no offline mode).
     """
+    from alembic import context
+
     conn = context.config.attributes.get("connection")
     if conn is None:
         raise RuntimeError("run migrations through healthmgr.db.migrate (no connection given)")
@@ -94,6 +100,8 @@ def run_environment(target_metadata: MetaData) -> None:
 
 def alembic_config(schema: str = NATIVE) -> Config:
     """An Alembic config for the packaged migrations of ``schema``."""
+    from alembic.config import Config
+
     cfg = Config()
     location = OCTAVIA_SCRIPT_LOCATION if schema == OCTAVIA else SCRIPT_LOCATION
     cfg.set_main_option("script_location", str(location))
@@ -102,14 +110,15 @@ def alembic_config(schema: str = NATIVE) -> Config:
 
 
 def _script(schema: str = NATIVE) -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config(schema=schema))
 
 
 def head(schema: str = NATIVE) -> str:
-    """The revision this release expects (the single head of the packaged migrations)."""
-    rev = _script(schema).get_current_head()
-    assert rev is not None, "the packaged migrations have no revision"
-    return rev
+    """The revision this release expects: the single head of the packaged migrations,
+    pinned in :mod:`healthmgr.db.heads` (a test keeps it equal to Alembic's)."""
+    return HEADS[schema]
 
 
 def revisions(schema: str = NATIVE) -> list[str]:
@@ -134,9 +143,18 @@ def _current(conn: Connection) -> str | None:
 
 
 def read_revision(conn: Connection, version_table: str) -> str | None:
-    """The revision recorded in ``version_table`` (read only), or None."""
-    ctx = MigrationContext.configure(conn, opts={"version_table": version_table})
-    return ctx.get_current_revision()
+    """The revision recorded in ``version_table`` (read only), or None.
+
+    What Alembic's ``MigrationContext.get_current_revision`` reads: the
+    ``version_num`` rows of the table, none when it is missing.
+    """
+    if not inspect(conn).has_table(version_table):
+        return None
+    versions = sa.table(version_table, sa.column("version_num"))
+    rows = list(conn.execute(sa.select(versions.c.version_num)).scalars())
+    if len(rows) > 1:
+        raise SchemaError(f"{version_table} records more than one revision: {', '.join(rows)}")
+    return rows[0] if rows else None
 
 
 def current(engine: Engine | str | URL) -> str | None:
@@ -267,6 +285,8 @@ def _run(
     revision: str,
     schema: str = NATIVE,
 ) -> Revisions:
+    from alembic.util import CommandError
+
     with _engine(engine_or_url) as eng:
         conn = connect(eng).execution_options(sqlite_begin="IMMEDIATE")
         with conn, _migration_lock(conn):
@@ -289,16 +309,22 @@ def upgrade(engine_or_url: Target, revision: str = "head", schema: str = NATIVE)
     Running it again at head changes nothing. In the ``octavia`` schema only
     healthmgr's own tables are created.
     """
+    from alembic import command
+
     return _run(engine_or_url, command.upgrade, revision, schema)
 
 
 def downgrade(engine_or_url: Target, revision: str, schema: str = NATIVE) -> Revisions:
     """Downgrade the schema to ``revision`` (``"base"`` drops every healthmgr table)."""
+    from alembic import command
+
     return _run(engine_or_url, command.downgrade, revision, schema)
 
 
 def stamp(engine_or_url: Target, revision: str, schema: str = NATIVE) -> Revisions:
     """Record ``revision`` without running migrations (a schema created from schema/*.sql)."""
+    from alembic import command
+
     return _run(engine_or_url, command.stamp, revision, schema)
 
 

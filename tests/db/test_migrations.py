@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, event, inspect, text
 
 from healthmgr.db import migrate
 from healthmgr.db.engine import make_engine
+from healthmgr.db.heads import HEADS
 from healthmgr.db.models import Base
 
 MODEL_TABLES = set(Base.metadata.tables)
@@ -30,6 +32,25 @@ def _tables(url: str) -> set[str]:
 def test_head_is_the_single_packaged_revision() -> None:
     assert migrate.head() == "0003"
     assert migrate.revisions() == ["0001", "0002", "0003"]
+
+
+@pytest.mark.parametrize("schema", [migrate.NATIVE, migrate.OCTAVIA])
+def test_the_pinned_head_is_alembics(schema: str) -> None:
+    """A new migration fails here until its head is pinned in healthmgr/db/heads.py."""
+    script = ScriptDirectory.from_config(migrate.alembic_config(schema))
+    assert HEADS[schema] == script.get_current_head()
+
+
+def test_a_version_table_with_two_revisions_is_refused(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"INSERT INTO {migrate.VERSION_TABLE} VALUES ('0002')"))
+        with pytest.raises(migrate.SchemaError, match="records more than one revision: "):
+            migrate.check_current(engine)
+    finally:
+        engine.dispose()
 
 
 def test_upgrade_from_empty_reaches_head(db_url: str) -> None:
@@ -154,6 +175,7 @@ def two_revisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(migrate.SCRIPT_LOCATION, location, ignore=shutil.ignore_patterns("__pycache__"))
     (location / "versions" / "0004_extra.py").write_text(NEWER_REVISION)
     monkeypatch.setattr(migrate, "SCRIPT_LOCATION", location)
+    monkeypatch.setitem(HEADS, migrate.NATIVE, "0004")  # pinned by that release
     return location
 
 
