@@ -254,7 +254,7 @@ def open_store(settings: Settings, schema: str | None = None) -> Store:
     db = settings.database
     engine = make_engine(db.connection, timeout=db.timeout)
     if schema is None:
-        from healthmgr.db.migrate import resolve_schema  # alembic: not in the writer process
+        from healthmgr.db.migrate import resolve_schema  # not in the writer: it is given one
 
         schema = resolve_schema(engine, db.schema)
     return Store(engine, manager_id=settings.health_manager.effective_manager_id, schema=schema)

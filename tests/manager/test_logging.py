@@ -21,14 +21,9 @@ from healthmgr.logging import (
 @pytest.fixture
 def stream() -> Iterator[io.StringIO]:
     out = io.StringIO()
-    # Commands run in-process by other tests quiet alembic's logger: start clean.
-    alembic = logging.getLogger("alembic")
-    level = alembic.level
-    alembic.setLevel(logging.NOTSET)
     configure_logging("INFO", "auto", out)
     yield out
     configure_logging("INFO", "json", io.StringIO())
-    alembic.setLevel(level)
 
 
 def lines(stream: io.StringIO) -> list[dict]:
