@@ -167,18 +167,17 @@ def agent_cmd(*args: str) -> list[str]:
 
 
 def provision(tmp_path: Path, amphora_id: str) -> Path:
-    """The amphora's key file, as `healthmgr keys derive` prints it."""
+    """The amphora's key file, as `healthmgr keys derive` prints it: the command in this
+    process (its real process is tests/cli/test_keys_cli.py::test_real_process)."""
+    from tests.cli.clitest import cli
+
     master_file = tmp_path / "master.key"
     master_file.write_text(MASTER.secret.decode() + "\n")
-    cmd = [sys.executable, "-m", "healthmgr", "keys", "derive", amphora_id]
-    cmd += ["--master-key-file", str(master_file), "--key-id", str(MASTER.id)]
-    derived = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
+    derived = cli(
+        "keys", "derive", amphora_id, "--master-key-file", str(master_file),
+        "--key-id", str(MASTER.id),
+    )  # fmt: skip
+    assert derived.returncode == 0, derived.stderr
     key_file = tmp_path / "heartbeat.key"
     key_file.write_text(derived.stdout)
     assert derive_amphora_key(MASTER, uuid.UUID(amphora_id).bytes).hex() in derived.stdout

@@ -220,16 +220,16 @@ def test_missing_config_file(tmp_path: Path) -> None:
     assert result.stderr.strip() == "amphora-agent: error: config file nope.toml does not exist"
 
 
-def test_unusable_state_dir(tmp_path: Path) -> None:
+def test_unusable_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In-process: a configuration error like those above (the process: the previous test).
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "good.key").write_text("11" * 32)
-    result = _run_agent(
-        *BASE, "--key-file", "good.key", "--key-id", "1", "--state-dir", "good.key/state",
-        cwd=tmp_path,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert (
-        result.stderr.strip() == "amphora-agent: error: state_dir good.key/state: Not a directory"
-    )
+    flags = [*BASE, "--key-file", "good.key", "--key-id", "1", "--state-dir", "good.key/state"]
+    assert agent_main(flags) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "amphora-agent: error: state_dir good.key/state: Not a directory"
 
 
 def test_once_sends_nothing_while_keepalived_is_down(tmp_path: Path) -> None:
