@@ -1,27 +1,12 @@
-"""The project's own plumbing: entry points and the service fixtures."""
+"""The project's own plumbing: the service fixtures. (`python -m healthmgr` itself:
+tests/cli/test_app.py.)"""
 
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
-
-
-def test_python_m_healthmgr_shows_help() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "healthmgr", "--help"], capture_output=True, text=True, check=True
-    )
-    assert "usage: healthmgr" in out.stdout
-
-
-def test_unknown_command_is_an_error_naming_it() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "healthmgr", "frobnicate"], capture_output=True, text=True
-    )
-    assert out.returncode == 2
-    assert "frobnicate" in out.stderr
 
 
 def test_fresh_database_is_reachable_and_empty(db_url: str) -> None:

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.usefixtures("no_healthmgr_env")
 def test_help_is_for_users_and_lists_every_command() -> None:
     done = healthmgr("--help")
     assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: healthmgr")
     assert "the health manager of load-balancer amphorae" in done.stdout
     for word in ("Entry point", "register", "sub-command module"):  # the old developer docstring
         assert word not in done.stdout
@@ -45,7 +46,9 @@ def test_version_of_both_programs() -> None:
 
 def test_no_command_and_an_unknown_one_are_usage_errors() -> None:
     assert cli().returncode == Exit.USAGE
-    assert cli("frobnicate").returncode == Exit.USAGE
+    unknown = cli("frobnicate")
+    assert unknown.returncode == Exit.USAGE
+    assert "'frobnicate' is not a healthmgr command" in unknown.stderr
 
 
 def test_an_unknown_column_is_a_usage_error(tmp_path: Path) -> None:
