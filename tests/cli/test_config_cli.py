@@ -24,8 +24,10 @@ def write(tmp_path: Path, text: str, name: str = "hm.toml") -> Path:
 
 
 def test_check_ok(tmp_path: Path) -> None:
+    # In this process: `config check -f json` passing as a process is
+    # test_check_connect_reaches_the_database[sqlite].
     path = write(tmp_path, f"[[keys.master]]\nid = 1\nsecret = '{SECRET}'\n")
-    done = healthmgr("config", "check", "--config", str(path), "-f", "json")
+    done = cli("config", "check", "--config", str(path), "-f", "json")
     assert (done.returncode, done.stderr) == (0, "")
     assert json.loads(done.stdout) == {"config": str(path), "result": "OK", "warnings": []}
 
@@ -194,7 +196,7 @@ def test_check_connect_reaches_the_database(db: Db, tmp_path: Path) -> None:
     done = on_sqlite_as_a_process(
         db.url, "config", "check", "--connect", "--config", str(path), "-f", "json"
     )
-    assert done.returncode == 0, done.stderr
+    assert (done.returncode, done.stderr) == (0, ""), done.stderr
     assert json.loads(done.stdout)["database"].endswith(f"schema at {migrate.head()} (head)")
 
 

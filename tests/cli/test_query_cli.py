@@ -1,8 +1,8 @@
 """Query commands and write actions on SQLite, PostgreSQL and MariaDB.
 
 The real process runs once per command family, on SQLite (the wiring: options,
-formatters, exit statuses); on the servers, and for the details, the same application
-runs in-process.
+formatters, exit statuses): status, loadbalancer, amphora, failover, stats. On the
+servers, and for the details, the same application runs in-process.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def test_status_show_draws_the_tree(topo: Topology) -> None:
 
 
 def test_value_c_id_round_trips_through_show(topo: Topology) -> None:
-    done = topo.proc("loadbalancer", "list", "-f", "value", "-c", "id", "--sort-column", "name")
+    done = topo.run("loadbalancer", "list", "-f", "value", "-c", "id", "--sort-column", "name")
     assert done.returncode == 0, done.stderr
     ids = done.stdout.split()
     assert ids == [id_str(topo.api.load_balancer), id_str(topo.web.load_balancer)]
@@ -161,7 +161,7 @@ def test_lookup_errors(topo: Topology) -> None:
 
 def test_amphora_list_failover_show_release(topo: Topology) -> None:
     db = topo.db
-    stale = topo.proc("amphora", "list", "--stale", "-f", "value", "-c", "id")
+    stale = topo.run("amphora", "list", "--stale", "-f", "value", "-c", "id")
     assert stale.returncode == 0, stale.stderr
     assert sorted(stale.stdout.split()) == sorted(id_str(a) for a in topo.api.amphorae)
     amphora = id_str(topo.api.amphorae[0])
@@ -208,7 +208,7 @@ def test_resume_and_retry(topo: Topology) -> None:
     db = topo.db
     amphora = id_str(topo.api.amphorae[1])
     db.execute("UPDATE amphora SET status = 'FAILOVER_STOPPED' WHERE id = :a", a=amphora)
-    done = topo.proc("amphora", "resume", amphora, "-f", "value", "-c", "status")
+    done = topo.run("amphora", "resume", amphora, "-f", "value", "-c", "status")
     assert (done.returncode, done.stdout) == (0, "ALLOCATED\n"), done.stderr
     again = topo.run("amphora", "resume", amphora)
     assert again.returncode == 7 and "is ALLOCATED, not FAILOVER_STOPPED" in again.stderr
