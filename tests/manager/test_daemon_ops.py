@@ -13,6 +13,7 @@ import pytest
 
 from healthmgr.db.migrate import upgrade
 from healthmgr.wire.ids import id_str
+from tests.cli.clitest import cli, one_error_line
 from tests.manager.conftest import SQLITE_ONLY, SeededDb
 from tests.manager.harness import (
     MASTER,
@@ -112,12 +113,9 @@ def test_startup_errors_are_one_line_and_non_zero(tmp_path: Path, pg_url: str) -
         sections={"metrics": {"bind": f"127.0.0.1:{metrics_port}"}},
     )
     # Exit statuses: docs/cli.md (3 configuration, 4 database unreachable, 5 schema, 1 other).
+    # (A bad configuration, status 3: the next test.)
     cases = {
         # name: (config, expected exit status, text the line must contain)
-        "bad option": (config("bad", migrated, bind_port=70000), 3,
-                       "health_manager.bind_port: 70000 is not a valid port"),
-        "bad value type": (config("type", migrated, heartbeat_timeout="soon"), 3,
-                           "health_manager.heartbeat_timeout"),
         "unreachable database": (config("unreachable", "postgresql://127.0.0.1:1/x"), 4,
                                  "cannot reach the database (PostgreSQL at 127.0.0.1:1/x)"),
         # The hint keeps the user's --config, so following it upgrades this database.
@@ -143,6 +141,26 @@ def test_startup_errors_are_one_line_and_non_zero(tmp_path: Path, pg_url: str) -
         assert lines[0].startswith("healthmgr: error: "), f"{name}: {lines[0]}"
         assert text in lines[0], f"{name}: {lines[0]!r} does not say {text!r}"
         assert "Traceback" not in stderr
+
+
+def test_configuration_errors_are_one_line_and_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused before the daemon's logging, database or sockets are set up: the same
+    command in this process proves what a process would (the previous test's processes
+    prove the statuses and stderr of `python -m healthmgr serve`)."""
+    url = f"sqlite:///{tmp_path / 'hm.db'}"
+    cases = {
+        "bad option": ({"bind_port": 70000}, "health_manager.bind_port: 70000 is not a valid port"),
+        "bad value type": ({"heartbeat_timeout": "soon"}, "health_manager.heartbeat_timeout"),
+    }
+    for name, (hm, text) in cases.items():
+        path = write_config(tmp_path / f"{name}.toml", url, sections={"health_manager": hm})
+        done = cli("serve", "--config", str(path))
+        assert done.returncode == 3, f"{name}: exit {done.returncode}, stderr: {done.stderr}"
+        assert text in one_error_line(done), f"{name}: {done.stderr!r} does not say {text!r}"
+        assert "Traceback" not in done.stderr
+        assert capsys.readouterr() == ("", ""), f"{name}: printed outside the command's streams"
 
 
 def _has_ipv6_loopback() -> bool:
