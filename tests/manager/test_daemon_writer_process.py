@@ -73,8 +73,11 @@ def start(db: SeededDb, config_dir: Path) -> tuple[RunningDaemon, Agent]:
     return start_daemon(write_config(config_dir / "hm.toml", db.url, sections=PROCESS)), agent
 
 
+# One daemon for both: the writes, then SIGKILL of the daemon, which cannot stop its child
+# (its exit 0 on SIGTERM with the child's last flush: test_daemon_status.py,
+# test_sigterm_flushes_pending_and_exits_zero[process]).
 @SQLITE_ONLY  # every database with --every-database
-def test_process_writer_writes_health_statuses_and_exact_stats(
+def test_process_writer_writes_exact_rows_and_a_sigkilled_daemon_leaves_no_writer(
     seeded: SeededDb, config_dir: Path
 ) -> None:
     daemon, agent = start(seeded, config_dir)
@@ -94,9 +97,13 @@ def test_process_writer_writes_health_statuses_and_exact_stats(
         assert stats(seeded, s.listener, agent.amphora) == expected(4)
         assert writer_child(daemon) == child  # one child did it all
         assert daemon.metric("healthmgr_flush_failures_total") == 0
+        below = descendants(daemon.proc.pid)
+        assert child in below
+        daemon.kill(signal.SIGKILL)  # the child notices
+        daemon.proc.wait()
+        wait_until(lambda: not any(alive(p) for p in below), what="children gone after SIGKILL")
     finally:
-        assert daemon.stop() == 0
-    assert not alive(child)
+        daemon.stop()  # after a failure: SIGTERM, the child stopped by its daemon
 
 
 @SQLITE_ONLY  # the child's death is the process's, not the database's
@@ -118,13 +125,3 @@ def test_writer_killed_mid_run_loses_nothing_and_fails_nothing_over(
         assert status(seeded, "member", seeded.seed.members[0]) == "ONLINE"
     finally:
         assert daemon.stop() == 0
-
-
-@SQLITE_ONLY
-def test_sigkill_of_the_daemon_leaves_no_writer_behind(seeded: SeededDb, config_dir: Path) -> None:
-    daemon, _ = start(seeded, config_dir)
-    below = descendants(daemon.proc.pid)
-    assert writer_child(daemon) in below
-    daemon.kill(signal.SIGKILL)  # the daemon cannot stop its child: the child notices
-    daemon.proc.wait()
-    wait_until(lambda: not any(alive(p) for p in below), what="children gone after SIGKILL")
