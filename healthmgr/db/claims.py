@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from healthmgr.db.dbtime import db_now, utcnow
+from healthmgr.db.in_lists import in_lists, padded
 from healthmgr.db.models import (
     Amphora,
     AmphoraHealth,
@@ -38,7 +39,7 @@ from healthmgr.db.models import (
     LoadBalancer,
     ManagerRecord,
 )
-from healthmgr.db.topology_queries import chunks
+from healthmgr.db.topology_queries import IN_CHUNK
 from healthmgr.rules import constants as C
 from healthmgr.wire.ids import Id, id_bytes, id_str
 
@@ -234,7 +235,7 @@ def stop(conn: sa.Connection, ids: Collection[str], cutoff: dt.datetime) -> list
     """Circuit breaker: these amphorae, if still stale ALLOCATED candidates,
     become FAILOVER_STOPPED (a later health bump returns them to ALLOCATED)."""
     stopped: list[str] = []
-    for part in chunks(sorted(ids)):
+    for part in in_lists(sorted(ids), IN_CHUNK):
         still = list(
             conn.execute(
                 sa.select(_health.c.amphora_id)
@@ -245,7 +246,7 @@ def stop(conn: sa.Connection, ids: Collection[str], cutoff: dt.datetime) -> list
         if still:
             conn.execute(
                 sa.update(_amp)
-                .where(_amp.c.id.in_(still))
+                .where(_amp.c.id.in_(padded(still, IN_CHUNK)))
                 .where(_amp.c.status == C.ALLOCATED)
                 .values(status=C.FAILOVER_STOPPED, updated_at=utcnow())
             )

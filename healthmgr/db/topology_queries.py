@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
-from typing import TypeVar
 
 import sqlalchemy as sa
 
+from healthmgr.db.in_lists import in_lists, padded
 from healthmgr.db.models import Amphora, Listener, LoadBalancer, Member, Pool
 from healthmgr.rules import constants as C
 from healthmgr.rules.batch import RefusedRow
@@ -43,14 +43,6 @@ _lb = LoadBalancer.__table__
 _listener = Listener.__table__
 _pool = Pool.__table__
 _member = Member.__table__
-
-T = TypeVar("T")
-
-
-def chunks(items: Sequence[T], size: int | None = None) -> Iterator[Sequence[T]]:
-    size = size or IN_CHUNK
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _opt_id(text: str | None) -> Id | None:
@@ -110,7 +102,7 @@ def load_amphorae(
     refusals = refusals if refusals is not None else Refusals()
     wanted = sorted({id_str(i) for i in amphora_ids})
     out: dict[Id, AmphoraTopology] = {}
-    for part in chunks(wanted):
+    for part in in_lists(wanted, IN_CHUNK):
         # Amphorae and their load balancers in one query.
         rows = conn.execute(
             sa.select(
@@ -164,7 +156,7 @@ def load_load_balancers(
     """Topologies keyed by textual id (the form amphora rows refer to)."""
     refusals = refusals if refusals is not None else Refusals()
     out: dict[str, LoadBalancerTopology] = {}
-    for part in chunks(sorted(lb_ids)):
+    for part in in_lists(sorted(lb_ids), IN_CHUNK):
         rows = conn.execute(
             sa.select(
                 _lb.c.id.label("lb_id"),
@@ -226,7 +218,7 @@ def _listeners_by_lb(
             _listener.c.operating_status,
             _listener.c.default_pool_id,
         )
-        .where(_listener.c.load_balancer_id.in_(lb_ids))
+        .where(_listener.c.load_balancer_id.in_(padded(lb_ids, IN_CHUNK)))
         .where(_listener.c.provisioning_status != C.DELETED)
         .order_by(_listener.c.id)
     ).all()
@@ -250,7 +242,7 @@ def _listeners_by_lb(
 def _pools_by_lb(conn: sa.Connection, lb_ids: Sequence[str], refusals: Refusals) -> dict[str, list]:
     pool_rows = conn.execute(
         sa.select(_pool.c.id, _pool.c.load_balancer_id, _pool.c.enabled, _pool.c.operating_status)
-        .where(_pool.c.load_balancer_id.in_(lb_ids))
+        .where(_pool.c.load_balancer_id.in_(padded(lb_ids, IN_CHUNK)))
         .where(_pool.c.provisioning_status != C.DELETED)
         .order_by(_pool.c.id)
     ).all()
@@ -263,7 +255,7 @@ def _pools_by_lb(conn: sa.Connection, lb_ids: Sequence[str], refusals: Refusals)
             _pool.c.load_balancer_id,
         )
         .join(_pool, _pool.c.id == _member.c.pool_id)
-        .where(_pool.c.load_balancer_id.in_(lb_ids))
+        .where(_pool.c.load_balancer_id.in_(padded(lb_ids, IN_CHUNK)))
         .where(_member.c.provisioning_status != C.DELETED)
         .order_by(_member.c.id)
     ).all()

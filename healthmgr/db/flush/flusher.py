@@ -26,9 +26,9 @@ from healthmgr.db.dbtime import utcnow
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import statements as _w
 from healthmgr.db.flush.octavia_stats import OctaviaStatsWriter
+from healthmgr.db.in_lists import in_lists
 from healthmgr.db.models import Amphora, Base
 from healthmgr.db.octavia_schema import NATIVE, OCTAVIA
-from healthmgr.db.topology_queries import chunks
 from healthmgr.rules import constants as C
 from healthmgr.rules.batch import FlushBatch, RefusedRow, ReportWrite
 from healthmgr.wire.ids import Id, id_bytes, id_str
@@ -210,7 +210,7 @@ class Flusher:
     ) -> dict[Id, tuple[int, int]]:
         raw_of = {_w.text_id(i): i for i in ids}  # the rows' text back to our ids
         out: dict[Id, tuple[int, int]] = {}
-        for part in chunks(sorted(raw_of), IN_CHUNK):
+        for part in in_lists(sorted(raw_of), IN_CHUNK):
             sql = _w.report_lock_sql(self.dialect, len(part))
             pg = self.dialect == "postgresql"
             params: Any = {"ids": _w.pg_array(part)} if pg else tuple(part)
@@ -228,7 +228,7 @@ class Flusher:
             stopped = [row[0] for row in counter.driver(conn, sql, {"ids": _w.pg_array(ids)})]
         else:
             mark = "?" if self.dialect == "sqlite" else "%s"
-            for part in chunks(ids, IN_CHUNK):
+            for part in in_lists(ids, IN_CHUNK):
                 marks = ", ".join(mark for _ in part)
                 sql = f"SELECT id FROM amphora WHERE {where} IN ({marks})"
                 stopped += [row[0] for row in counter.driver(conn, sql, tuple(part))]

@@ -33,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from healthmgr.db.flush.statements import MAX_COUNTER
+from healthmgr.db.in_lists import in_lists
 from healthmgr.rules.batch import StatsUpdate
 from healthmgr.wire.ids import id_bytes, id_str
 
@@ -193,12 +194,10 @@ class OctaviaStatsWriter:
 
     @staticmethod
     def _read(conn: sa.Connection, keys: Sequence[Key], run: Any) -> dict[Key, State]:
-        from healthmgr.db.topology_queries import chunks
-
         wanted = set(keys)
         amphorae = sorted({id_str(aid) for _, aid in keys})
         out: dict[Key, State] = {}
-        for part in chunks(amphorae, IN_CHUNK):
+        for part in in_lists(amphorae, IN_CHUNK):
             sql = _READ_SQL.format(marks=", ".join("%s" for _ in part))
             for r in run(conn, sql, tuple(part)):
                 key = (id_bytes(r[0]), id_bytes(r[1]))
