@@ -292,8 +292,8 @@ def create_load_balancer(engine: sa.Engine, listener_port: int, web_ports: list[
                         role=C.STANDALONE, created_at=now, updated_at=now)]),
     ]  # fmt: skip
     with engine.begin() as conn:
-        for model, values in rows:
-            conn.execute(sa.insert(model.__table__), values)
+        for table, values in rows:
+            conn.execute(sa.insert(table), values)
     return Seed(
         load_balancer=ids["lb"],
         amphora=ids["amp"],
@@ -341,11 +341,11 @@ def haproxy_config(engine: sa.Engine, seed: Seed, sock: Path) -> str:
     """Render the configuration from the database rows, as the amphora driver does."""
     with engine.connect() as conn:
         hm = conn.execute(
-            sa.select(HealthMonitor.__table__).where(HealthMonitor.pool_id == seed.pool)
+            sa.select(HealthMonitor).where(HealthMonitor.c.pool_id == seed.pool)
         ).one()
-        pool = conn.execute(sa.select(Pool.__table__).where(Pool.id == seed.pool)).one()
+        pool = conn.execute(sa.select(Pool).where(Pool.c.id == seed.pool)).one()
         members = conn.execute(
-            sa.select(Member.__table__).where(Member.pool_id == seed.pool).order_by(Member.name)
+            sa.select(Member).where(Member.c.pool_id == seed.pool).order_by(Member.c.name)
         ).all()
     inter = f"{hm.delay * 1000 // MONITOR_SPEEDUP}ms"
     tcheck = f"{hm.timeout * 1000 // MONITOR_SPEEDUP}ms"
@@ -409,15 +409,15 @@ def read_failover(engine: sa.Engine, seed: Seed) -> tuple[Any, Any] | None:
     hands it off; a loaded machine can show the moment in between)."""
     with engine.connect() as conn:
         request = conn.execute(
-            sa.select(FailoverRequest.__table__).where(FailoverRequest.amphora_id == seed.amphora)
+            sa.select(FailoverRequest).where(FailoverRequest.c.amphora_id == seed.amphora)
         ).first()
         if request is None or request.state == C.FAILOVER_RUNNING:
             return None
         health = conn.execute(
-            sa.select(AmphoraHealth.__table__).where(AmphoraHealth.amphora_id == seed.amphora)
+            sa.select(AmphoraHealth).where(AmphoraHealth.c.amphora_id == seed.amphora)
         ).one()
         amphora_status = conn.execute(
-            sa.select(Amphora.status).where(Amphora.id == seed.amphora)
+            sa.select(Amphora.c.status).where(Amphora.c.id == seed.amphora)
         ).scalar_one()
     return request, (health, amphora_status)
 

@@ -39,10 +39,10 @@ from healthmgr.wire.values import MemberState
 CORRUPTION_REASONS = ("bad_magic", "bad_version", "unknown_key", "bad_signature", "malformed")
 MEMBER_CYCLE = (MemberState.DOWN, MemberState.MAINT, MemberState.DRAIN, MemberState.UP)
 
-_req = models.FailoverRequest.__table__
-_health = models.AmphoraHealth.__table__
-_amp = models.Amphora.__table__
-_stats = models.ListenerStatistics.__table__
+_req = models.FailoverRequest
+_health = models.AmphoraHealth
+_amp = models.Amphora
+_stats = models.ListenerStatistics
 
 
 def _renamed(check: inv.Check, invariant: str) -> inv.Check:

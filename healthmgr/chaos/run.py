@@ -182,12 +182,12 @@ class Beater:
             self.sent += 1
 
 
-_health = models.AmphoraHealth.__table__
-_requests = models.FailoverRequest.__table__
-_managers = models.ManagerRecord.__table__
-_reports = models.AmphoraReport.__table__
-_stats = models.ListenerStatistics.__table__
-_amp = models.Amphora.__table__
+_health = models.AmphoraHealth
+_requests = models.FailoverRequest
+_managers = models.ManagerRecord
+_reports = models.AmphoraReport
+_stats = models.ListenerStatistics
+_amp = models.Amphora
 
 
 class Run:
@@ -806,13 +806,12 @@ def _read_statuses(
 ) -> dict[str, dict[str, str]]:
     """Per amphora, the operating status of each of its objects (of :func:`_objects`)."""
     found: dict[str, dict[str, str]] = defaultdict(dict)
-    for table, kind in (
+    for tbl, kind in (
         (models.Member, "member"),
         (models.Pool, "pool"),
         (models.Listener, "listener"),
         (models.LoadBalancer, "lb"),
     ):
-        tbl = table.__table__
         wanted = {o: a for a, objs in objects.items() for o in objs[kind]}
         for chunk in chunks(list(wanted)):
             for oid, status in conn.execute(

@@ -436,7 +436,7 @@ def several_managers(run: Run) -> Result:
 
 
 def _statuses(run: Run, indexes: list[int]) -> list[str]:
-    amp = models.Amphora.__table__
+    amp = models.Amphora
     ids = [run.ids[i] for i in indexes]
     with run.d.engine.connect() as conn:
         rows = dict(conn.execute(sa.select(amp.c.id, amp.c.status).where(amp.c.id.in_(ids))).all())

@@ -25,9 +25,9 @@ from healthmgr.chaos.topology import chunks
 from healthmgr.db import models
 from healthmgr.db.dbtime import utcnow
 
-_health = models.AmphoraHealth.__table__
-_requests = models.FailoverRequest.__table__
-_managers = models.ManagerRecord.__table__
+_health = models.AmphoraHealth
+_requests = models.FailoverRequest
+_managers = models.ManagerRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ CHUNK = 500  # ids per IN (...) list
 
 def insert_topology(engine: sa.Engine, topology: Topology) -> None:
     """The fleet simulator's load balancers as rows (ACTIVE, ONLINE), in one transaction."""
-    rows: dict[Any, list[dict[str, Any]]] = {
+    rows: dict[sa.Table, list[dict[str, Any]]] = {
         t: []
         for t in (models.LoadBalancer, models.Amphora, models.Pool, models.Listener, models.Member)
     }
@@ -74,15 +74,15 @@ def insert_topology(engine: sa.Engine, topology: Topology) -> None:
                 }
             )
     with engine.begin() as conn:
-        for model, values in rows.items():
+        for table, values in rows.items():
             for i in range(0, len(values), 5000):
-                conn.execute(sa.insert(model.__table__), values[i : i + 5000])
+                conn.execute(sa.insert(table), values[i : i + 5000])
 
 
 def retire(engine: sa.Engine, amphorae: Sequence[str]) -> None:
     """Amphorae about to stop beating, DELETED first: no manager counts them silent
     toward its breaker (nor fails them over) while they are removed."""
-    amp = models.Amphora.__table__
+    amp = models.Amphora
     with engine.begin() as conn:
         for chunk in chunks(list(amphorae)):
             conn.execute(sa.update(amp).where(amp.c.id.in_(chunk)).values(status="DELETED"))
@@ -95,7 +95,7 @@ def remove_topology(engine: sa.Engine, topology: Topology) -> None:
     listeners = [id_str(li.id) for a in topology.amphorae for li in a.listeners]
     pools = [id_str(p.id) for a in topology.amphorae for li in a.listeners for p in li.pools]
     t = {
-        m.__tablename__: m.__table__
+        m.name: m
         for m in (
             models.FailoverRequest,
             models.AmphoraReport,

@@ -32,9 +32,9 @@ from healthmgr.db.queries import (
 )
 from healthmgr.rules import constants as C
 
-_amp = Amphora.__table__
-_health = AmphoraHealth.__table__
-_req = FailoverRequest.__table__
+_amp = Amphora
+_health = AmphoraHealth
+_req = FailoverRequest
 
 MANUAL_REASON = "manual"
 RETRYABLE_STATES = (C.FAILOVER_FAILED, C.FAILOVER_ABANDONED)

@@ -46,12 +46,12 @@ from healthmgr.wire.ids import Id, id_bytes, id_str
 CLAIMABLE_STATUSES = (C.ALLOCATED, C.FAILOVER_STOPPED)
 MANUAL = "manual"
 
-_health = AmphoraHealth.__table__
-_amp = Amphora.__table__
-_lb = LoadBalancer.__table__
-_req = FailoverRequest.__table__
-_report = AmphoraReport.__table__
-_mgr = ManagerRecord.__table__
+_health = AmphoraHealth
+_amp = Amphora
+_lb = LoadBalancer
+_req = FailoverRequest
+_report = AmphoraReport
+_mgr = ManagerRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,8 +12,8 @@ from healthmgr.db.models import Amphora, AmphoraReport
 from healthmgr.rules import constants as C
 from healthmgr.wire.ids import Id, id_bytes
 
-_amp = Amphora.__table__
-_report = AmphoraReport.__table__
+_amp = Amphora
+_report = AmphoraReport
 
 
 def load_fleet(conn: sa.Connection) -> tuple[set[Id], set[Id]]:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from healthmgr.db.dbtime import db_now
 from healthmgr.db.models import ManagerRecord
 
-_mgr = ManagerRecord.__table__
+_mgr = ManagerRecord
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,10 +29,10 @@ from sqlalchemy import Connection, Engine, MetaData, inspect
 from sqlalchemy.engine import URL, Dialect
 from sqlalchemy.schema import CreateIndex, CreateTable, ExecutableDDLElement
 
+from healthmgr.db import models
 from healthmgr.db import octavia_schema as _oct
 from healthmgr.db.engine import DatabaseError, connect, make_engine
 from healthmgr.db.heads import HEADS
-from healthmgr.db.models import Base
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -42,7 +42,7 @@ VERSION_TABLE = "healthmgr_alembic_version"
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 NATIVE, OCTAVIA = _oct.NATIVE, _oct.OCTAVIA
 OCTAVIA_SCRIPT_LOCATION = Path(__file__).with_name("octavia_migrations")
-_OWN_TABLES = {NATIVE: frozenset(Base.metadata.tables), OCTAVIA: frozenset(_oct.OWN_TABLES)}
+_OWN_TABLES = {NATIVE: frozenset(models.metadata.tables), OCTAVIA: frozenset(_oct.OWN_TABLES)}
 UPGRADE_HINT = "run `healthmgr db upgrade`"
 # Serializes concurrent `healthmgr db upgrade` runs on the servers.
 _PG_LOCK_KEY = 0x6865616C74686D67  # "healthmg"
@@ -355,7 +355,7 @@ def ddl(dialect: str) -> str:
         f"-- then be stamped: healthmgr db stamp {rev}",
     ]
     statements: list[str] = []
-    for table in Base.metadata.sorted_tables:
+    for table in models.metadata.sorted_tables:
         statements.append(_compiled(CreateTable(table), sa_dialect))
         for index in sorted(table.indexes, key=lambda i: str(i.name)):
             statements.append(_compiled(CreateIndex(index), sa_dialect))

@@ -25,8 +25,8 @@ from healthmgr.rules import constants as C
 # Octavia's FAILOVERABLE_STATUSES: the states a failover may start from.
 FAILOVERABLE = (C.ACTIVE, C.ERROR)
 
-_lb = LoadBalancer.__table__
-_step = OctaviaFailover.__table__
+_lb = LoadBalancer
+_step = OctaviaFailover
 
 
 class Lock(enum.Enum):

@@ -21,12 +21,10 @@ versioned in ``healthmgr_alembic_version``: it never touches Octavia's
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy import BigInteger, MetaData, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
 
 from healthmgr.db.models import (
     NAMING,
@@ -62,53 +60,47 @@ WRITTEN_OPERATING = C.OPERATING_STATUSES
 WRITTEN_PROVISIONING = (C.PENDING_UPDATE, C.ERROR, C.ALLOCATED, C.FAILOVER_STOPPED)
 
 
-class OwnBase(DeclarativeBase):
-    """healthmgr's own tables in Octavia's database."""
+# healthmgr's own tables in Octavia's database.
+metadata = MetaData(naming_convention=NAMING)
 
-    metadata = MetaData(naming_convention=NAMING)
+# What turns absolute counters into exact deltas, per listener and amphora.
+# Octavia's ``listener_statistics`` holds only the totals; the sequence and
+# epoch of the last applied heartbeat and its absolute counters live here.
+StatsState = Table(
+    "healthmgr_listener_statistics",
+    metadata,
+    Column("listener_id", String(36), primary_key=True),
+    Column("amphora_id", String(36), primary_key=True),
+    Column("counters_epoch", BigInteger),
+    Column("last_seq", BigInteger, nullable=False),  # -1: no heartbeat applied yet
+    Column("last_bytes_in", BigInteger, nullable=False),
+    Column("last_bytes_out", BigInteger, nullable=False),
+    Column("last_total_connections", BigInteger, nullable=False),
+    Column("last_request_errors", BigInteger, nullable=False),
+    Column("updated_at", UTCDateTime),
+)
 
-
-class StatsState(OwnBase):
-    """What turns absolute counters into exact deltas, per listener and amphora.
-
-    Octavia's ``listener_statistics`` holds only the totals; the sequence and
-    epoch of the last applied heartbeat and its absolute counters live here.
-    """
-
-    __tablename__ = "healthmgr_listener_statistics"
-
-    listener_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    amphora_id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    counters_epoch: Mapped[int | None] = mapped_column(BigInteger)
-    last_seq: Mapped[int] = mapped_column(BigInteger)  # -1: no heartbeat applied yet
-    last_bytes_in: Mapped[int] = mapped_column(BigInteger)
-    last_bytes_out: Mapped[int] = mapped_column(BigInteger)
-    last_total_connections: Mapped[int] = mapped_column(BigInteger)
-    last_request_errors: Mapped[int] = mapped_column(BigInteger)
-    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-
-
-class OctaviaFailover(OwnBase):
-    """What the ``octavia`` failover driver did for a request: the steps that
-    must not be done twice (the load balancer's test-and-set, the RPC cast)."""
-
-    __tablename__ = "healthmgr_octavia_failover"
-
-    request_id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=False)
-    amphora_id: Mapped[str] = mapped_column(String(36))
-    load_balancer_id: Mapped[str | None] = mapped_column(String(36))
-    lb_locked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    cast_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+# What the ``octavia`` failover driver did for a request: the steps that
+# must not be done twice (the load balancer's test-and-set, the RPC cast).
+OctaviaFailover = Table(
+    "healthmgr_octavia_failover",
+    metadata,
+    Column("request_id", Integer, primary_key=True, autoincrement=False),
+    Column("amphora_id", String(36), nullable=False),
+    Column("load_balancer_id", String(36)),
+    Column("lb_locked_at", UTCDateTime),
+    Column("cast_at", UTCDateTime),
+)
 
 
-for _table in (ManagerRecord.__table__, AmphoraReport.__table__, FailoverRequest.__table__):
+for _table in (ManagerRecord, AmphoraReport, FailoverRequest):
     # Without the native schema's PostgreSQL storage options (its revision
     # 0003's fill factor): o001 creates these tables as the native 0002 did.
-    _copy = _table.to_metadata(OwnBase.metadata)
+    _copy = _table.to_metadata(metadata)
     if _copy.dialect_options["postgresql"]["with"]:
         del _copy.dialect_options["postgresql"]["with"]
 
-OWN_TABLES = tuple(sorted(OwnBase.metadata.tables))
+OWN_TABLES = tuple(sorted(metadata.tables))
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,17 +37,17 @@ from healthmgr.wire.ids import canonical_id
 
 Row = dict[str, Any]
 
-_lb = LoadBalancer.__table__
-_listener = Listener.__table__
-_pool = Pool.__table__
-_member = Member.__table__
-_hm = HealthMonitor.__table__
-_amp = Amphora.__table__
-_health = AmphoraHealth.__table__
-_report = AmphoraReport.__table__
-_req = FailoverRequest.__table__
-_stats = ListenerStatistics.__table__
-_manager = ManagerRecord.__table__
+_lb = LoadBalancer
+_listener = Listener
+_pool = Pool
+_member = Member
+_hm = HealthMonitor
+_amp = Amphora
+_health = AmphoraHealth
+_report = AmphoraReport
+_req = FailoverRequest
+_stats = ListenerStatistics
+_manager = ManagerRecord
 
 OPEN_FAILOVER_STATES = (C.FAILOVER_PENDING, C.FAILOVER_RUNNING)
 STATS_COLUMNS = (

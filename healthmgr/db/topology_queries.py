@@ -38,11 +38,11 @@ IN_CHUNK = 1000  # ids per IN list: well under every driver's parameter limit
 # lookup table has them; the native schema's CHECK does not).
 READABLE_AMPHORA_STATUSES = (*C.AMPHORA_STATUSES, C.PENDING_CREATE, C.PENDING_UPDATE)
 
-_amp = Amphora.__table__
-_lb = LoadBalancer.__table__
-_listener = Listener.__table__
-_pool = Pool.__table__
-_member = Member.__table__
+_amp = Amphora
+_lb = LoadBalancer
+_listener = Listener
+_pool = Pool
+_member = Member
 
 
 def _opt_id(text: str | None) -> Id | None:

@@ -36,7 +36,7 @@ def add_manager(db: Db, manager_id: str, *, age: float = 0.5, **values: object) 
             "breaker_open": False,
             **values,
         }
-        conn.execute(sa.insert(ManagerRecord.__table__), [row])
+        conn.execute(sa.insert(ManagerRecord), [row])
 
 
 def checks(done: object) -> dict[str, tuple[str, str]]:

@@ -215,7 +215,7 @@ def test_resume_and_retry(topo: Topology) -> None:
 
     with db.engine.begin() as conn:
         request = conn.execute(
-            sa.insert(FailoverRequest.__table__).values(
+            sa.insert(FailoverRequest).values(
                 amphora_id=amphora, load_balancer_id=id_str(topo.api.load_balancer),
                 reason="heartbeat_timeout", requested_by="hm-1", requested_at=ago(60),
                 state="FAILED", attempts=3, last_error="exit 1: boom",
@@ -249,7 +249,7 @@ def test_stats_show_sums_over_amphorae(topo: Topology) -> None:
                  request_errors=n % 2, last_seq=1)
         )  # fmt: skip
     with topo.db.engine.begin() as conn:
-        conn.execute(sa.insert(ListenerStatistics.__table__), rows)
+        conn.execute(sa.insert(ListenerStatistics), rows)
     done = topo.proc("stats", "show", "api", "-f", "json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {

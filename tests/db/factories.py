@@ -6,8 +6,8 @@ Reusable by any test that needs rows in the shared tables::
     seed = make_seed_lb(engine)                # 1 LB, 1 listener, 1 pool, 2 members, 1 amphora
     seed.amphorae[0]                           # 16-byte ids, as the manager uses them
 
-``make_seed_lb`` takes an Engine (it commits), a Connection or a Session (the
-caller commits).
+``make_seed_lb`` takes an Engine (it commits) or a Connection (the caller
+commits).
 """
 
 from __future__ import annotations
@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
+from healthmgr.db import models
 from healthmgr.db.models import (
     Amphora,
     AmphoraHealth,
-    Base,
     HealthMonitor,
     Listener,
     LoadBalancer,
@@ -34,7 +33,7 @@ from healthmgr.db.models import (
 from healthmgr.rules import constants as C
 from healthmgr.wire.ids import Id, id_str
 
-Target = sa.Engine | sa.Connection | Session
+Target = sa.Engine | sa.Connection
 
 
 def new_id() -> Id:
@@ -51,7 +50,7 @@ def make_test_engine(url: str, *, create: bool = True) -> sa.Engine:
 
     engine = make_engine(url)
     if create:
-        Base.metadata.create_all(engine)
+        models.metadata.create_all(engine)
     return engine
 
 
@@ -115,7 +114,7 @@ def seed_rows(
     with_health: bool = True,
     port: int = 80,
 ) -> tuple[SeedIds, list[tuple[Any, list[dict[str, Any]]]]]:
-    """The ids and the rows (per model, in FK order) of one seed load balancer."""
+    """The ids and the rows (per table, in FK order) of one seed load balancer."""
     pools = listeners if pools is None else pools
     child_status = child_operating_status or operating_status
     now = utcnow()
@@ -297,12 +296,12 @@ def make_amphora(
 def make_fleet(target: Target, count: int, **options: Any) -> list[SeedIds]:
     """``count`` seed load balancers (options as make_seed_lb), one executemany per table."""
     seeds: list[SeedIds] = []
-    merged: dict[Any, list[dict[str, Any]]] = {}
+    merged: dict[sa.Table, list[dict[str, Any]]] = {}
     for _ in range(count):
         seed, rows = seed_rows(**options)
         seeds.append(seed)
-        for model, values in rows:
-            merged.setdefault(model, []).extend(values)
+        for table, values in rows:
+            merged.setdefault(table, []).extend(values)
     _insert(target, list(merged.items()))
     return seeds
 
@@ -312,6 +311,6 @@ def _insert(target: Target, rows: Sequence[tuple[Any, list[dict[str, Any]]]]) ->
         with target.begin() as conn:
             _insert(conn, rows)
         return
-    for model, values in rows:
+    for table, values in rows:
         if values:
-            target.execute(sa.insert(model.__table__), values)
+            target.execute(sa.insert(table), values)

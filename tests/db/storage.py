@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from healthmgr.db.models import Base
+from healthmgr.db import models
 
 
-def model_storage(metadata: sa.MetaData = Base.metadata) -> dict[str, dict[str, str]]:
+def model_storage(metadata: sa.MetaData = models.metadata) -> dict[str, dict[str, str]]:
     """Table -> its ``postgresql_with`` options (as PostgreSQL lists them), if it has any."""
     out = {}
     for table in metadata.sorted_tables:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, exc, insert, select, update
+from sqlalchemy import Engine, Table, exc, insert, select, update
 from sqlalchemy.engine import make_url
 
 from healthmgr.db import migrate
@@ -53,16 +53,16 @@ def _lb(**over: Any) -> dict[str, Any]:
     return row | over
 
 
-def _insert(engine: Engine, model: type, row: dict[str, Any]) -> None:
+def _insert(engine: Engine, table: Table, row: dict[str, Any]) -> None:
     with engine.begin() as conn:
-        conn.execute(insert(model).values(**row))
+        conn.execute(insert(table).values(**row))
 
 
-def _rejected(engine: Engine, model: type, row: dict[str, Any], constraint: str) -> None:
+def _rejected(engine: Engine, table: Table, row: dict[str, Any], constraint: str) -> None:
     # PostgreSQL and SQLite raise IntegrityError; MariaDB's CHECK error (4025)
     # reaches PyMySQL as another DBAPI error class. Every one names the constraint.
     with pytest.raises(exc.DBAPIError) as err:
-        _insert(engine, model, row)
+        _insert(engine, table, row)
     assert constraint in str(err.value.orig) or engine.dialect.name == "sqlite"
     if engine.dialect.name == "sqlite":
         assert "CHECK constraint failed" in str(err.value.orig)
@@ -152,11 +152,11 @@ def test_an_update_to_a_bad_status_is_rejected_too(engine: Engine) -> None:
     _insert(engine, LoadBalancer, lb)
     with pytest.raises(exc.DBAPIError), engine.begin() as conn:
         conn.execute(
-            update(LoadBalancer).where(LoadBalancer.id == lb["id"]).values(operating_status="BAD")
+            update(LoadBalancer).where(LoadBalancer.c.id == lb["id"]).values(operating_status="BAD")
         )
     with engine.connect() as conn:
         stored = conn.scalar(
-            select(LoadBalancer.operating_status).where(LoadBalancer.id == lb["id"])
+            select(LoadBalancer.c.operating_status).where(LoadBalancer.c.id == lb["id"])
         )
     assert stored == C.ONLINE
 
@@ -180,7 +180,7 @@ def test_datetimes_keep_microseconds(engine: Engine) -> None:
         ),
     )
     with engine.connect() as conn:
-        assert conn.scalar(select(FailoverRequest.requested_at)) == NOW
+        assert conn.scalar(select(FailoverRequest.c.requested_at)) == NOW
 
 
 # -- engines -----------------------------------------------------------------

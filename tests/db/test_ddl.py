@@ -10,9 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import make_url
 
-from healthmgr.db import migrate
+from healthmgr.db import migrate, models
 from healthmgr.db.engine import make_engine
-from healthmgr.db.models import Base
 from tests.db.storage import database_storage, model_storage
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
@@ -47,10 +46,10 @@ def test_ddl_is_deterministic_and_complete(dialect: str) -> None:
     assert text == migrate.ddl(dialect)
     statements = _statements(text)
     tables = [s.split()[2].strip('`"') for s in statements if s.startswith("CREATE TABLE")]
-    assert tables == [t.name for t in Base.metadata.sorted_tables]
+    assert tables == [t.name for t in models.metadata.sorted_tables]
     indexes = {s.split()[2] for s in statements if s.startswith("CREATE INDEX")}
-    assert indexes == {str(i.name) for t in Base.metadata.tables.values() for i in t.indexes}
-    for table in Base.metadata.tables.values():
+    assert indexes == {str(i.name) for t in models.metadata.tables.values() for i in t.indexes}
+    for table in models.metadata.tables.values():
         for ck in ("provisioning_status", "operating_status"):
             if ck in table.c:
                 assert f"CONSTRAINT ck_{table.name}_{ck} CHECK" in text
@@ -73,9 +72,9 @@ def test_checked_in_ddl_builds_the_models_schema(db_url: str) -> None:
                 conn.exec_driver_sql(statement)
         with engine.connect() as conn:
             ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-            assert compare_metadata(ctx, Base.metadata) == []
+            assert compare_metadata(ctx, models.metadata) == []
             if dialect == "postgresql":  # autogenerate does not compare these
-                tables = list(Base.metadata.tables)
+                tables = list(models.metadata.tables)
                 assert database_storage(conn, tables) == model_storage()
         with pytest.raises(migrate.SchemaUnversioned):
             migrate.check_current(engine)

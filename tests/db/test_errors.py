@@ -25,6 +25,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from healthmgr.db import models
 from healthmgr.db.engine import Bounds, DatabaseUnavailable, make_engine, ping
 from healthmgr.db.errors import (
     Diagnosis,
@@ -34,7 +35,7 @@ from healthmgr.db.errors import (
     is_refused,
     is_transient,
 )
-from healthmgr.db.models import Amphora, AmphoraHealth, Base, ListenerStatistics, LoadBalancer
+from healthmgr.db.models import Amphora, AmphoraHealth, ListenerStatistics, LoadBalancer
 from healthmgr.rules import constants as C
 
 T = 2.0  # [database] timeout of the engines under test
@@ -48,7 +49,7 @@ CONNECTION, CONTENTION, REFUSED = (
 
 def _with_tables(url: str) -> Iterator[sa.Engine]:
     eng = make_engine(url, timeout=T)
-    Base.metadata.create_all(eng)
+    models.metadata.create_all(eng)
     yield eng
     eng.dispose()
 
@@ -123,7 +124,7 @@ def test_a_counter_beyond_bigint_is_out_of_range(engine: sa.Engine) -> None:
 
 def test_bigint_arithmetic_overflow_is_out_of_range(server_engine: sa.Engine) -> None:
     _write(server_engine, _stats(listener_id="l", amphora_id="a", bytes_in=BIG - 1))()
-    add = sa.update(ListenerStatistics).values(bytes_in=ListenerStatistics.bytes_in + 1)
+    add = sa.update(ListenerStatistics).values(bytes_in=ListenerStatistics.c.bytes_in + 1)
     error = _raised(_write(server_engine, add))
     _expect(
         error,
@@ -137,11 +138,11 @@ def test_bigint_arithmetic_overflow_is_out_of_range(server_engine: sa.Engine) ->
 def test_sqlite_integer_overflow_is_out_of_range(tmp_path: Path) -> None:
     # SQLite turns an overflowing + into a float silently; sum() raises.
     engine = make_engine(f"sqlite:///{tmp_path / 'o.db'}", timeout=T)
-    Base.metadata.create_all(engine)
+    models.metadata.create_all(engine)
     _write(engine, _stats(bytes_in=BIG - 1))()
     _write(engine, _stats(bytes_in=1))()
     with engine.connect() as conn:
-        error = _raised(lambda: conn.execute(sa.select(sa.func.sum(ListenerStatistics.bytes_in))))
+        error = _raised(lambda: conn.execute(sa.select(sa.func.sum(ListenerStatistics.c.bytes_in))))
     _expect(error, REFUSED, "out_of_range", {"sqlite": "SQLITE_ERROR"}, "sqlite")
 
 
@@ -227,7 +228,7 @@ def _hold_row_lock(url: str, amphora_id: str) -> tuple[sa.Engine, sa.Connection]
         conn.begin()
     else:
         conn.begin()
-        row = sa.select(AmphoraHealth).where(AmphoraHealth.amphora_id == amphora_id)
+        row = sa.select(AmphoraHealth).where(AmphoraHealth.c.amphora_id == amphora_id)
         conn.execute(row.with_for_update()).one()
     return holder, conn
 
@@ -239,7 +240,7 @@ def test_a_held_row_lock_fails_an_update_after_the_lock_timeout(
     now = sa.func.current_timestamp()
     _write(engine, sa.insert(AmphoraHealth).values(amphora_id=amphora, last_update=now))()
     holder, held = _hold_row_lock(db_url, amphora)
-    bump = sa.update(AmphoraHealth).where(AmphoraHealth.amphora_id == amphora).values(busy=True)
+    bump = sa.update(AmphoraHealth).where(AmphoraHealth.c.amphora_id == amphora).values(busy=True)
     try:
         start = time.monotonic()
         error = _raised(_write(engine, bump))
@@ -274,14 +275,16 @@ def test_a_long_statement_is_cancelled_at_the_timeout(server_engine: sa.Engine) 
 def test_a_deadlock_is_contention(server_db_url: str) -> None:
     # Lock waits of 2 s: PostgreSQL's deadlock check (deadlock_timeout, 1 s) comes first.
     engine = make_engine(server_db_url, timeout=4.0)
-    Base.metadata.create_all(engine)
+    models.metadata.create_all(engine)
     a, b = _id(), _id()
     now = sa.func.current_timestamp()
     for amphora in (a, b):
         _write(engine, sa.insert(AmphoraHealth).values(amphora_id=amphora, last_update=now))()
 
     def bump(amphora: str) -> sa.Update:
-        return sa.update(AmphoraHealth).where(AmphoraHealth.amphora_id == amphora).values(busy=True)
+        return (
+            sa.update(AmphoraHealth).where(AmphoraHealth.c.amphora_id == amphora).values(busy=True)
+        )
 
     errors: list[BaseException] = []
     first, second = engine.connect(), engine.connect()
@@ -313,12 +316,12 @@ def test_a_deadlock_is_contention(server_db_url: str) -> None:
 
 def test_a_serialization_failure_is_contention(pg_url: str) -> None:
     engine = make_engine(pg_url, timeout=T)
-    Base.metadata.create_all(engine)
+    models.metadata.create_all(engine)
     amphora = _id()
     now = sa.func.current_timestamp()
     _write(engine, sa.insert(AmphoraHealth).values(amphora_id=amphora, last_update=now))()
-    row = sa.select(AmphoraHealth.busy).where(AmphoraHealth.amphora_id == amphora)
-    bump = sa.update(AmphoraHealth).where(AmphoraHealth.amphora_id == amphora).values(busy=True)
+    row = sa.select(AmphoraHealth.c.busy).where(AmphoraHealth.c.amphora_id == amphora)
+    bump = sa.update(AmphoraHealth).where(AmphoraHealth.c.amphora_id == amphora).values(busy=True)
     with engine.connect().execution_options(isolation_level="REPEATABLE READ") as snapshot:
         snapshot.begin()
         snapshot.execute(row).one()

@@ -14,10 +14,9 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
-from healthmgr.db import migrate
+from healthmgr.db import migrate, models
 from healthmgr.db.engine import make_engine
 from healthmgr.db.flush import statements as _w
-from healthmgr.db.models import Base
 from healthmgr.rules.batch import HealthBump
 from tests.db.storage import database_storage, model_storage
 
@@ -25,9 +24,9 @@ INDEX = "ix_amphora_health_busy_last_update"
 HOT_TABLES = ["amphora_health", "healthmgr_amphora", "listener_statistics"]
 T0 = dt.datetime(2026, 12, 1, 12, 0, 0, 123456)
 
-_health = Base.metadata.tables["amphora_health"]
-_report = Base.metadata.tables["healthmgr_amphora"]
-_stats = Base.metadata.tables["listener_statistics"]
+_health = models.metadata.tables["amphora_health"]
+_report = models.metadata.tables["healthmgr_amphora"]
+_stats = models.metadata.tables["listener_statistics"]
 
 
 def _rows(count: int) -> dict[str, list[dict[str, object]]]:
@@ -75,7 +74,7 @@ def _read(engine: sa.Engine) -> dict[str, list[dict[str, object]]]:
     out = {}
     with engine.connect() as conn:
         for name in HOT_TABLES:
-            table = Base.metadata.tables[name]
+            table = models.metadata.tables[name]
             key = [c for c in table.primary_key.columns]
             rows = conn.execute(sa.select(table).order_by(*key)).mappings().all()
             out[name] = [
@@ -94,7 +93,7 @@ def _storage(engine: sa.Engine) -> dict[str, dict[str, str]]:
     if engine.dialect.name != "postgresql":
         return {}
     with engine.connect() as conn:
-        return database_storage(conn, list(Base.metadata.tables))
+        return database_storage(conn, list(models.metadata.tables))
 
 
 def test_upgrade_from_0002_keeps_the_rows_and_downgrade_restores_the_index(db_url: str) -> None:
@@ -104,7 +103,7 @@ def test_upgrade_from_0002_keeps_the_rows_and_downgrade_restores_the_index(db_ur
         rows = _rows(25)
         with engine.begin() as conn:
             for name in HOT_TABLES:
-                conn.execute(sa.insert(Base.metadata.tables[name]), rows[name])
+                conn.execute(sa.insert(models.metadata.tables[name]), rows[name])
         before = _read(engine)
         assert before == {name: rows[name] for name in HOT_TABLES}
         assert INDEX in _indexes(engine)
@@ -194,7 +193,7 @@ def test_a_bump_of_last_update_is_a_heap_only_update_after_0003(pg_url: str) -> 
 
 def test_the_octavia_schemas_own_tables_keep_no_storage_options() -> None:
     """o001 creates healthmgr_amphora as the native 0002 did: its model copy says so."""
-    from healthmgr.db.octavia_schema import OwnBase
+    from healthmgr.db import octavia_schema
 
-    assert "healthmgr_amphora" in OwnBase.metadata.tables
-    assert model_storage(OwnBase.metadata) == {}
+    assert "healthmgr_amphora" in octavia_schema.metadata.tables
+    assert model_storage(octavia_schema.metadata) == {}

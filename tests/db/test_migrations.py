@@ -12,12 +12,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CheckConstraint, event, inspect, text
 
-from healthmgr.db import migrate
+from healthmgr.db import migrate, models
 from healthmgr.db.engine import make_engine
 from healthmgr.db.heads import HEADS
-from healthmgr.db.models import Base
 
-MODEL_TABLES = set(Base.metadata.tables)
+MODEL_TABLES = set(models.metadata.tables)
 
 
 def _tables(url: str) -> set[str]:
@@ -79,7 +78,7 @@ def test_migrations_match_the_models(db_url: str) -> None:
             ctx = MigrationContext.configure(
                 conn, opts={"compare_type": True, "version_table": migrate.VERSION_TABLE}
             )
-            diff = compare_metadata(ctx, Base.metadata)
+            diff = compare_metadata(ctx, models.metadata)
     finally:
         engine.dispose()
     assert diff == [], f"migrations and models differ: {diff}"
@@ -92,7 +91,7 @@ def test_migrated_constraint_and_index_names_match_the_models(db_url: str) -> No
     try:
         with engine.connect() as conn:
             insp = inspect(conn)
-            for table in Base.metadata.sorted_tables:
+            for table in models.metadata.sorted_tables:
                 want_ck = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
                 got_ck = {c["name"] for c in insp.get_check_constraints(table.name)}
                 assert got_ck == want_ck, table.name
@@ -111,7 +110,7 @@ def test_vocabulary_columns_compare_case_sensitively(db_url: str) -> None:
     try:
         with engine.connect() as conn:
             insp = inspect(conn)
-            for table in Base.metadata.sorted_tables:
+            for table in models.metadata.sorted_tables:
                 reflected = {c["name"]: c["type"] for c in insp.get_columns(table.name)}
                 for column in table.columns:
                     want = column.type.dialect_impl(conn.dialect)
@@ -255,8 +254,8 @@ def test_the_drift_test_sees_a_difference(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'drift.db'}"
     migrate.upgrade(url)
-    changed = MetaData(naming_convention=Base.metadata.naming_convention)
-    for table in Base.metadata.sorted_tables:
+    changed = MetaData(naming_convention=models.metadata.naming_convention)
+    for table in models.metadata.sorted_tables:
         table.to_metadata(changed)
     changed.tables["amphora"].append_column(Column("cert_expiration", String(36)))
     engine = make_engine(url)

@@ -36,7 +36,7 @@ def stale_amp(engine: sa.Engine, **kw) -> Id:
 
 
 def busy_of(engine: sa.Engine, amp: Id) -> bool:
-    t = AmphoraHealth.__table__
+    t = AmphoraHealth
     with engine.connect() as conn:
         return bool(
             conn.execute(sa.select(t.c.busy).where(t.c.amphora_id == id_str(amp))).scalar_one()
@@ -44,7 +44,7 @@ def busy_of(engine: sa.Engine, amp: Id) -> bool:
 
 
 def requests(engine: sa.Engine) -> list[sa.Row]:
-    t = FailoverRequest.__table__
+    t = FailoverRequest
     with engine.connect() as conn:
         return list(conn.execute(sa.select(t).order_by(t.c.id)).all())
 
@@ -170,7 +170,7 @@ def test_circuit_breaker_stops_and_a_heartbeat_brings_back(engine: sa.Engine, st
     pending = make_seed_lb(engine, last_update=utcnow() - OLD, provisioning_status=C.PENDING_UPDATE)
     stopped = store.stop([id_str(a), id_str(b), id_str(fresh), id_str(pending.amphora)], cutoff())
     assert sorted(stopped) == sorted([id_str(a), id_str(b)])
-    amp = Amphora.__table__
+    amp = Amphora
     assert column(engine, amp, "status", a) == C.FAILOVER_STOPPED
     assert column(engine, amp, "status", fresh) == C.ALLOCATED
     assert column(engine, amp, "status", pending.amphora) == C.ALLOCATED
@@ -202,7 +202,7 @@ def test_failover_outcomes(engine: sa.Engine, store: Store) -> None:
     assert rows[bad.request_id].last_error == "exit status 2"
     assert rows[claims_[handed].request_id].state == C.FAILOVER_PENDING
     assert all(r.owner is None and r.lease_expires_at is None for r in rows.values())
-    lb = LoadBalancer.__table__
+    lb = LoadBalancer
     assert column(engine, lb, "provisioning_status", seed.load_balancer) == C.ERROR
     # Known outcomes stay busy (never claimed again until released); an
     # abandoned one is given back.
@@ -226,9 +226,7 @@ def test_bad_outcome_states_name_the_problem(engine: sa.Engine, store: Store) ->
 def expire_leases(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         conn.execute(
-            sa.update(FailoverRequest.__table__).values(
-                lease_expires_at=utcnow() - dt.timedelta(seconds=1)
-            )
+            sa.update(FailoverRequest).values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
         )
 
 
@@ -278,7 +276,7 @@ def test_a_manual_request_without_lease_is_taken_over_even_for_a_live_amphora(
     now = utcnow()
     with engine.begin() as conn:
         conn.execute(
-            sa.insert(FailoverRequest.__table__).values(
+            sa.insert(FailoverRequest).values(
                 amphora_id=id_str(amp),
                 load_balancer_id=None,
                 reason="manual",
@@ -333,7 +331,7 @@ def test_a_silent_amphora_beating_with_a_listener_count_failure_is_read_so(
     reports = [(unhealthy, False, utcnow()), (healthy, True, utcnow()), (older, False, None)]
     with engine.begin() as conn:
         conn.execute(
-            sa.insert(AmphoraReport.__table__),
+            sa.insert(AmphoraReport),
             [
                 {
                     "amphora_id": id_str(amp),
@@ -457,7 +455,7 @@ def test_a_real_deadlock_is_retried(server_db_url: str) -> None:
     both_locked_first = threading.Barrier(2, timeout=10)
     attempts: list[int] = []
     errors: list[BaseException] = []
-    t = AmphoraHealth.__table__
+    t = AmphoraHealth
 
     def worker(order: tuple[Id, Id]) -> None:
         store = Store(other_engine(engine))

@@ -21,7 +21,7 @@ def spoke_native(engine: sa.Engine, amphora: bytes, native: bool = True) -> None
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     with engine.begin() as conn:
         conn.execute(
-            sa.insert(AmphoraReport.__table__).values(
+            sa.insert(AmphoraReport).values(
                 amphora_id=id_str(amphora),
                 report_order=1,
                 report_digest=0,

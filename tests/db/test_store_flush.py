@@ -29,7 +29,7 @@ SEC = dt.timedelta(seconds=1)
 
 
 def health_of(engine: sa.Engine, amp: Id) -> tuple[dt.datetime, bool] | None:
-    t = AmphoraHealth.__table__
+    t = AmphoraHealth
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(t.c.last_update, t.c.busy).where(t.c.amphora_id == id_str(amp))
@@ -45,7 +45,7 @@ def status_of(engine: sa.Engine, table: sa.Table, obj: Id) -> str:
 
 
 def amp_status(engine: sa.Engine, amp: Id) -> str:
-    t = Amphora.__table__
+    t = Amphora
     with engine.connect() as conn:
         return conn.execute(sa.select(t.c.status).where(t.c.id == id_str(amp))).scalar_one()
 
@@ -54,7 +54,7 @@ COLUMNS = ("bytes_in", "bytes_out", "total_connections", "request_errors", "acti
 
 
 def stats_of(engine: sa.Engine, listener: Id, amp: Id) -> dict[str, int]:
-    t = ListenerStatistics.__table__
+    t = ListenerStatistics
     with engine.connect() as conn:
         row = conn.execute(
             sa.select(*(t.c[c] for c in COLUMNS), t.c.last_seq)
@@ -166,7 +166,7 @@ def test_report_writes_its_statuses_and_only_operating_status(
     seed = make_seed_lb(engine)
     result = store.flush(FlushBatch(reports=(report(seed, seed.amphora, 5, C.ERROR),)))
     assert (result.reports_won, result.status_rows) == (1, 5)
-    m, p = Member.__table__, Pool.__table__
+    m, p = Member, Pool
     assert status_of(engine, m, seed.members[1]) == C.ERROR
     assert status_of(engine, m, seed.members[0]) == C.ONLINE
     assert status_of(engine, p, seed.pool) == C.DEGRADED
@@ -188,7 +188,7 @@ def test_an_older_report_flushed_later_never_overwrites_a_newer_outcome(
     other.flush(FlushBatch(reports=(report(seed, seed.amphora, 4, C.ERROR),)))
     result = store.flush(FlushBatch(reports=(report(seed, seed.amphora, 3, C.ONLINE),)))
     assert (result.reports_won, result.status_rows) == (0, 0)
-    assert status_of(engine, Member.__table__, seed.members[1]) == C.ERROR
+    assert status_of(engine, Member, seed.members[1]) == C.ERROR
     assert report_row(engine, seed.amphora).observed_by == "other"
 
 
@@ -202,10 +202,10 @@ def test_a_manager_whose_cache_is_behind_still_corrects_the_database(
     a, b = Store(engine, manager_id="a"), Store(engine, manager_id="b")
     b.flush(FlushBatch(reports=(report(seed, seed.amphora, 1, C.ONLINE),)))
     a.flush(FlushBatch(reports=(report(seed, seed.amphora, 2, C.ERROR),)))
-    assert status_of(engine, Member.__table__, seed.members[1]) == C.ERROR
+    assert status_of(engine, Member, seed.members[1]) == C.ERROR
     result = b.flush(FlushBatch(reports=(report(seed, seed.amphora, 3, C.ONLINE),)))
     assert result.status_rows == 5
-    assert status_of(engine, Member.__table__, seed.members[1]) == C.ONLINE
+    assert status_of(engine, Member, seed.members[1]) == C.ONLINE
     # The same outcome again writes no status (the steady state).
     again = b.flush(FlushBatch(reports=(report(seed, seed.amphora, 4, C.ONLINE),)))
     assert (again.reports_won, again.status_rows) == (1, 0)
@@ -224,9 +224,9 @@ def test_a_report_whose_cache_differs_writes_even_with_the_same_digest(
             {"i": id_str(seed.members[1])},
         )
     store.flush(FlushBatch(reports=(report(seed, seed.amphora, 2, C.ONLINE),)))
-    assert status_of(engine, Member.__table__, seed.members[1]) == C.OFFLINE  # same digest
+    assert status_of(engine, Member, seed.members[1]) == C.OFFLINE  # same digest
     store.flush(FlushBatch(reports=(report(seed, seed.amphora, 3, C.ONLINE, cache_differs=True),)))
-    assert status_of(engine, Member.__table__, seed.members[1]) == C.ONLINE
+    assert status_of(engine, Member, seed.members[1]) == C.ONLINE
 
 
 def test_two_reports_naming_one_object_the_later_proof_wins(
@@ -243,7 +243,7 @@ def test_two_reports_naming_one_object_the_later_proof_wins(
         )
     )
     store.flush(batch)
-    assert status_of(engine, Member.__table__, seed.members[1]) == C.ONLINE
+    assert status_of(engine, Member, seed.members[1]) == C.ONLINE
 
 
 def test_invalid_values_are_refused_with_a_reason_and_the_rest_written(

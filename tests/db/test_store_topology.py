@@ -103,9 +103,9 @@ def test_deleted_objects_are_left_out(engine: sa.Engine, store: Store) -> None:
     gone_amp = make_amphora(engine, load_balancer=seed.load_balancer, status=C.DELETED)
     with engine.begin() as conn:
         for table, obj_id in (
-            (Listener.__table__, seed.listeners[1]),
-            (Pool.__table__, seed.pools[1]),
-            (Member.__table__, seed.members[0]),
+            (Listener, seed.listeners[1]),
+            (Pool, seed.pools[1]),
+            (Member, seed.members[0]),
         ):
             conn.execute(
                 sa.update(table)
@@ -128,7 +128,7 @@ def test_amphora_of_deleted_load_balancer_keeps_it_without_objects(
     """R27 needs to tell this amphora from a spare one: its load balancer comes
     back DELETED, without listeners or pools."""
     seed = make_seed_lb(engine)
-    t = LoadBalancer.__table__
+    t = LoadBalancer
     with engine.begin() as conn:
         conn.execute(
             sa.update(t)

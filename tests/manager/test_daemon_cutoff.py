@@ -86,7 +86,7 @@ def _stale(engine: sa.Engine, count: int) -> bool:
     """Whether ``count`` amphorae's rows are older than heartbeat_timeout (by the
     database's clock, as the managers read them)."""
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(AmphoraHealth.__table__.c.last_update)).scalars().all()
+        rows = conn.execute(sa.select(AmphoraHealth.c.last_update)).scalars().all()
         now = db_now(conn)
     return sum(1 for t in rows if (now - t).total_seconds() > TIMEOUT) >= count
 

@@ -65,7 +65,7 @@ def _stale_health(db: SeededDb, amphora: Id, seconds: float = 3600.0) -> None:
     """An amphora_health row that is already stale when the manager starts."""
     with db.engine.begin() as conn:
         conn.execute(
-            sa.insert(AmphoraHealth.__table__).values(
+            sa.insert(AmphoraHealth).values(
                 amphora_id=id_str(amphora), last_update=ago(seconds), busy=False
             )
         )

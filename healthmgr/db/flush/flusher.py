@@ -22,12 +22,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import exc
 
+from healthmgr.db import models
 from healthmgr.db.dbtime import utcnow
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import statements as _w
 from healthmgr.db.flush.octavia_stats import OctaviaStatsWriter
 from healthmgr.db.in_lists import in_lists
-from healthmgr.db.models import Amphora, Base
+from healthmgr.db.models import Amphora
 from healthmgr.db.octavia_schema import NATIVE, OCTAVIA
 from healthmgr.rules import constants as C
 from healthmgr.rules.batch import FlushBatch, RefusedRow, ReportWrite
@@ -36,7 +37,7 @@ from healthmgr.wire.ids import Id, id_bytes, id_str
 # IN-list size for the FAILOVER_STOPPED check and the report lock: one
 # statement for 10,000 rows, under SQLite's 32,766 and MariaDB's limits.
 IN_CHUNK = 10_000
-_amp = Amphora.__table__
+_amp = Amphora
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +103,7 @@ class Flusher:
         self._octavia_stats = OctaviaStatsWriter(dialect) if schema == OCTAVIA else None
         # Built once: SQLAlchemy caches their compiled form.
         self._status_update = {
-            t: _w.status_update(Base.metadata.tables[t], stamp=schema == OCTAVIA)
+            t: _w.status_update(models.metadata.tables[t], stamp=schema == OCTAVIA)
             for t in _w.STATUS_TABLE_ORDER
         }
 

@@ -5,7 +5,7 @@ alters or drops the tables in ``healthmgr.db.octavia_schema.OWN_TABLES`` and
 writes only ``healthmgr_alembic_version``, never Octavia's ``alembic_version``.
 """
 
+from healthmgr.db import octavia_schema
 from healthmgr.db.migrate import run_environment
-from healthmgr.db.octavia_schema import OwnBase
 
-run_environment(OwnBase.metadata)
+run_environment(octavia_schema.metadata)
