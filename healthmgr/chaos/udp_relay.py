@@ -43,7 +43,6 @@ import random
 import signal
 import socket
 import sys
-import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -267,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Blocked before the relay's thread starts (it inherits the mask) and taken
+    # with sigwait: a SIGTERM before "ready" waits pending. A handler setting a
+    # threading.Event deadlocked once: it ran while the interrupted Event.wait
+    # held the Event's own lock.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     try:
         faults = UdpFaults(
             args.loss,
@@ -281,13 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UdpRelayError, OSError) as e:
         print(f"udp_relay: error: {e}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before "ready": a SIGTERM then is handled
-        signal.signal(sig, lambda *_: stop.set())
     (host, port), (t_host, t_port) = relay.address, relay.target
     print(json.dumps({"listen": f"{host}:{port}", "target": f"{t_host}:{t_port}"}), flush=True)
-    while not stop.wait(0.2):
-        pass
+    signal.sigwait(stop_signals)
     relay.close()
     print(json.dumps(asdict(relay.counts)), flush=True)
     return 0
