@@ -70,10 +70,11 @@ class Timing:
     failover_threshold: int | str = "10%"
     observer_timeout: float = 300.0
     observer_fresh: float = 3.0  # a manager whose liveness row is older is not live
+    loop_lag_after: float = 0.5  # a manager's check may be this late and it not impaired
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Timing:
-        from healthmgr.manager.service import presence_interval
+        from healthmgr.manager.service import loop_lag_after, presence_interval
 
         hm = settings.health_manager
         settle = hm.failover_settle
@@ -86,12 +87,20 @@ class Timing:
             hm.failover_threshold,
             hm.observer_timeout,
             3 * presence_interval(settings),
+            loop_lag_after(settings),
         )  # as healthmgr/manager/service.py
+
+    @property
+    def check_slack(self) -> float:
+        """How long after it is due a verdict may come: the check's period, and the loop
+        lag below which a manager is not impaired (a scheduler's delay on a loaded host
+        goes unnoticed up to it)."""
+        return self.health_check_interval + self.loop_lag_after
 
     @property
     def failover_bound(self) -> float:
         """How long after its last heartbeat a dead amphora must have been failed over."""
-        return self.heartbeat_timeout + self.failover_settle + self.health_check_interval
+        return self.heartbeat_timeout + self.failover_settle + self.check_slack
 
 
 @dataclass

@@ -704,7 +704,7 @@ class Run:
         if opened:
             period = self.sampler.period if self.sampler else 0.25
             base = max(base, (max(opened) - dead.last_update).total_seconds() + period)
-        return base + t.health_check_interval + self.params.margin
+        return base + t.check_slack + self.params.margin
 
     def _truth(self, alive: Sequence[int]) -> list[inv.Check]:
         """Statistics exact, statuses = newest report, refused rows counted."""

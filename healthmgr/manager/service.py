@@ -63,6 +63,12 @@ def presence_interval(settings: Settings) -> float:
     return min(1.0, settings.health_manager.heartbeat_timeout / 4)
 
 
+def loop_lag_after(settings: Settings) -> float:
+    """An event loop waking later than this makes the manager impaired. A smaller
+    lag goes unnoticed, so a verdict may come that much after its bound."""
+    return max(0.5, settings.health_manager.heartbeat_interval / 2)
+
+
 def db_stall_after(settings: Settings) -> float:
     """A database call running longer than this makes the manager impaired:
     before live amphorae could look stale because of it."""
@@ -155,7 +161,7 @@ class Daemon:
         assert self.metrics is not None and self.sock is not None
         impairment = Impairment(
             db_stall_after=db_stall_after(self.settings),
-            lag_after=max(0.5, hm.heartbeat_interval / 2),
+            lag_after=loop_lag_after(self.settings),
             started_at=trio.current_time(),
         )
         checker = Checker(
