@@ -72,8 +72,21 @@ class DemoFailed(Exception):
     """A step did not show what it should: the one-line reason."""
 
 
-class Interrupted(Exception):
-    """SIGTERM or SIGHUP reached the demo: clean up as on Ctrl-C."""
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP reached the demo: clean up and exit 130.
+
+    A BaseException, as KeyboardInterrupt is: no ``except Exception`` may take it."""
+
+
+# The signals received. A handler's exception can be lost: raised while a __del__ or a
+# weakref callback runs (a subprocess, a pooled connection), Python prints and drops it.
+# So every wait also looks here (check_interrupted) and raises again.
+RECEIVED: list[str] = []
+
+
+def check_interrupted() -> None:
+    if RECEIVED:
+        raise Interrupted(RECEIVED[0])
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -182,6 +195,7 @@ def poll(check: Callable[[], T | None], timeout: float, what: str, interval: flo
     """``check()`` until it returns something other than None/False, or fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:
+        check_interrupted()
         value = check()
         if value:
             return value
@@ -466,14 +480,19 @@ class Demo:
         return f"sqlite:///{self.workdir / 'healthmgr.db'}"
 
     def run(self) -> None:
-        self.step_database()
-        self.step_load_balancer()
-        self.step_start()
-        self.step_traffic()
-        self.step_online()
-        self.step_kill_member()
-        self.step_kill_amphora()
-        self.step_shutdown()
+        for step in (
+            self.step_database,
+            self.step_load_balancer,
+            self.step_start,
+            self.step_traffic,
+            self.step_online,
+            self.step_kill_member,
+            self.step_kill_amphora,
+            self.step_shutdown,
+        ):
+            check_interrupted()
+            step()
+        check_interrupted()
 
     def close(self) -> None:
         """Stop every child (each process group) and release the database."""
@@ -813,14 +832,16 @@ def find_haproxy(given: str | None) -> str:
 
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP end the demo through ``finally``, stopping every child."""
+    """SIGINT, SIGTERM and SIGHUP end the demo through ``finally``, stopping every child.
+    Installed for SIGINT too: Ctrl-C works even when started in the background, where
+    SIGINT arrives ignored."""
 
     def handler(signum: int, _frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+        RECEIVED.append(signal.Signals(signum).name)
+        check_interrupted()
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    # Ctrl-C even when started in the background, where SIGINT arrives ignored.
-    old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    sigs = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    old = {s: signal.signal(s, handler) for s in sigs}
     try:
         yield
     finally:
@@ -877,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status, keep = 0, args.keep_dir
     except DemoFailed as exc:
         print(f"\ndemo FAILED: {exc}", file=sys.stderr, flush=True)
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted):  # KeyboardInterrupt: before the handlers
         print("\ndemo interrupted; every process it started is stopped", file=sys.stderr)
         status, keep = 130, args.keep_dir
     except Exception as exc:  # a bug or an unforeseen error: still one line, details in a file

@@ -5,6 +5,8 @@ The demo takes about 15 s; the interrupt test about 5 s.
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import queue
 import re
 import signal
@@ -127,6 +129,30 @@ def test_ctrl_c_stops_every_process(haproxy_bin: str) -> None:
     assert "demo interrupted" in err
     assert processes_using(workdir) == []
     assert not workdir.exists()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_an_interrupt_python_dropped_ends_the_next_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A handler's exception raised while a __del__ runs is printed and dropped by Python:
+    the demo ran on to its end after a Ctrl-C in CI. The signal is recorded, so the next
+    wait raises it again."""
+    spec = importlib.util.spec_from_file_location("demo_under_test", DEMO)
+    assert spec is not None and spec.loader is not None
+    demo = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, demo)  # its dataclasses look it up
+    spec.loader.exec_module(demo)  # a module of its own: RECEIVED starts empty
+
+    class SignalledWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs here; its exception goes nowhere
+                pass
+
+    with demo.signals_interrupt():
+        SignalledWhileCollected()  # dropped at once: __del__ runs, nothing is raised here
+        assert demo.RECEIVED == ["SIGINT"]
+        with pytest.raises(demo.Interrupted):
+            demo.poll(lambda: None, 0.5, "a condition that never comes")
 
 
 def test_missing_haproxy_is_one_line_and_exit_1(tmp_path: Path) -> None:
