@@ -20,6 +20,7 @@ from pathlib import Path
 from healthmgr.wire.keys import Keyring, MasterKey, derive_amphora_key
 from healthmgr.wire.native import decode_native
 from healthmgr.wire.values import Heartbeat
+from tests.patience import EVENTUALLY_S
 
 MASTER = MasterKey(7, b"agent-e2e-master-secret-0123456789")
 KEYS = Keyring([MASTER], 7)
@@ -31,7 +32,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], bool], timeout: float = EVENTUALLY_S, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

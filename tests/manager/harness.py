@@ -34,11 +34,9 @@ from healthmgr.wire.values import (
     PoolReport,
     PoolState,
 )
+from tests.patience import EVENTUALLY_S, START_S
 
 MASTER = MasterKey(1, b"test master key, long enough")
-# Importing the daemon takes a few seconds, much more on a loaded machine (tests run in
-# parallel beside other suites); a start-up that takes longer is a failure, not a slow pass.
-START_TIMEOUT_S = 60.0
 MASTER_2 = MasterKey(2, b"rotated master key, long enough")
 
 
@@ -115,7 +113,9 @@ class RunningDaemon:
                 continue
         return out
 
-    def wait_for_log(self, event: str, timeout: float = 15.0, **match: Any) -> dict[str, Any]:
+    def wait_for_log(
+        self, event: str, timeout: float = EVENTUALLY_S, **match: Any
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for e in self.events():
@@ -129,20 +129,20 @@ class RunningDaemon:
 
     def wait_serving(self) -> dict[str, Any]:
         """Until the daemon logs that it serves (its start-up: a wait, not a speed bound)."""
-        return self.wait_for_log("healthmgr serving", timeout=START_TIMEOUT_S)
+        return self.wait_for_log("healthmgr serving", timeout=START_S)
 
     def count(self, event: str) -> int:
         """How many times the daemon has logged ``event`` so far."""
         return sum(1 for e in self.events() if e.get("event") == event)
 
-    def wait_judging(self, after: int = 0, timeout: float = 20.0) -> None:
+    def wait_judging(self, after: int = 0, timeout: float = EVENTUALLY_S) -> None:
         """Until the health check judges for the ``after + 1``-th time: past its start-up
         grace (a full heartbeat_timeout of health since the start), or with ``after`` =
         ``count(JUDGING)`` taken before a fault, past the grace after it. A wait on the
         daemon's word, not a sleep."""
         self.until(lambda: self.count(JUDGING) > after, what="judging", timeout=timeout)
 
-    def until(self, predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    def until(self, predicate: Callable[[], Any], what: str, timeout: float = EVENTUALLY_S) -> Any:
         """``wait_until`` that gives up at once if the daemon exits, with its log tail."""
 
         def check() -> Any:
@@ -287,7 +287,7 @@ def _collect(proc: subprocess.Popen[str], lines: list[str]) -> None:
         lines.append(line.rstrip("\n"))
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = EVENTUALLY_S, what: str = "") -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
