@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from healthmgr.db.dbtime import db_now, utcnow
-from healthmgr.db.in_lists import in_lists, padded
+from healthmgr.db.in_lists import chunks, one_of
 from healthmgr.db.models import (
     Amphora,
     AmphoraHealth,
@@ -235,18 +235,18 @@ def stop(conn: sa.Connection, ids: Collection[str], cutoff: dt.datetime) -> list
     """Circuit breaker: these amphorae, if still stale ALLOCATED candidates,
     become FAILOVER_STOPPED (a later health bump returns them to ALLOCATED)."""
     stopped: list[str] = []
-    for part in in_lists(sorted(ids), IN_CHUNK):
+    for part in chunks(sorted(ids), IN_CHUNK):
         still = list(
             conn.execute(
                 sa.select(_health.c.amphora_id)
-                .where(_health.c.amphora_id.in_(part))
+                .where(one_of(_health.c.amphora_id, part, conn.dialect.name, IN_CHUNK))
                 .where(_stale(_health, cutoff, statuses=(C.ALLOCATED,)))
             ).scalars()
         )
         if still:
             conn.execute(
                 sa.update(_amp)
-                .where(_amp.c.id.in_(padded(still, IN_CHUNK)))
+                .where(one_of(_amp.c.id, still, conn.dialect.name, IN_CHUNK))
                 .where(_amp.c.status == C.ALLOCATED)
                 .values(status=C.FAILOVER_STOPPED, updated_at=utcnow())
             )

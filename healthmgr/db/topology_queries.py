@@ -20,7 +20,7 @@ from dataclasses import replace
 
 import sqlalchemy as sa
 
-from healthmgr.db.in_lists import in_lists, padded
+from healthmgr.db.in_lists import chunks, one_of
 from healthmgr.db.models import Amphora, Listener, LoadBalancer, Member, Pool
 from healthmgr.rules import constants as C
 from healthmgr.rules.batch import RefusedRow
@@ -102,7 +102,7 @@ def load_amphorae(
     refusals = refusals if refusals is not None else Refusals()
     wanted = sorted({id_str(i) for i in amphora_ids})
     out: dict[Id, AmphoraTopology] = {}
-    for part in in_lists(wanted, IN_CHUNK):
+    for part in chunks(wanted, IN_CHUNK):
         # Amphorae and their load balancers in one query.
         rows = conn.execute(
             sa.select(
@@ -115,7 +115,7 @@ def load_amphorae(
                 _lb.c.operating_status,
             )
             .select_from(_amp.outerjoin(_lb, _lb.c.id == _amp.c.load_balancer_id))
-            .where(_amp.c.id.in_(part))
+            .where(one_of(_amp.c.id, part, conn.dialect.name, IN_CHUNK))
             .where(_amp.c.status != C.DELETED)
         ).all()
         live = {r.lb_id: r for r in rows if r.lb_id is not None}
@@ -156,7 +156,7 @@ def load_load_balancers(
     """Topologies keyed by textual id (the form amphora rows refer to)."""
     refusals = refusals if refusals is not None else Refusals()
     out: dict[str, LoadBalancerTopology] = {}
-    for part in in_lists(sorted(lb_ids), IN_CHUNK):
+    for part in chunks(sorted(lb_ids), IN_CHUNK):
         rows = conn.execute(
             sa.select(
                 _lb.c.id.label("lb_id"),
@@ -164,7 +164,7 @@ def load_load_balancers(
                 _lb.c.provisioning_status,
                 _lb.c.operating_status,
             )
-            .where(_lb.c.id.in_(part))
+            .where(one_of(_lb.c.id, part, conn.dialect.name, IN_CHUNK))
             .where(_lb.c.provisioning_status != C.DELETED)
         ).all()
         out.update(_build_lbs(conn, {r.lb_id: r for r in rows}, refusals))
@@ -218,7 +218,7 @@ def _listeners_by_lb(
             _listener.c.operating_status,
             _listener.c.default_pool_id,
         )
-        .where(_listener.c.load_balancer_id.in_(padded(lb_ids, IN_CHUNK)))
+        .where(one_of(_listener.c.load_balancer_id, lb_ids, conn.dialect.name, IN_CHUNK))
         .where(_listener.c.provisioning_status != C.DELETED)
         .order_by(_listener.c.id)
     ).all()
@@ -242,7 +242,7 @@ def _listeners_by_lb(
 def _pools_by_lb(conn: sa.Connection, lb_ids: Sequence[str], refusals: Refusals) -> dict[str, list]:
     pool_rows = conn.execute(
         sa.select(_pool.c.id, _pool.c.load_balancer_id, _pool.c.enabled, _pool.c.operating_status)
-        .where(_pool.c.load_balancer_id.in_(padded(lb_ids, IN_CHUNK)))
+        .where(one_of(_pool.c.load_balancer_id, lb_ids, conn.dialect.name, IN_CHUNK))
         .where(_pool.c.provisioning_status != C.DELETED)
         .order_by(_pool.c.id)
     ).all()
@@ -255,7 +255,7 @@ def _pools_by_lb(conn: sa.Connection, lb_ids: Sequence[str], refusals: Refusals)
             _pool.c.load_balancer_id,
         )
         .join(_pool, _pool.c.id == _member.c.pool_id)
-        .where(_pool.c.load_balancer_id.in_(padded(lb_ids, IN_CHUNK)))
+        .where(one_of(_pool.c.load_balancer_id, lb_ids, conn.dialect.name, IN_CHUNK))
         .where(_member.c.provisioning_status != C.DELETED)
         .order_by(_member.c.id)
     ).all()

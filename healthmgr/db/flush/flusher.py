@@ -27,7 +27,7 @@ from healthmgr.db.dbtime import utcnow
 from healthmgr.db.errors import diagnose, is_transient
 from healthmgr.db.flush import statements as _w
 from healthmgr.db.flush.octavia_stats import OctaviaStatsWriter
-from healthmgr.db.in_lists import in_lists
+from healthmgr.db.in_lists import JSON_EACH_SQL, chunks, in_lists, json_ids, one_of
 from healthmgr.db.models import Amphora
 from healthmgr.db.octavia_schema import NATIVE, OCTAVIA
 from healthmgr.rules import constants as C
@@ -211,10 +211,14 @@ class Flusher:
     ) -> dict[Id, tuple[int, int]]:
         raw_of = {_w.text_id(i): i for i in ids}  # the rows' text back to our ids
         out: dict[Id, tuple[int, int]] = {}
-        for part in in_lists(sorted(raw_of), IN_CHUNK):
+        sqlite = self.dialect == "sqlite"
+        for part in (chunks if sqlite else in_lists)(sorted(raw_of), IN_CHUNK):
             sql = _w.report_lock_sql(self.dialect, len(part))
-            pg = self.dialect == "postgresql"
-            params: Any = {"ids": _w.pg_array(part)} if pg else tuple(part)
+            params: Any = tuple(part)
+            if self.dialect == "postgresql":
+                params = {"ids": _w.pg_array(part)}
+            elif sqlite:
+                params = (json_ids(part),)
             for amp, order, digest in counter.driver(conn, sql, params):
                 raw = raw_of.get(amp)
                 out[raw if raw is not None else id_bytes(amp)] = (int(order), int(digest))
@@ -227,17 +231,20 @@ class Flusher:
         if self.dialect == "postgresql":
             sql = f"SELECT id FROM amphora WHERE {where} = ANY(%(ids)s::varchar[])"
             stopped = [row[0] for row in counter.driver(conn, sql, {"ids": _w.pg_array(ids)})]
+        elif self.dialect == "sqlite":
+            sql = f"SELECT id FROM amphora WHERE {where} IN ({JSON_EACH_SQL})"
+            for part in chunks(ids, IN_CHUNK):
+                stopped += [row[0] for row in counter.driver(conn, sql, (json_ids(part),))]
         else:
-            mark = "?" if self.dialect == "sqlite" else "%s"
             for part in in_lists(ids, IN_CHUNK):
-                marks = ", ".join(mark for _ in part)
+                marks = ", ".join("%s" for _ in part)
                 sql = f"SELECT id FROM amphora WHERE {where} IN ({marks})"
                 stopped += [row[0] for row in counter.driver(conn, sql, tuple(part))]
         if stopped:
             counter.run(
                 conn,
                 sa.update(_amp)
-                .where(_amp.c.id.in_(stopped))
+                .where(one_of(_amp.c.id, stopped, self.dialect, IN_CHUNK))
                 .where(_amp.c.status == C.FAILOVER_STOPPED)
                 .values(status=C.ALLOCATED, updated_at=utcnow()),
             )

@@ -45,6 +45,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from healthmgr.db.in_lists import JSON_EACH_SQL
 from healthmgr.rules import constants as C
 from healthmgr.rules.batch import (
     STATUS_TABLES,
@@ -481,9 +482,10 @@ def report_lock_sql(dialect: str, count: int) -> str:
     base = "SELECT amphora_id, report_order, report_digest FROM healthmgr_amphora WHERE "
     if dialect == "postgresql":
         return base + "amphora_id = ANY(%(ids)s::varchar[]) ORDER BY amphora_id FOR UPDATE"
-    mark = "?" if dialect == "sqlite" else "%s"
-    where = f"amphora_id IN ({', '.join(mark for _ in range(count))}) ORDER BY amphora_id"
-    return base + where + (" FOR UPDATE" if dialect == "mysql" else "")
+    if dialect == "sqlite":  # one JSON parameter: see healthmgr.db.in_lists
+        return base + f"amphora_id IN ({JSON_EACH_SQL}) ORDER BY amphora_id"
+    where = f"amphora_id IN ({', '.join('%s' for _ in range(count))}) ORDER BY amphora_id"
+    return base + where + " FOR UPDATE"
 
 
 def report_statement(dialect: str) -> Statement:
