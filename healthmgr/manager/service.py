@@ -33,6 +33,7 @@ from healthmgr.manager.failover import load_driver
 from healthmgr.manager.fleet import Fleet
 from healthmgr.manager.fleet_loader import FleetLoader
 from healthmgr.manager.flush_process import ProcessFlush
+from healthmgr.manager.heap import trim_heap
 from healthmgr.manager.ingest import Ingest
 from healthmgr.manager.metrics import Metrics, serve_metrics
 from healthmgr.manager.monitor import CheckState, Monitor
@@ -255,6 +256,7 @@ class Daemon:
                 await main.start(receiver.run)
                 main.start_soon(notifier.watchdog)
                 main.start_soon(self._housekeeping)
+                main.start_soon(trim_heap)
                 notifier.ready()
                 log.info(
                     "healthmgr serving",
