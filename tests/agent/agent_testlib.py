@@ -11,16 +11,14 @@ import select
 import socket
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from healthmgr.wire.keys import Keyring, MasterKey, derive_amphora_key
 from healthmgr.wire.native import decode_native
 from healthmgr.wire.values import Heartbeat
-from tests.patience import EVENTUALLY_S
+from tests.patience import wait_until as wait_for
 
 MASTER = MasterKey(7, b"agent-e2e-master-secret-0123456789")
 KEYS = Keyring([MASTER], 7)
@@ -30,17 +28,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def wait_for(
-    predicate: Callable[[], bool], timeout: float = EVENTUALLY_S, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _port_open(port: int) -> bool:

@@ -34,7 +34,7 @@ from healthmgr.wire.values import (
     PoolReport,
     PoolState,
 )
-from tests.patience import EVENTUALLY_S, START_S
+from tests.patience import EVENTUALLY_S, START_S, wait_until
 
 MASTER = MasterKey(1, b"test master key, long enough")
 MASTER_2 = MasterKey(2, b"rotated master key, long enough")
@@ -285,17 +285,6 @@ def _collect(proc: subprocess.Popen[str], lines: list[str]) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
         lines.append(line.rstrip("\n"))
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = EVENTUALLY_S, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        time.sleep(0.05)
 
 
 @dataclass
